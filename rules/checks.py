@@ -1,0 +1,175 @@
+"""Meaning checks on a parsed policy version: every name resolves, every
+comparison is between compatible types, and derived values do not depend
+on themselves. Each problem is reported with the path of the offending value.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterator
+
+from .model import (PLACEHOLDER, AllOf, AnyOf, Compare, Condition, FactType, NotOf, ParamType,
+                    PolicyVersion, Ref)
+
+Problem = tuple[tuple, str]
+
+_ORDER_OPS = {"lt", "lte", "gt", "gte"}
+_SET_OPS = {"in", "not_in"}
+
+
+def walk(cond: Condition | None, path: tuple) -> Iterator[tuple[Compare, tuple]]:
+    """Every comparison in a condition, with its path."""
+    if isinstance(cond, AllOf):
+        for i, c in enumerate(cond.all):
+            yield from walk(c, path + ("all", i))
+    elif isinstance(cond, AnyOf):
+        for i, c in enumerate(cond.any):
+            yield from walk(c, path + ("any", i))
+    elif isinstance(cond, NotOf):
+        yield from walk(cond.not_, path + ("not",))
+    elif isinstance(cond, Compare):
+        yield cond, path
+
+
+def value_types(pv: PolicyVersion) -> dict[str, FactType]:
+    """The type of every name a condition may test: facts and derived values."""
+    types = {f.name: f.type for f in pv.facts}
+    types.update({d.name: d.type for d in pv.derived})
+    return types
+
+
+def check(pv: PolicyVersion) -> list[Problem]:
+    problems: list[Problem] = []
+    types = value_types(pv)
+    allowed = {f.name: set(f.allowed) for f in pv.facts}
+    derived = {d.name: d for d in pv.derived}
+
+    seen: set[str] = set()
+    for name in [f.name for f in pv.facts] + [d.name for d in pv.derived]:
+        if name in seen:
+            problems.append((("facts",), f"'{name}' is declared twice (facts and derived values share one namespace)"))
+        seen.add(name)
+    for i, d in enumerate(pv.derived):
+        if not isinstance(d.default, bool) == (d.type is FactType.BOOL):
+            problems.append((("derived", i, "default"), f"default of '{d.name}' is not a {d.type.value}"))
+
+    if pv.as_at_fact is not None and types.get(pv.as_at_fact) is not FactType.DATE:
+        problems.append((("as_at_fact",), f"'{pv.as_at_fact}' is not a date fact of this version"))
+
+    ids: set[str] = set()
+    for i, rule in enumerate(pv.rules):
+        at = ("rules", i)
+        if rule.id in ids:
+            problems.append((at + ("id",), f"duplicate rule id '{rule.id}'"))
+        ids.add(rule.id)
+        if rule.outcome is not None and rule.outcome not in pv.outcomes:
+            problems.append((at + ("outcome",), f"outcome '{rule.outcome}' is not declared in 'outcomes'"))
+        if rule.flag is not None and rule.flag not in pv.flags:
+            problems.append((at + ("flag",), f"flag '{rule.flag}' is not declared in 'flags'"))
+        if rule.derive is not None:
+            d = derived.get(rule.derive.name)
+            if d is None:
+                problems.append((at + ("derive", "name"), f"derived value '{rule.derive.name}' is not declared in 'derived'"))
+            elif isinstance(rule.derive.value, bool) != (d.type is FactType.BOOL):
+                problems.append((at + ("derive", "value"), f"'{d.name}' is a {d.type.value}"))
+        if rule.amount is not None:
+            problems += _check_param(pv, rule.amount, at + ("amount",), {ParamType.MONEY})
+        for cmp, path in walk(rule.when, at + ("when",)):
+            problems += _check_compare(pv, cmp, path, types, allowed)
+        tested = {n for cmp, _ in walk(rule.when, ()) for n in (cmp.fact, getattr(cmp.operand, "fact", None))}
+        for name in PLACEHOLDER.findall(rule.because):
+            if name not in tested and name not in pv.parameters:
+                problems.append((at + ("because",), f"'{{{name}}}' is neither a parameter nor a fact this rule tests"))
+    problems += _check_cycles(pv)
+    return problems
+
+
+def _check_param(pv: PolicyVersion, ref: Ref, path: tuple, kinds: set[ParamType]) -> list[Problem]:
+    if ref.param is None:
+        return [(path, "expected a parameter here")]
+    p = pv.parameters.get(ref.param)
+    if p is None:
+        return [(path + ("param",), f"unknown parameter '{ref.param}'")]
+    if p.type not in kinds:
+        return [(path + ("param",), f"parameter '{ref.param}' is a {p.type.value}; expected {' or '.join(sorted(k.value for k in kinds))}")]
+    return []
+
+
+def _check_compare(pv, cmp: Compare, path: tuple, types: dict, allowed: dict) -> list[Problem]:
+    ftype = types.get(cmp.fact)
+    if ftype is None:
+        return [(path + ("fact",), f"unknown fact '{cmp.fact}'")]
+    op, operand, at = cmp.op, cmp.operand, path + (cmp.op,)
+    bad = [(at, f"'{op}' does not apply to {ftype.value} fact '{cmp.fact}'")]
+    if ftype is FactType.ENUM_LIST:
+        if op != "any_in":
+            return bad
+        return _check_choices(pv, cmp.fact, operand, at, allowed)
+    if op == "any_in":
+        return bad
+    if op in _SET_OPS:
+        if ftype not in (FactType.ENUM, FactType.STRING):
+            return bad
+        return _check_choices(pv, cmp.fact, operand, at, allowed)
+    if op in _ORDER_OPS and ftype not in (FactType.INTEGER, FactType.MONEY, FactType.DATE):
+        return bad
+    if isinstance(operand, Ref):
+        if operand.param is not None:
+            kinds = {FactType.INTEGER: {ParamType.INTEGER}, FactType.MONEY: {ParamType.MONEY},
+                     FactType.STRING: {ParamType.STRING}, FactType.ENUM: {ParamType.STRING}}.get(ftype)
+            return _check_param(pv, operand, at, kinds) if kinds else bad
+        other = types.get(operand.fact)
+        if other is None:
+            return [(at + ("fact",), f"unknown fact '{operand.fact}'")]
+        if other != ftype:
+            return [(at, f"cannot compare {ftype.value} '{cmp.fact}' with {other.value} '{operand.fact}'")]
+        shifted = operand.plus_years is not None or operand.plus_months is not None
+        if shifted and ftype is not FactType.DATE:
+            return [(at, "only dates can be shifted by years or months")]
+        return [p for s in ("plus_years", "plus_months") if isinstance(getattr(operand, s), Ref)
+                for p in _check_param(pv, getattr(operand, s), at + (s,), {ParamType.INTEGER})]
+    literal_ok = {
+        FactType.BOOL: lambda v: isinstance(v, bool),
+        FactType.INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        FactType.MONEY: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        FactType.STRING: lambda v: isinstance(v, str),
+        FactType.ENUM: lambda v: isinstance(v, str) and v in allowed.get(cmp.fact, {v}),
+        FactType.DATE: lambda v: isinstance(v, dt.date),
+    }[ftype]
+    if not literal_ok(operand):
+        return [(at, f"{operand!r} is not a valid value for {ftype.value} fact '{cmp.fact}'")]
+    return []
+
+
+def _check_choices(pv, fact: str, operand, at: tuple, allowed: dict) -> list[Problem]:
+    if isinstance(operand, Ref):
+        problems = _check_param(pv, operand, at, {ParamType.STRING_LIST})
+        if problems:
+            return problems
+        values = pv.parameters[operand.param].value
+    elif isinstance(operand, tuple) and operand:
+        values = operand
+    else:
+        return [(at, "expected a non-empty list of values or a string_list parameter")]
+    unknown = sorted(set(values) - allowed[fact]) if fact in allowed else []
+    return [(at, f"{', '.join(unknown)} not among the allowed values of '{fact}'")] if unknown else []
+
+
+def _check_cycles(pv: PolicyVersion) -> list[Problem]:
+    derived = {d.name for d in pv.derived}
+    deps: dict[str, set[str]] = {d: set() for d in derived}
+    for rule in pv.rules:
+        if rule.derive is not None and rule.derive.name in deps:
+            deps[rule.derive.name] |= {c.fact for c, _ in walk(rule.when, ())} & derived
+    state: dict[str, int] = {}
+
+    def visit(name: str) -> bool:
+        if state.get(name) == 1:
+            return True
+        if state.get(name) == 2:
+            return False
+        state[name] = 1
+        cyclic = any(visit(d) for d in deps[name])
+        state[name] = 2
+        return cyclic
+
+    return [(("derived",), f"derived value '{n}' depends on itself") for n in sorted(deps) if visit(n)][:1]

@@ -1,0 +1,244 @@
+"""Compile a policy version into a durable_rules ruleset.
+
+Every fact the engine sees is a "working fact": the request's facts (encoded,
+see values.py) plus the derived values known so far, tagged `_t: w` and with
+its stratum `_k`. Rules are placed in strata: a rule that tests a derived
+value sits one stratum above the rules that derive it.
+
+Each policy rule becomes two engine rules, one matching when its condition is
+definitely true and one when it is definitely false (three-valued logic: a
+comparison on a missing fact is neither). Their actions record the verdict
+and the fact values the engine matched. A last, lowest-priority rule in each
+stratum resolves that stratum's derived values by the first-hit policy and
+asserts the next working fact, so the engine chains the strata itself; in the
+top stratum it marks the session complete (and doubles as the catch-all the
+engine needs).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from . import durable_host
+from .checks import value_types, walk
+from .hitpolicy import first_hit
+from .model import AllOf, AnyOf, Compare, Condition, FactType, NotOf, PolicyVersion, Ref, Rule
+from .values import count_key, date_code, months_code
+
+WORKING = {"_t": "w"}
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    index: int
+    rule: Rule
+    stratum: int
+    tests: tuple[str, ...]  # facts and derived values the condition reads, in order
+
+    @property
+    def conclusion(self) -> Any:
+        r = self.rule
+        return (r.outcome, r.amount.param if r.amount else None) if r.outcome else r.derive.value if r.derive else True
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    version: PolicyVersion
+    content_hash: str
+    ruleset: str
+    rules: tuple[CompiledRule, ...]
+    strata: int
+    engine_rules: int
+    engine_tests: int
+
+    def by_target(self, target: str) -> list[CompiledRule]:
+        return [r for r in self.rules if r.rule.target == target]
+
+
+def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
+    types = value_types(pv)
+    stratum_of = _strata(pv)
+    rules = tuple(
+        CompiledRule(i, r, stratum_of[r.id], tuple(dict.fromkeys(_tested_names(r.when))))
+        for i, r in enumerate(pv.rules))
+    strata = max(r.stratum for r in rules) + 1
+    ruleset = f"{pv.policy}.{pv.version}.{content_hash[:16]}"
+    leaf = _LeafCompiler(pv, types)
+
+    definition: dict[str, dict] = {}
+    for cr in rules:
+        scope = [WORKING, {"_k": cr.stratum}]
+        true_expr, false_expr = leaf.both(cr.rule.when) if cr.rule.when else (None, None)
+        definition[f"r{cr.index}.true"] = {
+            "all": [{"m": _and(scope + ([true_expr] if true_expr else []))}],
+            "pri": cr.index + 1, "run": _verdict(cr, True)}
+        if false_expr is not None:
+            definition[f"r{cr.index}.false"] = {
+                "all": [{"m": _and(scope + [false_expr])}],
+                "pri": cr.index + 1, "run": _verdict(cr, False)}
+    compiled_derived = {d.name: d for d in pv.derived}
+    for k in range(strata):
+        resolving = [compiled_derived[name] for name in compiled_derived if stratum_of[f"derived:{name}"] == k]
+        definition[f"stratum{k}.close"] = {
+            "all": [{"m": _and([WORKING, {"_k": k}])}],
+            "pri": len(rules) + 10,
+            "run": _closer(rules, resolving, last=(k == strata - 1))}
+
+    compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition))
+    durable_host.register(ruleset, definition, warm_fact={**WORKING, "_k": 0})
+    return compiled
+
+
+def _tested_names(cond: Condition | None) -> list[str]:
+    names = []
+    for cmp, _ in walk(cond, ()):
+        names.append(cmp.fact)
+        if isinstance(cmp.operand, Ref) and cmp.operand.fact:
+            names.append(cmp.operand.fact)
+    return names
+
+
+def _strata(pv: PolicyVersion) -> dict[str, int]:
+    """Stratum of each rule id and of each derived value ("derived:<name>")."""
+    derived = {d.name for d in pv.derived}
+    out: dict[str, int] = {}
+
+    def of_derived(name: str) -> int:
+        key = f"derived:{name}"
+        if key not in out:
+            out[key] = max((of_rule(r) for r in pv.rules if r.derive and r.derive.name == name), default=0)
+        return out[key]
+
+    def of_rule(rule: Rule) -> int:
+        if rule.id not in out:
+            deps = [n for n in _tested_names(rule.when) if n in derived]
+            out[rule.id] = max((of_derived(n) + 1 for n in deps), default=0)
+        return out[rule.id]
+
+    for r in pv.rules:
+        of_rule(r)
+    for name in derived:
+        of_derived(name)
+    return out
+
+
+# --- actions ----------------------------------------------------------------
+
+def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
+    key = "true" if holds else "false"
+    tests = cr.tests
+
+    def record(state: dict, fact: dict, _assert) -> None:
+        state.setdefault(key, []).append(cr.index)
+        if holds:
+            state.setdefault("used", {})[str(cr.index)] = {n: fact[n] for n in tests if n in fact}
+    return record
+
+
+def _closer(rules: tuple[CompiledRule, ...], resolving: list, last: bool) -> durable_host.Action:
+    candidates = {d.name: [(r.index, r.conclusion) for r in rules if r.rule.derive and r.rule.derive.name == d.name]
+                  for d in resolving}
+
+    def close(state: dict, fact: dict, assert_fact) -> None:
+        true, false = set(state.get("true", ())), set(state.get("false", ()))
+        derived = {}
+        for d in resolving:
+            hit = first_hit(candidates[d.name], true, false)
+            if hit.unknown:
+                state.setdefault("blocked", {})[d.name] = list(hit.blockers)
+            else:
+                derived[d.name] = rules[hit.index].conclusion if hit.index is not None else d.default
+                state.setdefault("via", {})[d.name] = hit.index
+        if last:
+            state["complete"] = True
+            return
+        nxt = {k: v for k, v in fact.items() if k not in ("sid", "id")}
+        nxt.update(derived, _k=fact["_k"] + 1)
+        assert_fact(nxt)
+    return close
+
+
+# --- conditions to engine expressions ---------------------------------------
+
+def _and(parts: list[dict]) -> dict:
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _or(parts: list[dict]) -> dict:
+    return parts[0] if len(parts) == 1 else {"$or": parts}
+
+
+_NEGATE = {"$lt": "$gte", "$lte": "$gt", "$gt": "$lte", "$gte": "$lt"}
+_ORDER = {"lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte"}
+
+
+class _LeafCompiler:
+    def __init__(self, pv: PolicyVersion, types: dict[str, FactType]):
+        self.pv = pv
+        self.types = types
+
+    def both(self, cond: Condition) -> tuple[dict, dict]:
+        """(definitely true, definitely false) engine expressions for a condition."""
+        if isinstance(cond, AllOf):
+            parts = [self.both(c) for c in cond.all]
+            return _and([t for t, _ in parts]), _or([f for _, f in parts])
+        if isinstance(cond, AnyOf):
+            parts = [self.both(c) for c in cond.any]
+            return _or([t for t, _ in parts]), _and([f for _, f in parts])
+        if isinstance(cond, NotOf):
+            t, f = self.both(cond.not_)
+            return f, t
+        return self._compare(cond)
+
+    def _param(self, name: str) -> Any:
+        return self.pv.parameters[name].value
+
+    def _shift(self, amount: int | Ref | None) -> int:
+        return self._param(amount.param) if isinstance(amount, Ref) else (amount or 0)
+
+    def _value(self, fact: str, operand) -> tuple[Any, list[dict]]:
+        """The engine form of an operand, and guards it needs (a referenced fact must exist)."""
+        if isinstance(operand, Ref) and operand.param:
+            return self._param(operand.param), []
+        if isinstance(operand, Ref):
+            shift = months_code(self._shift(operand.plus_years), self._shift(operand.plus_months))
+            ref = {"$m": operand.fact}
+            value = {"$add": {"$l": ref, "$r": shift}} if shift else ref
+            return value, [{"$ex": {operand.fact: 1}}]
+        if self.types[fact] is FactType.DATE:
+            return date_code(operand), []
+        return operand, []
+
+    def _compare(self, cmp: Compare) -> tuple[dict, dict]:
+        name, op = cmp.fact, cmp.op
+        value, guards = self._value(name, cmp.operand)
+        if op in ("eq", "ne"):
+            t, f = {name: value}, {"$neq": {name: value}}
+            t, f = (t, f) if op == "eq" else (f, t)
+        elif op in _ORDER:
+            t, f = {_ORDER[op]: {name: value}}, {_NEGATE[_ORDER[op]]: {name: value}}
+        elif op in ("in", "not_in"):
+            t, f = _or([{name: v} for v in value]), _and([{"$neq": {name: v}} for v in value])
+            t, f = (t, f) if op == "in" else (f, t)
+        else:  # any_in, on a list fact
+            t = {"$iany": {name: _or([{"$i": v} for v in value])}}
+            f = _or([{count_key(name): 0}, {"$iall": {name: _and([{"$neq": {"$i": v}} for v in value])}}])
+        return _and(guards + [t]), _and(guards + [f])
+
+
+def _count_tests(definition: dict) -> int:
+    def count(node: Any) -> int:
+        if isinstance(node, dict):
+            if any(k.startswith("$") and k not in ("$and", "$or") for k in node) or (
+                    node and not any(k.startswith("$") for k in node)):
+                return 1
+            return sum(count(v) for v in node.values())
+        if isinstance(node, list):
+            return sum(count(v) for v in node)
+        return 0
+    return sum(count(spec["all"]) for spec in definition.values())
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

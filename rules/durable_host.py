@@ -1,0 +1,72 @@
+"""The one module that touches durable_rules, and the edges it needs handled.
+
+- `Host` starts two background threads that dispatch live sessions; with
+  request threads of our own that crashes the C core, so `_run` is disabled.
+- One process-wide lock is held around each session: the C core is not
+  thread-safe (scale with processes instead).
+- Each decision is a fresh session that is always deleted, even on error.
+- A ruleset is warmed up once at registration (a fresh ruleset whose first
+  session matched nothing crashes when the session is deleted).
+- Errors raised inside actions do not propagate; they appear in the
+  returned state under "exception" and are raised here.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any, Callable
+
+from durable import engine
+
+
+class EngineError(RuntimeError):
+    """durable_rules failed while evaluating a session."""
+
+
+class _QuietHost(engine.Host):
+    def _run(self) -> None:  # no background dispatch threads
+        pass
+
+
+_host = _QuietHost()
+_lock = threading.Lock()
+_session_ids = itertools.count(1)
+_registered: set[str] = set()
+
+Action = Callable[[dict, dict, Callable[[dict], None]], None]
+"""An action gets the session state, the matched fact, and a function to assert a new fact."""
+
+
+def _wrap(action: Action) -> Callable[[Any], None]:
+    def run(c) -> None:
+        action(c.s._d, c.m._d, c.assert_fact)
+    return run
+
+
+def register(name: str, rules: dict[str, dict], warm_fact: dict) -> None:
+    """Register a ruleset once per process; `rules` maps rule names to
+    durable_rules definitions whose "run" is an `Action`."""
+    with _lock:
+        if name in _registered:
+            return
+        definition = {rule: {**spec, "run": _wrap(spec["run"])} for rule, spec in rules.items()}
+        _host.register_rulesets({name: definition})
+        _registered.add(name)
+    evaluate(name, warm_fact)
+
+
+def evaluate(ruleset: str, fact: dict) -> dict:
+    """Assert `fact` into a fresh session, let every rule fire, and return the final state."""
+    with _lock:
+        sid = str(next(_session_ids))
+        try:
+            state = _host.assert_fact(ruleset, {**fact, "sid": sid})
+        except engine.MessageNotHandledException as exc:
+            raise EngineError(f"no rule handled the fact in {ruleset}") from exc
+        except Exception as exc:  # the C core reports failures as bare exceptions
+            raise EngineError(f"durable_rules failed in {ruleset}: {exc}") from exc
+        finally:
+            _host.delete_state(ruleset, sid)
+    if "exception" in state:
+        raise EngineError(f"a rule action failed in {ruleset}: {state['exception']}")
+    return state

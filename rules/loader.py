@@ -1,0 +1,161 @@
+"""Load every policy file under a directory into a bundle, or nothing at all.
+
+Files live at `<dir>/<policy>/<version>.yaml`. Each is parsed (yamlsource),
+validated (model + checks), checked against its siblings (same fact, same
+type; enacted date ranges must not overlap) and compiled. Any error anywhere
+rejects the whole bundle, with every error reported as `path:line: reason`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .checks import check
+from .compiler import CompiledPolicy, compile_policy, content_hash
+from .model import FactType, PolicyVersion, Status
+from .yamlsource import Located, YamlSourceError, read_yaml
+
+DEFAULT_POLICY_DIR = Path(__file__).parent / "policies"
+
+
+@dataclass(frozen=True)
+class LoadError:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class PolicyLoadError(Exception):
+    def __init__(self, errors: list[LoadError]):
+        self.errors = errors
+        super().__init__("\n".join(map(str, errors)))
+
+
+class Bundle:
+    """All loaded policy versions, by policy id and version id."""
+
+    def __init__(self, policies: dict[str, dict[str, CompiledPolicy]], bundle_hash: str):
+        self.policies = policies
+        self.bundle_hash = bundle_hash
+
+    def versions(self, policy: str) -> list[CompiledPolicy]:
+        return sorted(self.policies.get(policy, {}).values(),
+                      key=lambda c: (c.version.effective_from or dt.date.max, c.version.version))
+
+    def in_force(self, policy: str, day: dt.date) -> CompiledPolicy | None:
+        return next((c for c in self.versions(policy) if c.version.in_force_on(day)), None)
+
+    def as_at_fact(self, policy: str) -> str | None:
+        return next((c.version.as_at_fact for c in self.versions(policy)), None)
+
+    def fact_schema(self, policy: str) -> dict:
+        """Every fact any version of `policy` declares (they agree on types)."""
+        schema = {}
+        for c in self.versions(policy):
+            for fact in c.version.facts:
+                schema.setdefault(fact.name, fact)
+        return schema
+
+
+def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
+    directory = Path(directory)
+    errors: list[LoadError] = []
+    parsed: list[tuple[str, PolicyVersion, str]] = []
+    files = sorted(directory.glob("*/*.yaml"))
+    if not files:
+        raise PolicyLoadError([LoadError(str(directory), 0, "no policy files (<policy>/<version>.yaml) found")])
+    for path in files:
+        shown = _shown(path, directory)
+        result = _parse(path, shown, errors)
+        if result is not None:
+            parsed.append((shown, *result))
+    errors += _cross_version(parsed)
+    if errors:
+        raise PolicyLoadError(errors)
+
+    policies: dict[str, dict[str, CompiledPolicy]] = {}
+    for _, pv, digest in parsed:
+        policies.setdefault(pv.policy, {})[pv.version] = compile_policy(pv, digest)
+    bundle_hash = hashlib.sha256("".join(sorted(f"{s}:{d}\n" for s, _, d in parsed)).encode()).hexdigest()
+    return Bundle(policies, bundle_hash)
+
+
+def _shown(path: Path, directory: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _parse(path: Path, shown: str, errors: list[LoadError]) -> tuple[PolicyVersion, str] | None:
+    raw = path.read_bytes()
+    try:
+        located = read_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        errors.append(LoadError(shown, 1, "file is not UTF-8 text"))
+        return None
+    except YamlSourceError as exc:
+        errors.append(LoadError(shown, exc.line, exc.message))
+        return None
+    if not isinstance(located.data, dict):
+        errors.append(LoadError(shown, 1, "a policy file is a mapping (policy:, version:, rules: ...)"))
+        return None
+    try:
+        pv = PolicyVersion.model_validate(located.data)
+    except ValidationError as exc:
+        errors.extend(_validation_errors(exc, located, shown))
+        return None
+    found = [LoadError(shown, located.line_of(p), m) for p, m in check(pv)]
+    expected = (path.parent.name, path.stem)
+    if (pv.policy, pv.version) != expected:
+        found.append(LoadError(shown, located.line_of(("policy",)),
+                               f"file declares {pv.policy}/{pv.version} but lives at {expected[0]}/{expected[1]}.yaml"))
+    errors.extend(found)
+    return None if found else (pv, content_hash(raw))
+
+
+def _validation_errors(exc: ValidationError, located: Located, shown: str) -> list[LoadError]:
+    out, seen = [], set()
+    for err in exc.errors():
+        path = tuple(p for p in err["loc"] if isinstance(p, (int, str)) and _is_data_key(p))
+        where = ".".join(str(p) for p in path) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        key = (path, msg)
+        if key not in seen:
+            seen.add(key)
+            out.append(LoadError(shown, located.line_of(path), f"{where}: {msg}"))
+    return out
+
+
+def _is_data_key(part) -> bool:
+    # pydantic adds union member names (e.g. "AllOf", "tagged-union[...]") to error locations
+    return isinstance(part, int) or not (part[:1].isupper() or "[" in part)
+
+
+def _cross_version(parsed: list[tuple[str, PolicyVersion, str]]) -> list[LoadError]:
+    errors: list[LoadError] = []
+    by_policy: dict[str, list[tuple[str, PolicyVersion]]] = {}
+    for shown, pv, _ in parsed:
+        by_policy.setdefault(pv.policy, []).append((shown, pv))
+    for versions in by_policy.values():
+        types: dict[str, tuple[FactType, str]] = {}
+        for shown, pv in versions:
+            for fact in pv.facts:
+                first = types.setdefault(fact.name, (fact.type, shown))
+                if first[0] != fact.type:
+                    errors.append(LoadError(shown, 1, f"fact '{fact.name}' is a {fact.type.value} here but a {first[0].value} in {first[1]}"))
+        if len({pv.as_at_fact for _, pv in versions}) > 1:
+            errors.append(LoadError(versions[0][0], 1, f"versions of {versions[0][1].policy} disagree on 'as_at_fact'"))
+        enacted = sorted((pv.effective_from, pv.effective_to or dt.date.max, shown, pv.version)
+                         for shown, pv in versions if pv.status is Status.ENACTED)
+        for (_, end, _, a), (start, _, shown, b) in zip(enacted, enacted[1:]):
+            if start <= end:
+                errors.append(LoadError(shown, 1, f"enacted versions {a} and {b} are both in force on {start}"))
+    return errors

@@ -1,0 +1,79 @@
+"""Safe YAML reading that remembers the line of every value.
+
+Only plain data is accepted: no tags beyond YAML's standard scalars, no
+anchors or aliases (which is also what stops "billion laughs" bombs), no
+duplicate keys. Each value's line is kept under its path so that a
+validation error can point at `file:line`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 1_000_000
+
+
+class YamlSourceError(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+@dataclass
+class Located:
+    data: Any
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+    def line_of(self, path: tuple) -> int:
+        """The line of the deepest part of `path` that exists in the source."""
+        path = tuple(path)
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+
+def read_yaml(text: str) -> Located:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise YamlSourceError(1, f"file is larger than {MAX_BYTES} bytes")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise YamlSourceError(mark.line + 1 if mark else 1, str(exc.problem or exc)) from None
+    except yaml.YAMLError as exc:
+        raise YamlSourceError(1, str(exc)) from None
+    if node is None:
+        raise YamlSourceError(1, "file is empty")
+    located = Located(None)
+    located.data = _build(node, (), located.lines, set())
+    return located
+
+
+_constructor = yaml.SafeLoader("")
+
+
+def _build(node: yaml.Node, path: tuple, lines: dict, seen: set) -> Any:
+    if id(node) in seen:
+        raise YamlSourceError(node.start_mark.line + 1, "anchors and aliases are not allowed in policy files")
+    seen.add(id(node))
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlSourceError(key_node.start_mark.line + 1, "mapping keys must be plain text")
+            key = _constructor.construct_object(key_node)
+            if key in out:
+                raise YamlSourceError(key_node.start_mark.line + 1, f"duplicate key '{key}'")
+            out[key] = _build(value_node, path + (key,), lines, seen)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, path + (i,), lines, seen) for i, item in enumerate(node.value)]
+    try:
+        return _constructor.construct_object(node)
+    except yaml.constructor.ConstructorError as exc:
+        raise YamlSourceError(node.start_mark.line + 1, str(exc.problem)) from None
