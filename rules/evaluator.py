@@ -29,13 +29,13 @@ class Evaluator:
         self._today = today
 
     def decide(self, request: DecisionRequest) -> Decision:
-        compiled, as_at = self._select(request)
+        compiled, as_at = self.select(request)
         given, ignored = self._facts(compiled, request)
         return self._evaluate(compiled, as_at, given, ignored)
 
     # --- choosing the version ------------------------------------------------
 
-    def _select(self, request: DecisionRequest) -> tuple[CompiledPolicy, dt.date | None]:
+    def select(self, request: DecisionRequest) -> tuple[CompiledPolicy, dt.date | None]:
         versions = self.bundle.policies.get(request.policy)
         if versions is None:
             known = ", ".join(sorted(self.bundle.policies))
@@ -144,7 +144,7 @@ class Evaluator:
         decoded = {name: values.decode(kinds[name], v) for name, v in used.items()}
         return TrailStep(
             rule_id=rule.id,
-            concludes=(rule.outcome or (f"{rule.derive.name} = {rule.derive.value}" if rule.derive else rule.flag)),
+            concludes=rule.concludes,
             because=explainer.render(rule.because, compiled.version, decoded, kinds),
             citations=list(rule.cites),
             facts_used=[FactUsed(name=n, value=values.to_json(v)) for n, v in decoded.items()])

@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Any
 
 from .decision import UNDETERMINED, Flag, MissingFact, TrailStep
-from .model import PLACEHOLDER, FactType, ParamType, PolicyVersion
+from .model import PLACEHOLDER, AllOf, AnyOf, Condition, FactType, NotOf, ParamType, PolicyVersion, Ref
 
 NOT_GIVEN = "(not given)"
 
@@ -69,3 +69,42 @@ def rationale(pv: PolicyVersion, outcome: str, description: str, amount: int | N
         lines.append("Flags for the caseworker:")
         lines += [f"- {f.code}: {f.description}" for f in flags]
     return "\n".join(lines)
+
+
+_OP_WORDS = {"eq": "is", "ne": "is not", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥",
+             "in": "is one of", "not_in": "is not one of", "any_in": "includes any of"}
+
+
+def describe(pv: PolicyVersion, cond: Condition) -> str:
+    """A condition in words, e.g. "application_date < applicant_date_of_birth + 19 years"."""
+    if isinstance(cond, AllOf):
+        return " and ".join(_group(pv, c) for c in cond.all)
+    if isinstance(cond, AnyOf):
+        return " or ".join(_group(pv, c) for c in cond.any)
+    if isinstance(cond, NotOf):
+        return f"not {_group(pv, cond.not_)}"
+    operand = cond.operand
+    if isinstance(operand, Ref):
+        text = _ref(pv, operand)
+    elif isinstance(operand, tuple):
+        text = "[" + ", ".join(operand) + "]"
+    else:
+        text = str(operand).lower() if isinstance(operand, bool) else str(operand)
+    return f"{cond.fact} {_OP_WORDS[cond.op]} {text}"
+
+
+def _group(pv: PolicyVersion, cond: Condition) -> str:
+    text = describe(pv, cond)
+    return f"({text})" if isinstance(cond, (AllOf, AnyOf)) else text
+
+
+def _ref(pv: PolicyVersion, ref: Ref) -> str:
+    if ref.param:
+        value = pv.parameters[ref.param].value
+        shown = "[" + ", ".join(value) + "]" if isinstance(value, tuple) else value
+        return f"{ref.param} ({shown})"
+    text = ref.fact
+    for unit, shift in (("years", ref.plus_years), ("months", ref.plus_months)):
+        if shift is not None:
+            text += f" + {_ref(pv, shift) if isinstance(shift, Ref) else shift} {unit}"
+    return text

@@ -199,6 +199,13 @@ class Rule(Strict):
         return self
 
     @property
+    def concludes(self) -> str:
+        if self.derive is not None:
+            value = self.derive.value
+            return f"{self.derive.name} = {str(value).lower() if isinstance(value, bool) else value}"
+        return self.outcome or self.flag
+
+    @property
     def target(self) -> str:
         """What the rule decides: the outcome, a derived value, or a flag of its own."""
         if self.outcome is not None:

@@ -1,0 +1,31 @@
+"""Build step: generate the gRPC stubs from protos/ into the cms_policy package.
+
+Runs on every build (wheel, sdist, `pip install -e .`); the stubs are never
+committed. Project metadata lives in pyproject.toml.
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+
+
+def generate_stubs() -> None:
+    import grpc_tools
+    from grpc_tools import protoc
+
+    protos = sorted((ROOT / "protos").rglob("*.proto"))
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    args = ["protoc", f"-I{ROOT / 'protos'}", f"-I{include}", f"--python_out={ROOT}",
+            f"--pyi_out={ROOT}", f"--grpc_python_out={ROOT}"] + [str(p) for p in protos]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    for proto in protos:
+        package = ROOT / proto.parent.relative_to(ROOT / "protos")
+        while package != ROOT:
+            (package / "__init__.py").touch()
+            package = package.parent
+
+
+generate_stubs()
+setup(packages=find_packages(include=["rules*", "service*", "cms_policy*"]))
