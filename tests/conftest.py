@@ -1,0 +1,79 @@
+"""Shared fixtures: the loaded bundle, an in-process evaluator, and the real
+service running as a subprocess (`python -m service`) for end-to-end tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cms_policy.v1 import policy_pb2_grpc
+from rules.evaluator import Evaluator
+from rules.loader import load_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the expected decisions in tests/golden from the engine (review the diff!)")
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    return load_bundle()
+
+
+@pytest.fixture(scope="session")
+def evaluator(bundle):
+    return Evaluator(bundle)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server_process():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                break
+        except grpc.RpcError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise RuntimeError(f"service did not start:\n{out}\n{err}")
+        time.sleep(0.1)
+    yield proc, channel
+    channel.close()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def channel(server_process):
+    return server_process[1]
+
+
+@pytest.fixture(scope="session")
+def stub(channel):
+    return policy_pb2_grpc.PolicyDecisionServiceStub(channel)
