@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def _parse(path: Path, shown: str, errors: list[LoadError]) -> tuple[PolicyVersi
         errors.append(LoadError(shown, exc.line, exc.message))
         return None
     if not isinstance(located.data, dict):
-        errors.append(LoadError(shown, 1, "a policy file is a mapping (policy:, version:, rules: ...)"))
+        errors.append(LoadError(shown, located.line_of(()), "a policy file is a mapping (policy:, version:, rules: ...)"))
         return None
     try:
         pv = PolicyVersion.model_validate(located.data)
@@ -126,7 +127,7 @@ def _validation_errors(exc: ValidationError, located: Located, shown: str) -> li
     for err in exc.errors():
         path = tuple(p for p in err["loc"] if isinstance(p, (int, str)) and _is_data_key(p))
         where = ".".join(str(p) for p in path) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = re.sub(r"^(Tuple|List|Dictionary) should", "should", err["msg"].removeprefix("Value error, "))
         key = (path, msg)
         if key not in seen:
             seen.add(key)

@@ -53,19 +53,23 @@ def read_yaml(text: str) -> Located:
 
 
 _constructor = yaml.SafeLoader("")
+_BOOL = "tag:yaml.org,2002:bool"
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")}
 
 
 def _build(node: yaml.Node, path: tuple, lines: dict, seen: set) -> Any:
     if id(node) in seen:
         raise YamlSourceError(node.start_mark.line + 1, "anchors and aliases are not allowed in policy files")
     seen.add(id(node))
+    if node.tag not in _PLAIN_TAGS:
+        raise YamlSourceError(node.start_mark.line + 1, f"tag '{node.tag}' is not allowed in policy files")
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlSourceError(key_node.start_mark.line + 1, "mapping keys must be plain text")
-            key = _constructor.construct_object(key_node)
+            key = _scalar(key_node)
             if key in out:
                 raise YamlSourceError(key_node.start_mark.line + 1, f"duplicate key '{key}'")
             out[key] = _build(value_node, path + (key,), lines, seen)
@@ -73,6 +77,12 @@ def _build(node: yaml.Node, path: tuple, lines: dict, seen: set) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), lines, seen) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.ScalarNode):
+    if node.tag == _BOOL and node.value.lower() not in ("true", "false"):
+        return node.value  # YAML 1.2: yes/no/on/off are text, not booleans
     try:
         return _constructor.construct_object(node)
     except yaml.constructor.ConstructorError as exc:

@@ -1,0 +1,92 @@
+"""Policy files: every authoring error is reported as path:line: reason, all at
+once, and a bundle with any broken file is rejected whole."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rules.loader import PolicyLoadError, load_bundle
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BROKEN = sorted((FIXTURES / "broken").glob("*.yaml"))
+
+
+def _place(tmp_path: Path, source: Path, policy: str = "demo", version: str = "v1") -> Path:
+    target = tmp_path / policy / f"{version}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    return target
+
+
+def test_valid_fixture_loads(tmp_path):
+    _place(tmp_path, FIXTURES / "valid_demo.yaml")
+    bundle = load_bundle(tmp_path)
+    assert list(bundle.policies["demo"]) == ["v1"]
+
+
+@pytest.mark.parametrize("fixture", BROKEN, ids=[p.stem for p in BROKEN])
+def test_broken_file_is_rejected_with_line_and_reason(tmp_path, fixture):
+    text = fixture.read_text()
+    message = re.search(r"^# expect: (.+)$", text, re.M).group(1)
+    line = re.search(r"^# expect-line: (\d+)$", text, re.M)
+    target = _place(tmp_path, fixture)
+    with pytest.raises(PolicyLoadError) as caught:
+        load_bundle(tmp_path)
+    errors = caught.value.errors
+    assert any(message in e.message for e in errors), [str(e) for e in errors]
+    assert all(e.path.endswith(str(Path("demo") / "v1.yaml")) for e in errors)
+    if line:
+        assert any(e.line == int(line.group(1)) and message in e.message for e in errors), [str(e) for e in errors]
+    assert re.match(rf".*{re.escape(target.name)}:\d+: ", str(errors[0]))
+
+
+def test_all_errors_are_reported_at_once(tmp_path):
+    text = (FIXTURES / "valid_demo.yaml").read_text()
+    text = text.replace("{fact: count, lt:", "{fact: cuont, lt:").replace('outcome: "NO"', 'outcome: "MAYBE"')
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "v1.yaml").write_text(text)
+    with pytest.raises(PolicyLoadError) as caught:
+        load_bundle(tmp_path)
+    messages = [e.message for e in caught.value.errors]
+    assert any("unknown fact 'cuont'" in m for m in messages)
+    assert any("outcome 'MAYBE'" in m for m in messages)
+
+
+def test_one_broken_file_rejects_the_whole_bundle(tmp_path):
+    _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v1")
+    _place(tmp_path, FIXTURES / "broken" / "unknown_parameter.yaml", "other", "v1")
+    (tmp_path / "other" / "v1.yaml").write_text(
+        (tmp_path / "other" / "v1.yaml").read_text().replace("policy: demo", "policy: other"))
+    with pytest.raises(PolicyLoadError) as caught:
+        load_bundle(tmp_path)
+    assert {Path(e.path).parent.name for e in caught.value.errors} == {"other"}
+
+
+def test_overlapping_enacted_versions_are_rejected(tmp_path):
+    _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v1")
+    second = _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v2")
+    second.write_text(second.read_text().replace("version: v1", "version: v2").replace("2020-01-01", "2021-06-01"))
+    with pytest.raises(PolicyLoadError, match="enacted versions v1 and v2 are both in force on 2021-06-01"):
+        load_bundle(tmp_path)
+
+
+def test_versions_must_agree_on_fact_types(tmp_path):
+    first = _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v1")
+    first.write_text(first.read_text().replace("effective_from: 2020-01-01", "effective_from: 2020-01-01\neffective_to: 2020-12-31"))
+    second = _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v2")
+    second.write_text(second.read_text().replace("version: v1", "version: v2").replace("2020-01-01", "2021-01-01")
+                      .replace("  - name: flagged\n    type: bool", "  - name: flagged\n    type: integer"))
+    with pytest.raises(PolicyLoadError, match="fact 'flagged' is a integer here but a bool"):
+        load_bundle(tmp_path)
+
+
+def test_empty_directory_is_an_error(tmp_path):
+    with pytest.raises(PolicyLoadError, match="no policy files"):
+        load_bundle(tmp_path)
+
+
+def test_shipped_policies_load(bundle):
+    assert set(bundle.policies["application_fee"]) == {"2014", "2017", "review-2023", "2024"}
