@@ -1,0 +1,134 @@
+"""The running service (a real `python -m service` process): discovery by
+reflection, health, errors as INVALID_ARGUMENT with field details, clean stop."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, struct_pb2
+from google.protobuf.message_factory import GetMessageClass
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_status import rpc_status
+
+from cms_policy.v1 import policy_pb2 as pb
+
+from .conftest import ROOT, _free_port
+
+SERVICE = "cms.policy.v1.PolicyDecisionService"
+
+
+def _facts(**kw) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(kw)
+    return s
+
+
+def _bad_request(call) -> dict[str, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    detail = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(detail)
+    return {v.field: v.description for v in detail.field_violations}
+
+
+def test_health_reports_serving(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE):
+        assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_reflection_only_client_can_discover_and_decide(channel):
+    db = ProtoReflectionDescriptorDatabase(channel)
+    assert SERVICE in db.get_services() and "grpc.health.v1.Health" in db.get_services()
+    pool = descriptor_pool.DescriptorPool(db)
+    service = pool.FindServiceByName(SERVICE)
+    method = service.methods_by_name["Decide"]
+    request_cls, response_cls = GetMessageClass(method.input_type), GetMessageClass(method.output_type)
+    request = request_cls(policy="application_fee", version="2014")
+    request.facts.update({"application_route": "family_based"})
+    decide = channel.unary_unary(f"/{SERVICE}/Decide", request_serializer=request_cls.SerializeToString,
+                                 response_deserializer=response_cls.FromString)
+    assert decide(request).outcome == "NOT_APPLICABLE"
+
+
+def test_list_policies_shows_every_version(stub):
+    response = stub.ListPolicies(pb.ListPoliciesRequest())
+    fee = next(p for p in response.policies if p.policy == "application_fee")
+    assert [(v.version, v.status, v.effective_from, v.effective_to) for v in fee.versions] == [
+        ("2014", "enacted", "2014-06-30", "2017-07-31"), ("2017", "enacted", "2017-08-01", "2024-02-25"),
+        ("2024", "enacted", "2024-02-26", ""), ("review-2023", "proposed", "", "")]
+    assert all(len(v.content_hash) == 64 for v in fee.versions) and len(response.bundle_hash) == 64
+
+
+def test_get_policy_describes_facts_rules_and_citations(stub):
+    detail = stub.GetPolicy(pb.GetPolicyRequest(policy="application_fee", as_at="2020-01-01"))
+    assert detail.ref.version == "2017"
+    assert {f.name for f in detail.facts if f.sensitive} >= {"abuse_of_applicant", "abuse_reported_to"}
+    under_19 = next(r for r in detail.rules if r.id == "waived.under-19")
+    assert under_19.when == "application_date < applicant_date_of_birth + fee_waiver_age_years (19) years"
+    assert under_19.citations[0].provision == "reg 4(2)"
+    fee = next(p for p in detail.parameters if p.name == "application_fee_pence")
+    assert fee.value.number_value == 2000 and fee.citations
+
+
+@pytest.mark.parametrize("request_kwargs, field, words", [
+    (dict(policy=""), "policy", "required"),
+    (dict(policy="nope"), "policy", "unknown policy"),
+    (dict(policy="application_fee", version="1999"), "version", "unknown version"),
+    (dict(policy="application_fee", as_at="2019-13-01"), "as_at", "YYYY-MM-DD"),
+    (dict(policy="application_fee", as_at="2001-01-01"), "as_at", "no enacted version"),
+    (dict(policy="application_fee", version="2014", facts=_facts(application_date=20160101)), "facts.application_date", "YYYY-MM-DD"),
+    (dict(policy="application_fee", version="2014", facts=_facts(colour="red")), "facts.colour", "unknown fact"),
+    (dict(policy="application_fee", version="2014", facts=_facts(declaration={"nested": [1, 2]})), "facts.declaration", "expected text"),
+    (dict(policy="application_fee", version="2014", facts=_facts(application_route="x" * 5000)), "facts.application_route", "longer than"),
+])
+def test_bad_requests_get_invalid_argument_with_field_details(stub, request_kwargs, field, words):
+    found = _bad_request(lambda: stub.Decide(pb.DecideRequest(**request_kwargs)))
+    assert words in found[field]
+
+
+def test_get_policy_errors_are_invalid_argument(stub):
+    found = _bad_request(lambda: stub.GetPolicy(pb.GetPolicyRequest(policy="application_fee", version="x")))
+    assert "unknown version" in found["version"]
+
+
+def test_server_keeps_serving_after_bad_requests(stub):
+    for _ in range(20):
+        _bad_request(lambda: stub.Decide(pb.DecideRequest(policy="application_fee", facts=_facts(bogus=1))))
+    ok = stub.Decide(pb.DecideRequest(policy="application_fee", version="2024", facts=_facts(
+        application_route="direct_pay", applicant_in_northern_ireland=False)))
+    assert ok.outcome == "NO_FEE" and ok.decision_id and ok.decided_at.seconds > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_service_stops_cleanly_on_signal(sig):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().startswith(f"listening on 127.0.0.1:{port}")
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_broken_policy_directory_refuses_to_start(tmp_path):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "v1.yaml").write_text("policy: demo\nversion: v1\n")
+    result = subprocess.run([sys.executable, "-m", "service", "--port", "0", "--policies", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "v1.yaml:1: " in result.stderr
