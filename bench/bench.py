@@ -20,11 +20,9 @@ from pathlib import Path
 import yaml
 
 from rules import durable_host, values
-from rules.compiler import WORKING
 from rules.decision import DecisionRequest
 from rules.evaluator import Evaluator
 from rules.loader import load_bundle
-from rules.model import FactType
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "application_fee"
 
@@ -69,18 +67,10 @@ def main() -> None:
     print(f"{'row':<22} {'p50 µs':>9} {'p99 µs':>9} {'per sec':>10} {'vs engine':>9}")
     for compiled in bundle.versions("application_fee"):
         pv = compiled.version
-        kinds = {f.name: f.type for f in pv.facts}
         cases = [yaml.safe_load(p.read_text())["request"] for p in sorted((GOLDEN / pv.version).glob("*.yaml"))]
         requests = [DecisionRequest(policy="application_fee", version=pv.version, facts=c["facts"]) for c in cases]
-        facts = []
-        for c in cases:
-            fact = {**WORKING, "_k": 0}
-            for name, raw in c["facts"].items():
-                if name in kinds:
-                    fact[name] = values.encode(kinds[name], values.parse(next(f for f in pv.facts if f.name == name), raw))
-                    if kinds[name] is FactType.ENUM_LIST:
-                        fact[values.count_key(name)] = len(raw)
-            facts.append(fact)
+        facts = [compiled.working_fact({f.name: values.parse(f, c["facts"][f.name])
+                                         for f in pv.facts if f.name in c["facts"]}) for c in cases]
         engine = timed(lambda f: durable_host.evaluate(compiled.ruleset, f), facts, n)
         decide = timed(evaluator.decide, requests, n)
         floor = statistics.median(engine)

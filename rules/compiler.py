@@ -24,7 +24,7 @@ from . import durable_host
 from .checks import value_types, walk
 from .hitpolicy import first_hit
 from .model import AllOf, AnyOf, Compare, Condition, FactType, NotOf, PolicyVersion, Ref, Rule
-from .values import count_key, date_code, months_code
+from .values import count_key, date_code, encode, months_code
 
 WORKING = {"_t": "w"}
 
@@ -51,9 +51,17 @@ class CompiledPolicy:
     strata: int
     engine_rules: int
     engine_tests: int
+    kinds: dict[str, FactType]  # type of every fact and derived value
+    outcome_candidates: tuple[tuple[int, Any], ...]  # (index, conclusion) of outcome rules, in order
 
-    def by_target(self, target: str) -> list[CompiledRule]:
-        return [r for r in self.rules if r.rule.target == target]
+    def working_fact(self, given: dict[str, Any]) -> dict:
+        """The engine's first fact for a request's (parsed) facts."""
+        fact = {**WORKING, "_k": 0}
+        for name, value in given.items():
+            fact[name] = encode(self.kinds[name], value)
+            if self.kinds[name] is FactType.ENUM_LIST:
+                fact[count_key(name)] = len(value)
+        return fact
 
 
 def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
@@ -85,7 +93,8 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
             "pri": len(rules) + 10,
             "run": _closer(rules, resolving, last=(k == strata - 1))}
 
-    compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition))
+    compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition),
+                              types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome))
     durable_host.register(ruleset, definition, warm_fact={**WORKING, "_k": 0})
     return compiled
 

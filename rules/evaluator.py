@@ -12,13 +12,11 @@ import uuid
 from typing import Any
 
 from . import durable_host, explainer, values
-from .checks import value_types
-from .compiler import WORKING, CompiledPolicy
+from .compiler import CompiledPolicy
 from .decision import (UNDETERMINED, Decision, DecisionRequest, FactUsed, Flag, MissingFact, PolicyRef,
                        RequestError, TrailStep, Violation)
 from .hitpolicy import first_hit
 from .loader import Bundle
-from .model import FactType
 
 UNDETERMINED_TEXT = "the decision needs facts that were not given"
 
@@ -92,19 +90,13 @@ class Evaluator:
     # --- running the engine --------------------------------------------------
 
     def _evaluate(self, compiled: CompiledPolicy, as_at, given: dict, ignored: list[str]) -> Decision:
-        pv = compiled.version
-        kinds = value_types(pv)
-        fact = {**WORKING, "_k": 0}
-        for name, value in given.items():
-            fact[name] = values.encode(kinds[name], value)
-            if kinds[name] is FactType.ENUM_LIST:
-                fact[values.count_key(name)] = len(value)
-        state = durable_host.evaluate(compiled.ruleset, fact)
+        pv, kinds = compiled.version, compiled.kinds
+        state = durable_host.evaluate(compiled.ruleset, compiled.working_fact(given))
         if not state.get("complete"):
             raise durable_host.EngineError(f"{compiled.ruleset}: the engine did not complete the decision")
 
         true, false = set(state.get("true", ())), set(state.get("false", ()))
-        hit = first_hit([(r.index, r.conclusion) for r in compiled.by_target("outcome")], true, false)
+        hit = first_hit(compiled.outcome_candidates, true, false)
         flags = [r for r in compiled.rules if r.rule.flag and r.index in true]
         if hit.index is not None:
             rule = compiled.rules[hit.index].rule

@@ -45,6 +45,7 @@ class Bundle:
     def __init__(self, policies: dict[str, dict[str, CompiledPolicy]], bundle_hash: str):
         self.policies = policies
         self.bundle_hash = bundle_hash
+        self._schemas = {name: self._schema(name) for name in policies}
 
     def versions(self, policy: str) -> list[CompiledPolicy]:
         return sorted(self.policies.get(policy, {}).values(),
@@ -58,6 +59,9 @@ class Bundle:
 
     def fact_schema(self, policy: str) -> dict:
         """Every fact any version of `policy` declares (they agree on types)."""
+        return self._schemas.get(policy, {})
+
+    def _schema(self, policy: str) -> dict:
         schema = {}
         for c in self.versions(policy):
             for fact in c.version.facts:

@@ -205,12 +205,6 @@ class Rule(Strict):
             return f"{self.derive.name} = {str(value).lower() if isinstance(value, bool) else value}"
         return self.outcome or self.flag
 
-    @property
-    def target(self) -> str:
-        """What the rule decides: the outcome, a derived value, or a flag of its own."""
-        if self.outcome is not None:
-            return "outcome"
-        return self.derive.name if self.derive else f"flag:{self.id}"
 
 
 class PolicyVersion(Strict):

@@ -9,7 +9,6 @@ from cms_policy.v1 import policy_pb2 as pb
 from rules.compiler import CompiledPolicy
 from rules.decision import Decision
 from rules.explainer import describe
-from rules.model import Citation
 
 
 def _date(day: dt.date | None) -> str:
@@ -52,18 +51,6 @@ def decision(d: Decision) -> pb.Decision:
     if d.amount_pence is not None:
         out.amount_pence = d.amount_pence
     return out
-
-
-def decision_dict(message: pb.Decision) -> dict:
-    """A Decision message as the engine's model would dump it (for comparing the two)."""
-    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    data["decided_at"] = message.decided_at.ToJsonString()
-    data["policy"] = {k: (v or None) if k.startswith("effective") else v
-                      for k, v in data["policy"].items()}
-    data["as_at"] = data.get("as_at") or None
-    for step in data.get("trail", []):
-        step["citations"] = [Citation(**c).model_dump() for c in step.get("citations", [])]
-    return Decision.model_validate(data).golden()
 
 
 def policy_detail(compiled: CompiledPolicy) -> pb.PolicyVersionDetail:

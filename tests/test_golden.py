@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules.decision import DecisionRequest
-from service import convert
+from rules.decision import Decision, DecisionRequest
+from rules.model import Citation
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -36,7 +36,18 @@ def _grpc(stub, req: dict) -> dict:
     facts.update(req.get("facts", {}))
     message = pb.DecideRequest(policy=req["policy"], version=req.get("version", ""),
                                as_at=str(req.get("as_at", "")), facts=facts)
-    return convert.decision_dict(stub.Decide(message))
+    return _as_engine_dump(stub.Decide(message))
+
+
+def _as_engine_dump(message: pb.Decision) -> dict:
+    """A Decision message in the shape of the engine model's golden dump."""
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    data["decided_at"] = message.decided_at.ToJsonString()
+    data["policy"] = {k: (v or None) if k.startswith("effective") else v for k, v in data["policy"].items()}
+    data["as_at"] = data.get("as_at") or None
+    for step in data.get("trail", []):
+        step["citations"] = [Citation(**c).model_dump() for c in step.get("citations", [])]
+    return Decision.model_validate(data).golden()
 
 
 @pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(GOLDEN)) for p in CASES])
