@@ -57,14 +57,17 @@ def register(name: str, rules: dict[str, dict], warm_fact: dict) -> None:
 
 def evaluate(ruleset: str, fact: dict) -> dict:
     """Assert `fact` into a fresh session, let every rule fire, and return the final state."""
+    if ruleset not in _registered:
+        raise EngineError(f"ruleset {ruleset} is not registered")
     with _lock:
         sid = str(next(_session_ids))
         try:
             state = _host.assert_fact(ruleset, {**fact, "sid": sid})
-        except engine.MessageNotHandledException as exc:
-            raise EngineError(f"no rule handled the fact in {ruleset}") from exc
+        # Never chain the engine's exception: its text includes the asserted facts (sensitive).
+        except engine.MessageNotHandledException:
+            raise EngineError(f"no rule handled the fact in {ruleset}") from None
         except Exception as exc:  # the C core reports failures as bare exceptions
-            raise EngineError(f"durable_rules failed in {ruleset}: {exc}") from exc
+            raise EngineError(f"durable_rules failed in {ruleset}: {type(exc).__name__}") from None
         finally:
             _host.delete_state(ruleset, sid)
     if "exception" in state:

@@ -184,3 +184,12 @@ def test_sessions_are_deleted_beyond_the_engine_session_cap(evaluator):
     for i in range(1100):
         assert decide(evaluator, abuse_of_applicant=bool(i % 2), declaration="at_application",
                       abuse_reported_to=["police"]).outcome in ("WAIVED", "FEE_PAYABLE")
+
+
+def test_engine_errors_carry_no_fact_values(bundle):
+    from rules import durable_host
+    ruleset = bundle.policies["application_fee"]["2017"].ruleset
+    with pytest.raises(durable_host.EngineError) as caught:  # no rule handles a fact not tagged _t: w
+        durable_host.evaluate(ruleset, {"_t": "other", "abuse_of_applicant": "SECRET-VALUE"})
+    assert "SECRET-VALUE" not in str(caught.value) and caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
