@@ -43,10 +43,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server_process():
+def server_process(tmp_path_factory):
     port = _free_port()
+    # The service logs every decision: send it to a file (an unread pipe fills up and blocks the server).
+    log_path = tmp_path_factory.mktemp("service") / "service.log"
+    log_file = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -59,14 +62,15 @@ def server_process():
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            out, err = proc.communicate()
-            raise RuntimeError(f"service did not start:\n{out}\n{err}")
+            proc.wait()
+            raise RuntimeError(f"service did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
     yield proc, channel
     channel.close()
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+    log_file.close()
 
 
 @pytest.fixture(scope="session")

@@ -132,3 +132,18 @@ def test_broken_policy_directory_refuses_to_start(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "v1.yaml:1: " in result.stderr
+
+
+def test_concurrent_decisions_are_all_correct(stub):
+    # durable_rules' C core is not thread-safe; the engine lock must make concurrent RPCs safe.
+    from concurrent.futures import ThreadPoolExecutor
+    cases = [({"application_route": "family_based"}, "NOT_APPLICABLE"),
+             ({"application_route": "direct_pay", "applicant_in_northern_ireland": False}, "NO_FEE")]
+
+    def call(i: int) -> bool:
+        facts, expected = cases[i % 2]
+        reply = stub.Decide(pb.DecideRequest(policy="application_fee", version="2024", facts=_facts(**facts)))
+        return reply.outcome == expected
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(pool.map(call, range(800)))
