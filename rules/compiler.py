@@ -39,7 +39,9 @@ class CompiledRule:
     @property
     def conclusion(self) -> Any:
         r = self.rule
-        return (r.outcome, r.amount.param if r.amount else None) if r.outcome else r.derive.value if r.derive else True
+        if r.outcome:
+            return r.outcome, r.amount.param if r.amount else None, r.actions
+        return r.derive.value if r.derive else True
 
 
 @dataclass(frozen=True)

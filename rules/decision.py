@@ -75,6 +75,7 @@ class Decision(BaseModel):
     outcome_description: str
     amount_pence: int | None = None
     flags: list[Flag] = []
+    actions: list[str] = []
     rationale: str
     trail: list[TrailStep] = []
     missing_facts: list[MissingFact] = []

@@ -107,7 +107,9 @@ class Evaluator:
             outcome, description, amount = UNDETERMINED, UNDETERMINED_TEXT, None
             roots, missing = list(hit.blockers), self._missing(compiled, hit.blockers, given, state)
 
-        trail = self._trail(compiled, roots + [r.index for r in flags], state, kinds)
+        fired = self._trail(compiled, roots + [r.index for r in flags], state)
+        trail = [self._step(compiled, i, state["used"][str(i)], kinds) for i in fired]
+        actions = [a for i in fired for a in compiled.rules[i].rule.actions]
         flag_list = [Flag(code=r.rule.flag, description=pv.flags[r.rule.flag]) for r in flags]
         return Decision(
             decision_id=uuid.uuid4().hex,
@@ -116,20 +118,24 @@ class Evaluator:
                              effective_from=pv.effective_from, effective_to=pv.effective_to,
                              content_hash=compiled.content_hash),
             as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
-            flags=flag_list, trail=trail, missing_facts=missing, ignored_facts=ignored,
-            rationale=explainer.rationale(pv, outcome, description, amount, trail, missing, flag_list))
+            flags=flag_list, actions=actions, trail=trail, missing_facts=missing, ignored_facts=ignored,
+            rationale=explainer.rationale(pv, outcome, description, amount, trail, missing, flag_list, actions))
 
-    def _trail(self, compiled: CompiledPolicy, roots: list[int], state: dict, kinds: dict) -> list[TrailStep]:
-        """The fired rules behind `roots`: each root and the rules that derived the values it tested."""
-        via, wanted, todo = state.get("via", {}), set(), list(roots)
+    def _trail(self, compiled: CompiledPolicy, roots: list[int], state: dict) -> list[int]:
+        """The fired rules behind `roots`: each root and every fired rule that supports a derived
+        value it tested (all of them, not only the first: each is a reason)."""
+        via, fired_set, wanted, todo = state.get("via", {}), set(state.get("true", ())), set(), list(roots)
         while todo:
             index = todo.pop()
             if index is None or index in wanted:
                 continue
             wanted.add(index)
-            todo += [via.get(name) for name in compiled.rules[index].tests if name in via]
-        fired = [i for i in state.get("true", ()) if i in wanted]
-        return [self._step(compiled, i, state["used"][str(i)], kinds) for i in fired]
+            for name in compiled.rules[index].tests:
+                if via.get(name) is not None:
+                    value = compiled.rules[via[name]].conclusion
+                    todo += [r.index for r in compiled.rules if r.index in fired_set and r.rule.derive
+                             and r.rule.derive.name == name and r.conclusion == value]
+        return [i for i in state.get("true", ()) if i in wanted]
 
     def _step(self, compiled: CompiledPolicy, index: int, used: dict, kinds: dict) -> TrailStep:
         rule = compiled.rules[index].rule

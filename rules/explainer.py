@@ -54,7 +54,7 @@ def render(template: str, pv: PolicyVersion, values: dict[str, Any], kinds: dict
 
 
 def rationale(pv: PolicyVersion, outcome: str, description: str, amount: int | None,
-              trail: list[TrailStep], missing: list[MissingFact], flags: list[Flag]) -> str:
+              trail: list[TrailStep], missing: list[MissingFact], flags: list[Flag], actions: list[str]) -> str:
     head = f"{outcome}: {description}" + (f" ({money(amount)})" if amount is not None else "")
     lines = [f"{head}.", f"Policy: {pv.title} [{pv.policy}/{pv.version}, {pv.status.value}]."]
     if trail:
@@ -65,6 +65,9 @@ def rationale(pv: PolicyVersion, outcome: str, description: str, amount: int | N
     if outcome == UNDETERMINED:
         lines.append("Needed to decide:")
         lines += [f"- {m.name}: {m.description}" for m in missing]
+    if actions:
+        lines.append("Actions:")
+        lines += [f"{n}. {a}" for n, a in enumerate(actions, 1)]
     if flags:
         lines.append("Flags for the caseworker:")
         lines += [f"- {f.code}: {f.description}" for f in flags]

@@ -187,6 +187,7 @@ class Rule(Strict):
     amount: Ref | None = None
     derive: Derive | None = None
     flag: str | None = Field(None, pattern=OUTCOME)
+    actions: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # for the caseworker, in order
     because: str = Field(min_length=1)
     cites: tuple[Citation, ...] = Field(min_length=1)
 
@@ -196,6 +197,8 @@ class Rule(Strict):
             raise ValueError("a rule concludes exactly one of 'outcome', 'derive' or 'flag'")
         if self.amount is not None and self.outcome is None:
             raise ValueError("'amount' goes with an 'outcome'")
+        if self.actions and self.derive is not None:
+            raise ValueError("'actions' go with an 'outcome' or a 'flag'")
         return self
 
     @property

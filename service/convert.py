@@ -39,7 +39,7 @@ def decision(d: Decision) -> pb.Decision:
                                for k, v in d.policy.model_dump().items()}),
         as_at=_date(d.as_at), outcome=d.outcome, outcome_description=d.outcome_description,
         flags=[pb.Flag(code=f.code, description=f.description) for f in d.flags],
-        rationale=d.rationale,
+        actions=d.actions, rationale=d.rationale,
         trail=[pb.TrailStep(rule_id=s.rule_id, concludes=s.concludes, because=s.because,
                             citations=_citations(s.citations),
                             facts_used=[pb.FactUsed(name=f.name, value=_value(f.value)) for f in s.facts_used])
@@ -68,5 +68,5 @@ def policy_detail(compiled: CompiledPolicy) -> pb.PolicyVersionDetail:
         derived=[pb.DerivedSpec(name=d.name, type=d.type.value, description=d.description,
                                 default=_value(d.default)) for d in pv.derived],
         rules=[pb.RuleSpec(id=r.id, concludes=r.concludes, when=describe(pv, r.when) if r.when else "", because=r.because,
-                           citations=_citations(r.cites)) for r in pv.rules],
+                           citations=_citations(r.cites), actions=list(r.actions)) for r in pv.rules],
         as_at_fact=pv.as_at_fact or "")
