@@ -150,7 +150,7 @@ def _check_choices(pv, fact: str, operand, at: tuple, allowed: dict) -> list[Pro
         values = operand
     else:
         return [(at, "expected a non-empty list of values or a string_list parameter")]
-    unknown = sorted(set(values) - allowed[fact]) if fact in allowed else []
+    unknown = sorted(set(values) - allowed[fact]) if allowed.get(fact) else []
     return [(at, f"{', '.join(unknown)} not among the allowed values of '{fact}'")] if unknown else []
 
 

@@ -109,7 +109,8 @@ class Evaluator:
 
         fired = self._trail(compiled, roots + [r.index for r in flags], state)
         trail = [self._step(compiled, i, state["used"][str(i)], kinds) for i in fired]
-        actions = [a for i in fired for a in compiled.rules[i].rule.actions]
+        # The deciding rule's actions first, then those of flags, in firing order.
+        actions = [a for i in sorted(fired, key=lambda i: i not in roots) for a in compiled.rules[i].rule.actions]
         flag_list = [Flag(code=r.rule.flag, description=pv.flags[r.rule.flag]) for r in flags]
         return Decision(
             decision_id=uuid.uuid4().hex,
