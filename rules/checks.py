@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterator
 
-from .model import (PLACEHOLDER, AllOf, AnyOf, Compare, Condition, FactType, NotOf, ParamType,
-                    PolicyVersion, Ref)
+from . import arith
+from .model import (PLACEHOLDER, AllOf, AnyOf, Compare, Condition, Expr, FactType, Lookup, NotOf, ParamType,
+                    PolicyVersion, Ref, Rule)
 
 Problem = tuple[tuple, str]
 
@@ -31,10 +32,51 @@ def walk(cond: Condition | None, path: tuple) -> Iterator[tuple[Compare, tuple]]
 
 
 def value_types(pv: PolicyVersion) -> dict[str, FactType]:
-    """The type of every name a condition may test: facts and derived values."""
+    """The type of every name a condition may test: facts, list aggregates, results of used
+    policies and derived values."""
     types = {f.name: f.type for f in pv.facts}
+    for lst in pv.lists:
+        types.update(lst.aggregates())
+    for use in pv.uses:
+        types.update(use.facts())
     types.update({d.name: d.type for d in pv.derived})
     return types
+
+
+def tested(cond: Condition | None) -> list[str]:
+    """The facts and derived values a condition reads, in order."""
+    names = []
+    for cmp, _ in walk(cond, ()):
+        names.append(cmp.fact)
+        if isinstance(cmp.operand, Ref) and cmp.operand.fact:
+            names.append(cmp.operand.fact)
+    return names
+
+
+def expressions(rule: Rule) -> list[tuple[tuple, Expr]]:
+    """The arithmetic a rule works out, with paths."""
+    out = []
+    if rule.amount is not None:
+        out.append((("amount",), rule.amount))
+    out += [(("outputs", name), e) for name, e in rule.outputs.items()]
+    if rule.derive is not None and not isinstance(rule.derive.value, (bool, str)):
+        out.append((("derive", "value"), rule.derive.value))
+    return out
+
+
+def needs(rule: Rule) -> list[str]:
+    """Every fact and derived value a rule reads: its condition, then its arithmetic."""
+    return list(dict.fromkeys(tested(rule.when) + [n for _, e in expressions(rule) for n in arith.fact_names(e)]))
+
+
+_NUMERIC = {FactType.INTEGER, FactType.MONEY, FactType.PERCENT}
+_DEFAULT_OK = {
+    FactType.BOOL: lambda v: isinstance(v, bool),
+    FactType.STRING: lambda v: isinstance(v, str),
+    FactType.INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    FactType.MONEY: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    FactType.PERCENT: lambda v: isinstance(v, (int, str)) and not isinstance(v, bool),
+}
 
 
 def check(pv: PolicyVersion) -> list[Problem]:
@@ -44,13 +86,24 @@ def check(pv: PolicyVersion) -> list[Problem]:
     derived = {d.name: d for d in pv.derived}
 
     seen: set[str] = set()
-    for name in [f.name for f in pv.facts] + [d.name for d in pv.derived]:
+    declared = ([f.name for f in pv.facts] + [lst.name for lst in pv.lists]
+                + [n for lst in pv.lists for n in lst.aggregates()] + [n for u in pv.uses for n in u.facts()]
+                + [d.name for d in pv.derived])
+    for name in declared:
         if name in seen:
-            problems.append((("facts",), f"'{name}' is declared twice (facts and derived values share one namespace)"))
+            problems.append((("facts",), f"'{name}' is declared twice (facts, lists, results of used policies "
+                                         "and derived values share one namespace)"))
         seen.add(name)
     for i, d in enumerate(pv.derived):
-        if not isinstance(d.default, bool) == (d.type is FactType.BOOL):
+        if d.default is None and d.type in (FactType.BOOL, FactType.STRING):
+            problems.append((("derived", i), f"'{d.name}' needs a default"))
+        elif d.default is not None and not _DEFAULT_OK[d.type](d.default):
             problems.append((("derived", i, "default"), f"default of '{d.name}' is not a {d.type.value}"))
+    for i, use in enumerate(pv.uses):
+        if use.policy == pv.policy:
+            problems.append((("uses", i, "policy"), "a policy cannot use itself"))
+    for i, lst in enumerate(pv.lists):
+        problems += _check_list(pv, lst, ("lists", i), types)
 
     if pv.as_at_fact is not None and types.get(pv.as_at_fact) is not FactType.DATE:
         problems.append((("as_at_fact",), f"'{pv.as_at_fact}' is not a date fact of this version"))
@@ -67,19 +120,67 @@ def check(pv: PolicyVersion) -> list[Problem]:
             problems.append((at + ("flag",), f"flag '{rule.flag}' is not declared in 'flags'"))
         if rule.derive is not None:
             d = derived.get(rule.derive.name)
+            value = rule.derive.value
             if d is None:
                 problems.append((at + ("derive", "name"), f"derived value '{rule.derive.name}' is not declared in 'derived'"))
-            elif isinstance(rule.derive.value, bool) != (d.type is FactType.BOOL):
+            elif not (isinstance(value, bool) if d.type is FactType.BOOL else
+                      isinstance(value, str) if d.type is FactType.STRING else not isinstance(value, (bool, str))):
                 problems.append((at + ("derive", "value"), f"'{d.name}' is a {d.type.value}"))
-        if rule.amount is not None:
-            problems += _check_param(pv, rule.amount, at + ("amount",), {ParamType.MONEY})
-        for cmp, path in walk(rule.when, at + ("when",)):
-            problems += _check_compare(pv, cmp, path, types, allowed)
-        tested = {n for cmp, _ in walk(rule.when, ()) for n in (cmp.fact, getattr(cmp.operand, "fact", None))}
-        for name in PLACEHOLDER.findall(rule.because):
-            if name not in tested and name not in pv.parameters:
-                problems.append((at + ("because",), f"'{{{name}}}' is neither a parameter nor a fact this rule tests"))
+        for name in rule.outputs:
+            if name not in pv.outputs:
+                problems.append((at + ("outputs", name), f"output '{name}' is not declared in 'outputs'"))
+        problems += _check_rule_body(pv, rule, at, types, allowed)
     problems += _check_cycles(pv)
+    return problems
+
+
+def _check_rule_body(pv: PolicyVersion, rule: Rule, at: tuple, types: dict, allowed: dict) -> list[Problem]:
+    problems = []
+    for cmp, path in walk(rule.when, at + ("when",)):
+        problems += _check_compare(pv, cmp, path, types, allowed)
+    for path, expr in expressions(rule):
+        problems += _check_expr(pv, expr, at + path, types)
+    readable = set(needs(rule)) | ({rule.derive.name} if rule.derive else set())
+    for name in PLACEHOLDER.findall(rule.because):
+        if name not in readable and name not in pv.parameters:
+            problems.append((at + ("because",), f"'{{{name}}}' is neither a parameter nor a value this rule reads or derives"))
+    return problems
+
+
+def _check_expr(pv: PolicyVersion, expr: Expr, at: tuple, types: dict) -> list[Problem]:
+    problems = []
+    for ref in arith.refs(expr):
+        if isinstance(ref, Lookup):
+            problems += _check_param(pv, Ref(param=ref.lookup), at, {ParamType.PERCENT_TABLE})
+        elif ref.param is not None:
+            problems += _check_param(pv, ref, at, {ParamType.MONEY, ParamType.INTEGER, ParamType.PERCENT})
+        elif types.get(ref.fact) not in _NUMERIC:
+            problems.append((at, f"'{ref.fact}' is not a number this policy knows (integer, money or percent)"))
+        elif ref.plus_years is not None or ref.plus_months is not None:
+            problems.append((at, "only dates can be shifted by years or months"))
+    return problems
+
+
+def _check_list(pv: PolicyVersion, lst, at: tuple, policy_types: dict) -> list[Problem]:
+    problems = []
+    own = {f.name: f.type for f in lst.facts}
+    for name in sorted(set(own) & set(policy_types)):
+        problems.append((at + ("facts",), f"item fact '{name}' is also a fact of the policy"))
+    types = {**{f.name: f.type for f in pv.facts}, **own}
+    allowed = {f.name: set(f.allowed) for f in (*pv.facts, *lst.facts)}
+    ids = set()
+    for i, rule in enumerate(lst.rules):
+        rat = at + ("rules", i)
+        if rule.id in ids:
+            problems.append((rat + ("id",), f"duplicate rule id '{rule.id}'"))
+        ids.add(rule.id)
+        if rule.outcome is None or rule.amount is not None or rule.outputs or rule.actions:
+            problems.append((rat, "an item rule concludes only an outcome of its list"))
+        elif rule.outcome not in lst.outcomes:
+            problems.append((rat + ("outcome",), f"outcome '{rule.outcome}' is not declared in the list's 'outcomes'"))
+        problems += _check_rule_body(pv, rule, rat, types, allowed)
+    if lst.rules[-1].when is not None:
+        problems.append((at + ("rules", len(lst.rules) - 1), "the last item rule has no 'when': it decides any item no other rule does"))
     return problems
 
 
@@ -100,6 +201,8 @@ def _check_compare(pv, cmp: Compare, path: tuple, types: dict, allowed: dict) ->
         return [(path + ("fact",), f"unknown fact '{cmp.fact}'")]
     op, operand, at = cmp.op, cmp.operand, path + (cmp.op,)
     bad = [(at, f"'{op}' does not apply to {ftype.value} fact '{cmp.fact}'")]
+    if ftype is FactType.PERCENT:
+        return bad  # percents are for arithmetic; compare the money they produce
     if ftype is FactType.ENUM_LIST:
         if op != "any_in":
             return bad
@@ -115,6 +218,7 @@ def _check_compare(pv, cmp: Compare, path: tuple, types: dict, allowed: dict) ->
     if isinstance(operand, Ref):
         if operand.param is not None:
             kinds = {FactType.INTEGER: {ParamType.INTEGER}, FactType.MONEY: {ParamType.MONEY},
+                     FactType.DATE: {ParamType.DATE},
                      FactType.STRING: {ParamType.STRING}, FactType.ENUM: {ParamType.STRING}}.get(ftype)
             return _check_param(pv, operand, at, kinds) if kinds else bad
         other = types.get(operand.fact)
@@ -159,7 +263,7 @@ def _check_cycles(pv: PolicyVersion) -> list[Problem]:
     deps: dict[str, set[str]] = {d: set() for d in derived}
     for rule in pv.rules:
         if rule.derive is not None and rule.derive.name in deps:
-            deps[rule.derive.name] |= {c.fact for c, _ in walk(rule.when, ())} & derived
+            deps[rule.derive.name] |= set(needs(rule)) & derived
     state: dict[str, int] = {}
 
     def visit(name: str) -> bool:

@@ -16,17 +16,19 @@ engine needs).
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from . import durable_host
-from .checks import value_types, walk
+from . import arith, durable_host
+from .checks import needs, tested, value_types
 from .hitpolicy import first_hit
-from .model import AllOf, AnyOf, Compare, Condition, FactType, NotOf, PolicyVersion, Ref, Rule
+from .model import AllOf, AnyOf, Compare, Condition, FactType, ItemList, NotOf, PolicyVersion, Ref, Rule
 from .values import count_key, date_code, encode, months_code
 
 WORKING = {"_t": "w"}
+ITEM = {"_t": "i"}
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,33 @@ class CompiledRule:
     index: int
     rule: Rule
     stratum: int
-    tests: tuple[str, ...]  # facts and derived values the condition reads, in order
+    tests: tuple[str, ...]  # facts and derived values the rule reads (condition, then arithmetic)
 
     @property
     def conclusion(self) -> Any:
         r = self.rule
         if r.outcome:
-            return r.outcome, r.amount.param if r.amount else None, r.actions
+            return r.outcome, r.amount, tuple(r.outputs.items()), r.actions
         return r.derive.value if r.derive else True
+
+
+@dataclass(frozen=True)
+class CompiledList:
+    """The item rules of one list, compiled to their own ruleset: every item is a fact of one
+    session, and each item rule records its verdict per item."""
+    spec: ItemList
+    ruleset: str
+    rules: tuple[CompiledRule, ...]
+    kinds: dict[str, FactType]
+
+    @property
+    def candidates(self) -> tuple[tuple[int, str], ...]:
+        return tuple((r.index, r.rule.outcome) for r in self.rules)
+
+    def item_facts(self, items: list[dict[str, Any]], given: dict[str, Any]) -> list[dict]:
+        shared = {name: encode(self.kinds[name], v) for name, v in given.items() if name in self.kinds}
+        return [{**ITEM, **shared, "_n": n, **{k: encode(self.kinds[k], v) for k, v in item.items()}}
+                for n, item in enumerate(items)]
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,7 @@ class CompiledPolicy:
     engine_tests: int
     kinds: dict[str, FactType]  # type of every fact and derived value
     outcome_candidates: tuple[tuple[int, Any], ...]  # (index, conclusion) of outcome rules, in order
+    lists: dict[str, CompiledList]
 
     def working_fact(self, given: dict[str, Any]) -> dict:
         """The engine's first fact for a request's (parsed) facts."""
@@ -69,45 +91,57 @@ class CompiledPolicy:
 def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
     types = value_types(pv)
     stratum_of = _strata(pv)
-    rules = tuple(
-        CompiledRule(i, r, stratum_of[r.id], tuple(dict.fromkeys(_tested_names(r.when))))
-        for i, r in enumerate(pv.rules))
+    rules = tuple(CompiledRule(i, r, stratum_of[r.id], tuple(needs(r))) for i, r in enumerate(pv.rules))
     strata = max(r.stratum for r in rules) + 1
     ruleset = f"{pv.policy}.{pv.version}.{content_hash[:16]}"
     leaf = _LeafCompiler(pv, types)
 
     definition: dict[str, dict] = {}
     for cr in rules:
-        scope = [WORKING, {"_k": cr.stratum}]
-        true_expr, false_expr = leaf.both(cr.rule.when) if cr.rule.when else (None, None)
-        definition[f"r{cr.index}.true"] = {
-            "all": [{"m": _and(scope + ([true_expr] if true_expr else []))}],
-            "pri": cr.index + 1, "run": _verdict(cr, True)}
-        if false_expr is not None:
-            definition[f"r{cr.index}.false"] = {
-                "all": [{"m": _and(scope + [false_expr])}],
-                "pri": cr.index + 1, "run": _verdict(cr, False)}
+        definition.update(_engine_rules(f"r{cr.index}", cr, [WORKING, {"_k": cr.stratum}], leaf))
     compiled_derived = {d.name: d for d in pv.derived}
     for k in range(strata):
         resolving = [compiled_derived[name] for name in compiled_derived if stratum_of[f"derived:{name}"] == k]
         definition[f"stratum{k}.close"] = {
             "all": [{"m": _and([WORKING, {"_k": k}])}],
             "pri": len(rules) + 10,
-            "run": _closer(rules, resolving, last=(k == strata - 1))}
+            "run": _closer(pv, rules, resolving, last=(k == strata - 1))}
 
+    lists = {lst.name: _compile_list(pv, lst, f"{ruleset}.{lst.name}") for lst in pv.lists}
     compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition),
-                              types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome))
-    durable_host.register(ruleset, definition, warm_fact={**WORKING, "_k": 0})
+                              types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists)
+    durable_host.register(ruleset, definition, warm_facts=[{**WORKING, "_k": 0}])
     return compiled
 
 
-def _tested_names(cond: Condition | None) -> list[str]:
-    names = []
-    for cmp, _ in walk(cond, ()):
-        names.append(cmp.fact)
-        if isinstance(cmp.operand, Ref) and cmp.operand.fact:
-            names.append(cmp.operand.fact)
-    return names
+def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCompiler) -> dict[str, dict]:
+    """The definitely-true and definitely-false engine rules of one policy rule. The true form also
+    needs every value the rule's arithmetic reads (else the rule is unknown, not false)."""
+    true_expr, false_expr = leaf.both(cr.rule.when) if cr.rule.when else (None, None)
+    computed = [n for n in cr.tests if n not in tested(cr.rule.when)]
+    true_parts = scope + ([true_expr] if true_expr else []) + [{"$ex": {n: 1}} for n in computed]
+    out = {f"{name}.true": {"all": [{"m": _and(true_parts)}], "pri": cr.index + 1, "run": _verdict(cr, True)}}
+    if false_expr is not None:
+        out[f"{name}.false"] = {"all": [{"m": _and(scope + [false_expr])}], "pri": cr.index + 1,
+                                "run": _verdict(cr, False)}
+    return out
+
+
+def _compile_list(pv: PolicyVersion, lst: ItemList, ruleset: str) -> CompiledList:
+    kinds = {f.name: f.type for f in pv.facts} | {f.name: f.type for f in lst.facts}
+    rules = tuple(CompiledRule(i, r, 0, tuple(needs(r))) for i, r in enumerate(lst.rules))
+    leaf = _LeafCompiler(pv, kinds)
+    definition: dict[str, dict] = {}
+    for cr in rules:
+        definition.update(_engine_rules(f"i{cr.index}", cr, [ITEM], leaf))
+    # Catch-all: every item is handled even when all its rules are unknown.
+    definition["item.seen"] = {"all": [{"m": ITEM}], "pri": len(rules) + 10, "run": _seen}
+    durable_host.register(ruleset, definition, warm_facts=[{**ITEM, "_n": 0}])
+    return CompiledList(lst, ruleset, rules, kinds)
+
+
+def _seen(state: dict, fact: dict, _assert) -> None:
+    state.setdefault("seen", []).append(fact["_n"])
 
 
 def _strata(pv: PolicyVersion) -> dict[str, int]:
@@ -123,7 +157,7 @@ def _strata(pv: PolicyVersion) -> dict[str, int]:
 
     def of_rule(rule: Rule) -> int:
         if rule.id not in out:
-            deps = [n for n in _tested_names(rule.when) if n in derived]
+            deps = [n for n in needs(rule) if n in derived]
             out[rule.id] = max((of_derived(n) + 1 for n in deps), default=0)
         return out[rule.id]
 
@@ -137,17 +171,19 @@ def _strata(pv: PolicyVersion) -> dict[str, int]:
 # --- actions ----------------------------------------------------------------
 
 def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
+    """Record the verdict (per item, for item facts) and, when true, the values the rule read."""
     key = "true" if holds else "false"
     tests = cr.tests
 
     def record(state: dict, fact: dict, _assert) -> None:
-        state.setdefault(key, []).append(cr.index)
+        scope = state.setdefault("items", {}).setdefault(str(fact["_n"]), {}) if "_n" in fact else state
+        scope.setdefault(key, []).append(cr.index)
         if holds:
-            state.setdefault("used", {})[str(cr.index)] = {n: fact[n] for n in tests if n in fact}
+            scope.setdefault("used", {})[str(cr.index)] = {n: fact[n] for n in tests if n in fact}
     return record
 
 
-def _closer(rules: tuple[CompiledRule, ...], resolving: list, last: bool) -> durable_host.Action:
+def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list, last: bool) -> durable_host.Action:
     candidates = {d.name: [(r.index, r.conclusion) for r in rules if r.rule.derive and r.rule.derive.name == d.name]
                   for d in resolving}
 
@@ -158,9 +194,16 @@ def _closer(rules: tuple[CompiledRule, ...], resolving: list, last: bool) -> dur
             hit = first_hit(candidates[d.name], true, false)
             if hit.unknown:
                 state.setdefault("blocked", {})[d.name] = list(hit.blockers)
-            else:
-                derived[d.name] = rules[hit.index].conclusion if hit.index is not None else d.default
+            elif hit.index is not None:
+                value = rules[hit.index].conclusion
+                if not isinstance(value, (bool, str)):
+                    value = arith.store(d.type, arith.evaluate(value, pv, fact.__getitem__))
+                derived[d.name] = value
                 state.setdefault("via", {})[d.name] = hit.index
+            elif d.default is not None:
+                derived[d.name] = d.default
+                state.setdefault("via", {})[d.name] = None
+        state.setdefault("derived", {}).update(derived)
         if last:
             state["complete"] = True
             return
@@ -211,7 +254,8 @@ class _LeafCompiler:
     def _value(self, fact: str, operand) -> tuple[Any, list[dict]]:
         """The engine form of an operand, and guards it needs (a referenced fact must exist)."""
         if isinstance(operand, Ref) and operand.param:
-            return self._param(operand.param), []
+            value = self._param(operand.param)
+            return (date_code(value) if isinstance(value, dt.date) else value), []
         if isinstance(operand, Ref):
             shift = months_code(self._shift(operand.plus_years), self._shift(operand.plus_months))
             ref = {"$m": operand.fact}

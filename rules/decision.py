@@ -56,6 +56,23 @@ class Flag(BaseModel):
     description: str
 
 
+class Output(BaseModel):
+    name: str
+    value: Any  # a whole number (pence for money) or a percent as decimal text
+    text: str  # the value in words, e.g. "£7.00" or "20%"
+    description: str
+
+
+class ItemVerdict(BaseModel):
+    """One item of a list fact (e.g. one evidence document), judged on its own."""
+    list: str
+    index: int  # position in the request, from 0
+    outcome: str
+    outcome_description: str
+    step: TrailStep | None = None  # the rule that decided it
+    missing_facts: list[MissingFact] = []
+
+
 class PolicyRef(BaseModel):
     policy: str
     version: str
@@ -74,13 +91,32 @@ class Decision(BaseModel):
     outcome: str
     outcome_description: str
     amount_pence: int | None = None
+    outputs: list[Output] = []
+    items: list[ItemVerdict] = []
     flags: list[Flag] = []
     actions: list[str] = []
     rationale: str
     trail: list[TrailStep] = []
     missing_facts: list[MissingFact] = []
     ignored_facts: list[str] = []
+    sub_decisions: list["Decision"] = []  # decisions of other policies this one used, each with its own version
 
     def golden(self) -> dict:
-        """The decision as golden files pin it: everything but its id and time."""
-        return self.model_dump(mode="json", exclude={"decision_id", "decided_at"})
+        """The decision as golden files pin it: everything but its id and time (and the
+        sections for outputs, items and sub-decisions only when a policy has them)."""
+        data = self.model_dump(mode="json", exclude={"decision_id", "decided_at"})
+        _drop_empty(data)
+        return data
+
+
+_OPTIONAL = ("outputs", "items", "sub_decisions")
+
+
+def _drop_empty(data: dict) -> None:
+    for key in _OPTIONAL:
+        if not data.get(key):
+            data.pop(key, None)
+    for sub in data.get("sub_decisions", ()):
+        sub.pop("decision_id", None)
+        sub.pop("decided_at", None)
+        _drop_empty(sub)

@@ -43,7 +43,7 @@ def _wrap(action: Action) -> Callable[[Any], None]:
     return run
 
 
-def register(name: str, rules: dict[str, dict], warm_fact: dict) -> None:
+def register(name: str, rules: dict[str, dict], warm_facts: list[dict]) -> None:
     """Register a ruleset once per process; `rules` maps rule names to
     durable_rules definitions whose "run" is an `Action`."""
     with _lock:
@@ -52,17 +52,17 @@ def register(name: str, rules: dict[str, dict], warm_fact: dict) -> None:
         definition = {rule: {**spec, "run": _wrap(spec["run"])} for rule, spec in rules.items()}
         _host.register_rulesets({name: definition})
         _registered.add(name)
-    evaluate(name, warm_fact)
+    evaluate(name, warm_facts)
 
 
-def evaluate(ruleset: str, fact: dict) -> dict:
-    """Assert `fact` into a fresh session, let every rule fire, and return the final state."""
+def evaluate(ruleset: str, facts: list[dict]) -> dict:
+    """Assert `facts` into a fresh session, let every rule fire, and return the final state."""
     if ruleset not in _registered:
         raise EngineError(f"ruleset {ruleset} is not registered")
     with _lock:
         sid = str(next(_session_ids))
         try:
-            state = _host.assert_fact(ruleset, {**fact, "sid": sid})
+            state = _host.assert_facts(ruleset, [{**fact, "sid": sid} for fact in facts])
         # Never chain the engine's exception: its text includes the asserted facts (sensitive).
         except engine.MessageNotHandledException:
             raise EngineError(f"no rule handled the fact in {ruleset}") from None

@@ -11,10 +11,11 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from . import durable_host, explainer, values
-from .compiler import CompiledPolicy
-from .decision import (UNDETERMINED, Decision, DecisionRequest, FactUsed, Flag, MissingFact, PolicyRef,
-                       RequestError, TrailStep, Violation)
+from . import arith, durable_host, explainer, values
+from .compiler import CompiledList, CompiledPolicy
+from .decision import (UNDETERMINED, Decision, DecisionRequest, FactUsed, Flag, ItemVerdict, MissingFact, Output,
+                       PolicyRef, RequestError, TrailStep, Violation)
+from .model import ItemList, PolicyVersion, Rule, Uses
 from .hitpolicy import first_hit
 from .loader import Bundle
 
@@ -28,8 +29,35 @@ class Evaluator:
 
     def decide(self, request: DecisionRequest) -> Decision:
         compiled, as_at = self.select(request)
-        given, ignored = self._facts(compiled, request)
-        return self._evaluate(compiled, as_at, given, ignored)
+        decision = self._decide(compiled, as_at, request)
+        return decision.model_copy(update={"decision_id": uuid.uuid4().hex,
+                                           "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")})
+
+    def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None) -> Decision:
+        given, lists, ignored = self._facts(compiled, request, fixed or {})
+        subs = {use.as_: self._sub_decision(use, as_at, request) for use in compiled.version.uses}
+        pending: dict[str, list[MissingFact]] = {}
+        for use in compiled.version.uses:
+            sub = subs[use.as_]
+            if sub.outcome == UNDETERMINED:
+                pending[f"{use.as_}_outcome"] = pending[f"{use.as_}_amount"] = sub.missing_facts
+                continue
+            given[f"{use.as_}_outcome"] = sub.outcome
+            if sub.amount_pence is not None:
+                given[f"{use.as_}_amount"] = sub.amount_pence
+        verdicts = []
+        for cl in compiled.lists.values():
+            items = lists.get(cl.spec.name)
+            if items is None:
+                absent = [MissingFact(name=cl.spec.name, description=cl.spec.description, question=cl.spec.question)]
+                pending.update({name: absent for name in cl.spec.aggregates()})
+                continue
+            judged = self._judge_items(compiled, cl, items, given)
+            verdicts += judged
+            aggregates, unknown = _aggregate(cl, judged)
+            given.update(aggregates)
+            pending.update({name: unknown for name in cl.spec.aggregates() if name not in aggregates})
+        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs)
 
     # --- choosing the version ------------------------------------------------
 
@@ -62,69 +90,163 @@ class Evaluator:
 
     # --- checking the facts --------------------------------------------------
 
-    def _facts(self, compiled: CompiledPolicy, request: DecisionRequest) -> tuple[dict[str, Any], list[str]]:
-        own = {f.name: f for f in compiled.version.facts}
-        schema = self.bundle.fact_schema(request.policy)
-        given, ignored, problems = {}, [], []
-        for name in sorted(request.facts):
-            raw = request.facts[name]
-            fact = own.get(name) or schema.get(name)
-            if fact is None:
+    def _facts(self, compiled: CompiledPolicy, request: DecisionRequest, fixed: dict):
+        """This version's facts and lists, parsed; facts of other versions are ignored (and
+        listed), facts of the policies it uses are left to those policies."""
+        pv = compiled.version
+        own = {f.name: f for f in pv.facts}
+        own_lists = {lst.name: lst for lst in pv.lists}
+        schema, list_schema = self.bundle.fact_schema(pv.policy), self.bundle.list_schema(pv.policy)
+        known = self.bundle.request_names(pv.policy)
+        passed_on = set().union(*(self.bundle.request_names(u.policy) for u in pv.uses))
+        facts = {**request.facts, **fixed}
+        given, lists, ignored, problems = {}, {}, [], []
+        for name in sorted(facts):
+            raw = facts[name]
+            if name not in known:
                 problems.append(Violation(field=f"facts.{name}", description=f"unknown fact for {request.policy}"))
-                continue
-            if raw is None:
+            elif raw is None:
                 continue  # null means "not known", the same as leaving it out
-            try:
-                value = values.parse(fact, raw)
-            except values.FactValueError as exc:
-                problems.append(Violation(field=f"facts.{name}", description=str(exc)))
-                continue
-            if name in own:
-                given[name] = value
-            else:
+            elif name in own:
+                try:
+                    given[name] = values.parse(own[name], raw)
+                except values.FactValueError as exc:
+                    problems.append(Violation(field=f"facts.{name}", description=str(exc)))
+            elif name in own_lists:
+                lists[name] = self._items(own_lists[name], list_schema[name], raw, ignored, problems)
+            elif (name in schema or name in list_schema) and name not in passed_on:
                 ignored.append(name)
         if problems:
             raise RequestError(problems)
-        return given, ignored
+        return given, lists, sorted(ignored)
+
+    @staticmethod
+    def _items(spec: ItemList, any_version: dict, raw: Any, ignored: list, problems: list) -> list[dict]:
+        name, own = spec.name, {f.name: f for f in spec.facts}
+        if not isinstance(raw, (list, tuple)):
+            problems.append(Violation(field=f"facts.{name}", description="expected a list of items"))
+            return []
+        if len(raw) > values.MAX_LIST:
+            problems.append(Violation(field=f"facts.{name}", description=f"list longer than {values.MAX_LIST} items"))
+            return []
+        items = []
+        for n, item in enumerate(raw):
+            at = f"facts.{name}[{n}]"
+            if not isinstance(item, dict):
+                problems.append(Violation(field=at, description="expected an item: a mapping of its facts"))
+                continue
+            parsed = {}
+            for key in sorted(item):
+                fact = own.get(key) or any_version.get(key)
+                if fact is None:
+                    problems.append(Violation(field=f"{at}.{key}", description=f"unknown fact for an item of {name}"))
+                elif item[key] is None:
+                    continue
+                elif key not in own:
+                    if f"{name}[].{key}" not in ignored:
+                        ignored.append(f"{name}[].{key}")
+                else:
+                    try:
+                        parsed[key] = values.parse(fact, item[key])
+                    except values.FactValueError as exc:
+                        problems.append(Violation(field=f"{at}.{key}", description=str(exc)))
+            items.append(parsed)
+        return items
+
+    # --- other policies and item lists ---------------------------------------
+
+    def _sub_decision(self, use: Uses, as_at, request: DecisionRequest) -> Decision:
+        """The decision of a used policy on the same request (its own facts only)."""
+        names = self.bundle.request_names(use.policy)
+        in_force = use.version == "in_force"
+        sub_request = DecisionRequest(policy=use.policy, version="" if in_force else use.version,
+                                      as_at=as_at if in_force else None,
+                                      facts={k: v for k, v in request.facts.items() if k in names})
+        compiled, sub_as_at = self.select(sub_request)
+        return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set))
+
+    def _judge_items(self, compiled: CompiledPolicy, cl: CompiledList, items: list[dict], given: dict) -> list[ItemVerdict]:
+        """Each item by the list's rules (first hit per item); the engine judges every item in one session."""
+        if not items:
+            return []
+        state = durable_host.evaluate(cl.ruleset, cl.item_facts(items, given))
+        verdicts = []
+        for n, item in enumerate(items):
+            scope = state.get("items", {}).get(str(n), {})
+            hit = first_hit(cl.candidates, set(scope.get("true", ())), set(scope.get("false", ())))
+            if hit.index is not None:
+                rule = cl.rules[hit.index].rule
+                step = self._step(compiled.version, rule, scope["used"][str(hit.index)], cl.kinds, {})
+                verdicts.append(ItemVerdict(list=cl.spec.name, index=n, outcome=rule.outcome,
+                                            outcome_description=cl.spec.outcomes[rule.outcome], step=step))
+                continue
+            needed = dict.fromkeys(name for i in hit.blockers for name in cl.rules[i].tests
+                                   if name not in item and name not in given)
+            item_facts = {f.name: f for f in cl.spec.facts}
+            missing = [MissingFact(name=f"{cl.spec.name}[{n}].{name}", description=item_facts[name].description,
+                                   question=item_facts[name].question) if name in item_facts
+                       else self._fact_missing(compiled, name) for name in needed]
+            verdicts.append(ItemVerdict(list=cl.spec.name, index=n, outcome=UNDETERMINED,
+                                        outcome_description=UNDETERMINED_TEXT, missing_facts=missing))
+        return verdicts
+
+    @staticmethod
+    def _fact_missing(compiled: CompiledPolicy, name: str) -> MissingFact:
+        fact = next(f for f in compiled.version.facts if f.name == name)
+        return MissingFact(name=fact.name, description=fact.description, question=fact.question)
 
     # --- running the engine --------------------------------------------------
 
-    def _evaluate(self, compiled: CompiledPolicy, as_at, given: dict, ignored: list[str]) -> Decision:
+    def _evaluate(self, compiled: CompiledPolicy, as_at, given: dict, ignored: list[str],
+                  pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision]) -> Decision:
         pv, kinds = compiled.version, compiled.kinds
-        state = durable_host.evaluate(compiled.ruleset, compiled.working_fact(given))
+        state = durable_host.evaluate(compiled.ruleset, [compiled.working_fact(given)])
         if not state.get("complete"):
             raise durable_host.EngineError(f"{compiled.ruleset}: the engine did not complete the decision")
+        derived = state.get("derived", {})
+        known = {**given, **derived}
 
         true, false = set(state.get("true", ())), set(state.get("false", ()))
         hit = first_hit(compiled.outcome_candidates, true, false)
         flags = [r for r in compiled.rules if r.rule.flag and r.index in true]
+        amount, outputs = None, []
         if hit.index is not None:
             rule = compiled.rules[hit.index].rule
             outcome, description = rule.outcome, pv.outcomes[rule.outcome]
-            amount = pv.parameters[rule.amount.param].value if rule.amount else None
+            if rule.amount is not None:
+                amount = arith.round_half_up(arith.evaluate(rule.amount, pv, known.__getitem__))
+            outputs = [self._output(pv, name, expr, known) for name, expr in rule.outputs.items()]
             roots, missing = [hit.index], []
         else:
-            outcome, description, amount = UNDETERMINED, UNDETERMINED_TEXT, None
-            roots, missing = list(hit.blockers), self._missing(compiled, hit.blockers, given, state)
+            outcome, description = UNDETERMINED, UNDETERMINED_TEXT
+            roots, missing = list(hit.blockers), self._missing(compiled, hit.blockers, given, state, pending)
 
         fired = self._trail(compiled, roots + [r.index for r in flags], state)
-        trail = [self._step(compiled, i, state["used"][str(i)], kinds) for i in fired]
+        trail = [self._step(pv, compiled.rules[i].rule, state["used"][str(i)], kinds, derived) for i in fired]
         # The deciding rule's actions first, then those of flags, in firing order.
         actions = [a for i in sorted(fired, key=lambda i: i not in roots) for a in compiled.rules[i].rule.actions]
         flag_list = [Flag(code=r.rule.flag, description=pv.flags[r.rule.flag]) for r in flags]
+        read = {name for i in fired + roots for name in compiled.rules[i].tests}
+        used_subs = [subs[u.as_] for u in pv.uses if set(u.facts()) & read]
         return Decision(
-            decision_id=uuid.uuid4().hex,
-            decided_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             policy=PolicyRef(policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
                              effective_from=pv.effective_from, effective_to=pv.effective_to,
                              content_hash=compiled.content_hash),
             as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
-            flags=flag_list, actions=actions, trail=trail, missing_facts=missing, ignored_facts=ignored,
-            rationale=explainer.rationale(pv, outcome, description, amount, trail, missing, flag_list, actions))
+            outputs=outputs, items=verdicts, flags=flag_list, actions=actions, trail=trail, missing_facts=missing,
+            ignored_facts=ignored, sub_decisions=used_subs,
+            rationale=explainer.rationale(pv, outcome, description, amount, trail, missing, flag_list, actions,
+                                          outputs, verdicts, used_subs))
+
+    @staticmethod
+    def _output(pv, name: str, expr, known: dict) -> Output:
+        spec = pv.outputs[name]
+        value = arith.store(spec.type, arith.evaluate(expr, pv, known.__getitem__))
+        return Output(name=name, value=value, text=explainer.format_value(spec.type, value), description=spec.description)
 
     def _trail(self, compiled: CompiledPolicy, roots: list[int], state: dict) -> list[int]:
         """The fired rules behind `roots`: each root and every fired rule that supports a derived
-        value it tested (all of them, not only the first: each is a reason)."""
+        value it read (all of them, not only the first: each is a reason)."""
         via, fired_set, wanted, todo = state.get("via", {}), set(state.get("true", ())), set(), list(roots)
         while todo:
             index = todo.pop()
@@ -138,18 +260,21 @@ class Evaluator:
                              and r.rule.derive.name == name and r.conclusion == value]
         return [i for i in state.get("true", ()) if i in wanted]
 
-    def _step(self, compiled: CompiledPolicy, index: int, used: dict, kinds: dict) -> TrailStep:
-        rule = compiled.rules[index].rule
+    @staticmethod
+    def _step(pv: PolicyVersion, rule: Rule, used: dict, kinds: dict, derived: dict) -> TrailStep:
         decoded = {name: values.decode(kinds[name], v) for name, v in used.items()}
+        shown = {**derived, **decoded}
         return TrailStep(
             rule_id=rule.id,
             concludes=rule.concludes,
-            because=explainer.render(rule.because, compiled.version, decoded, kinds),
+            because=explainer.render(rule.because, pv, shown, kinds),
             citations=list(rule.cites),
             facts_used=[FactUsed(name=n, value=values.to_json(v)) for n, v in decoded.items()])
 
-    def _missing(self, compiled: CompiledPolicy, blockers, given: dict, state: dict) -> list[MissingFact]:
-        """The absent facts that the blocking rules (and the derived values they test) need."""
+    def _missing(self, compiled: CompiledPolicy, blockers, given: dict, state: dict,
+                 pending: dict[str, list[MissingFact]]) -> list[MissingFact]:
+        """The absent facts that the blocking rules (and the derived values they read) need;
+        for a list or a used policy, the facts its undecided items or decision need."""
         blocked = state.get("blocked", {})
         names, todo, seen = set(), list(blockers), set()
         while todo:
@@ -162,5 +287,21 @@ class Evaluator:
                     todo += blocked[name]
                 elif name not in given:
                     names.add(name)
-        return [MissingFact(name=f.name, description=f.description, question=f.question)
-                for f in compiled.version.facts if f.name in names]
+        out = [MissingFact(name=f.name, description=f.description, question=f.question)
+               for f in compiled.version.facts if f.name in names]
+        for name in sorted(n for n in names if n in pending):
+            out += [m for m in pending[name] if m not in out]
+        return out
+
+
+def _aggregate(cl: CompiledList, verdicts: list[ItemVerdict]) -> tuple[dict[str, Any], list[MissingFact]]:
+    """The list's aggregates that the verdicts settle, and what the undecided items need."""
+    name, undecided = cl.spec.name, [v for v in verdicts if v.outcome == UNDETERMINED]
+    out: dict[str, Any] = {f"{name}_count": len(verdicts)}
+    for code in cl.spec.outcomes:
+        has = sum(v.outcome == code for v in verdicts)
+        if has or not undecided:
+            out[f"{name}_any_{code.lower()}"] = bool(has)
+        if not undecided:
+            out[f"{name}_{code.lower()}_count"] = has
+    return out, [m for v in undecided for m in v.missing_facts]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .decision import UNDETERMINED, Flag, MissingFact, TrailStep
+from .decision import UNDETERMINED, Decision, Flag, ItemVerdict, MissingFact, Output, TrailStep
 from .model import PLACEHOLDER, AllOf, AnyOf, Condition, FactType, NotOf, ParamType, PolicyVersion, Ref
 
 NOT_GIVEN = "(not given)"
@@ -32,9 +32,13 @@ def format_value(kind: FactType | ParamType, value: Any) -> str:
         return NOT_GIVEN
     if kind in (FactType.MONEY, ParamType.MONEY):
         return money(value)
+    if kind in (FactType.PERCENT, ParamType.PERCENT):
+        return f"{value}%"
+    if kind is ParamType.PERCENT_TABLE:
+        return "; ".join(", ".join(f"{v}%" for v in row) for row in value)
     if kind is FactType.BOOL:
         return "yes" if value else "no"
-    if kind is FactType.DATE:
+    if kind in (FactType.DATE, ParamType.DATE):
         return f"{value.day} {value:%B %Y}" if isinstance(value, dt.date) else str(value)
     if kind is FactType.ENUM:
         return str(value).replace("_", " ")
@@ -54,9 +58,22 @@ def render(template: str, pv: PolicyVersion, values: dict[str, Any], kinds: dict
 
 
 def rationale(pv: PolicyVersion, outcome: str, description: str, amount: int | None,
-              trail: list[TrailStep], missing: list[MissingFact], flags: list[Flag], actions: list[str]) -> str:
+              trail: list[TrailStep], missing: list[MissingFact], flags: list[Flag], actions: list[str],
+              outputs: list[Output] = (), items: list[ItemVerdict] = (), subs: list[Decision] = ()) -> str:
     head = f"{outcome}: {description}" + (f" ({money(amount)})" if amount is not None else "")
     lines = [f"{head}.", f"Policy: {pv.title} [{pv.policy}/{pv.version}, {pv.status.value}]."]
+    lines += [f"{o.description}: {o.text}." for o in outputs]
+    if items:
+        lines.append("Items:")
+        for v in items:
+            if v.step is not None:
+                cites = "; ".join(c.text() for c in v.step.citations)
+                lines.append(f"- {v.list}[{v.index}]: {v.outcome}. {v.step.because} [{v.step.rule_id}: {cites}]")
+            else:
+                lines.append(f"- {v.list}[{v.index}]: {v.outcome}; needs " + ", ".join(m.name for m in v.missing_facts))
+    for sub in subs:
+        lines.append(f"Uses {sub.policy.policy}/{sub.policy.version} ({sub.policy.status}):")
+        lines += ["  " + line for line in sub.rationale.splitlines()]
     if trail:
         lines.append("Why:")
         for n, step in enumerate(trail, 1):

@@ -46,6 +46,7 @@ class Bundle:
         self.policies = policies
         self.bundle_hash = bundle_hash
         self._schemas = {name: self._schema(name) for name in policies}
+        self._lists = {name: self._list_schema(name) for name in policies}
 
     def versions(self, policy: str) -> list[CompiledPolicy]:
         return sorted(self.policies.get(policy, {}).values(),
@@ -61,12 +62,37 @@ class Bundle:
         """Every fact any version of `policy` declares (they agree on types)."""
         return self._schemas.get(policy, {})
 
+    def list_schema(self, policy: str) -> dict[str, dict]:
+        """Every list any version of `policy` declares, with every item fact any version declares."""
+        return self._lists.get(policy, {})
+
+    def request_names(self, policy: str) -> set[str]:
+        """Every fact a request for `policy` may carry: its own (any version) and those of the
+        policies it uses (any version, recursively)."""
+        names, todo, seen = set(), [policy], set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            names |= set(self.fact_schema(name)) | set(self.list_schema(name))
+            todo += [u.policy for c in self.versions(name) for u in c.version.uses]
+        return names
+
     def _schema(self, policy: str) -> dict:
         schema = {}
         for c in self.versions(policy):
             for fact in c.version.facts:
                 schema.setdefault(fact.name, fact)
         return schema
+
+    def _list_schema(self, policy: str) -> dict[str, dict]:
+        lists: dict[str, dict] = {}
+        for c in self.versions(policy):
+            for lst in c.version.lists:
+                for fact in lst.facts:
+                    lists.setdefault(lst.name, {}).setdefault(fact.name, fact)
+        return lists
 
 
 def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
@@ -82,6 +108,7 @@ def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
         if result is not None:
             parsed.append((shown, *result))
     errors += _cross_version(parsed)
+    errors += _cross_policy(parsed)
     if errors:
         raise PolicyLoadError(errors)
 
@@ -144,6 +171,42 @@ def _is_data_key(part) -> bool:
     return isinstance(part, int) or not (part[:1].isupper() or "[" in part)
 
 
+def _cross_policy(parsed: list[tuple[str, PolicyVersion, str]]) -> list[LoadError]:
+    """Every used policy and version exists, its fixed facts are its facts, and no policy uses
+    itself through others."""
+    errors: list[LoadError] = []
+    versions: dict[str, dict[str, PolicyVersion]] = {}
+    for _, pv, _ in parsed:
+        versions.setdefault(pv.policy, {})[pv.version] = pv
+    graph: dict[str, set[str]] = {}
+    for shown, pv, _ in parsed:
+        for use in pv.uses:
+            graph.setdefault(pv.policy, set()).add(use.policy)
+            others = versions.get(use.policy)
+            if others is None:
+                errors.append(LoadError(shown, 1, f"uses unknown policy '{use.policy}'"))
+                continue
+            if use.version != "in_force" and use.version not in others:
+                errors.append(LoadError(shown, 1, f"uses {use.policy}/{use.version}, which does not exist"))
+            known = {f.name for v in others.values() for f in v.facts}
+            for name in sorted(set(use.set) - known):
+                errors.append(LoadError(shown, 1, f"sets '{name}', which is not a fact of {use.policy}"))
+
+    def cyclic(start: str) -> bool:
+        todo, seen = list(graph.get(start, ())), set()
+        while todo:
+            name = todo.pop()
+            if name == start:
+                return True
+            if name not in seen:
+                seen.add(name)
+                todo += graph.get(name, ())
+        return False
+    errors += [LoadError(next(s for s, pv, _ in parsed if pv.policy == name), 1, f"{name} uses itself through other policies")
+               for name in sorted(graph) if cyclic(name)]
+    return errors
+
+
 def _cross_version(parsed: list[tuple[str, PolicyVersion, str]]) -> list[LoadError]:
     errors: list[LoadError] = []
     by_policy: dict[str, list[tuple[str, PolicyVersion]]] = {}
@@ -152,10 +215,11 @@ def _cross_version(parsed: list[tuple[str, PolicyVersion, str]]) -> list[LoadErr
     for versions in by_policy.values():
         types: dict[str, tuple[FactType, str]] = {}
         for shown, pv in versions:
-            for fact in pv.facts:
-                first = types.setdefault(fact.name, (fact.type, shown))
+            named = [(f.name, f) for f in pv.facts] + [(f"{lst.name}.{f.name}", f) for lst in pv.lists for f in lst.facts]
+            for name, fact in named:
+                first = types.setdefault(name, (fact.type, shown))
                 if first[0] != fact.type:
-                    errors.append(LoadError(shown, 1, f"fact '{fact.name}' is a {fact.type.value} here but a {first[0].value} in {first[1]}"))
+                    errors.append(LoadError(shown, 1, f"fact '{name}' is a {fact.type.value} here but a {first[0].value} in {first[1]}"))
         if len({pv.as_at_fact for _, pv in versions}) > 1:
             errors.append(LoadError(versions[0][0], 1, f"versions of {versions[0][1].policy} disagree on 'as_at_fact'"))
         enacted = sorted((pv.effective_from, pv.effective_to or dt.date.max, shown, pv.version)

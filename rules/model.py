@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Annotated, Literal, Union
 
@@ -35,6 +36,7 @@ class FactType(str, Enum):
     BOOL = "bool"
     INTEGER = "integer"
     MONEY = "money"  # integer pence
+    PERCENT = "percent"  # exact decimal text, e.g. "14.1"
     STRING = "string"
     ENUM = "enum"
     DATE = "date"
@@ -71,31 +73,65 @@ class Fact(Strict):
 class ParamType(str, Enum):
     MONEY = "money"
     INTEGER = "integer"
+    PERCENT = "percent"  # exact decimal, e.g. 14.1
+    DATE = "date"
     STRING = "string"
     STRING_LIST = "string_list"
+    PERCENT_TABLE = "percent_table"  # rows of percents, read with a `lookup` expression
+
+
+def percent_text(raw) -> str:
+    """A percent as exact decimal text ("17", "14.1"), or ValueError."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError(f"{raw!r} is not a percent")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        raise ValueError(f"{raw!r} is not a percent") from None
+    if not value.is_finite() or not 0 <= value <= 100:
+        raise ValueError(f"{raw!r} is not a percent between 0 and 100")
+    text = format(value.normalize(), "f")
+    return text
 
 
 class Parameter(Strict):
     type: ParamType
-    value: Union[int, str, tuple[str, ...]]
+    value: Union[int, float, dt.date, str, tuple[Union[int, float, str], ...],
+                 tuple[tuple[Union[int, float, str], ...], ...]]
     description: str = Field(min_length=1)
     cites: tuple[Citation, ...] = Field(min_length=1)
+    rows: str = ""  # percent_table: what the rows and columns are, in words
+    columns: str = ""
 
     @model_validator(mode="after")
     def _value_matches_type(self) -> Parameter:
-        wanted = {ParamType.MONEY: int, ParamType.INTEGER: int,
-                  ParamType.STRING: str, ParamType.STRING_LIST: tuple}[self.type]
-        if not isinstance(self.value, wanted) or isinstance(self.value, bool):
-            raise ValueError(f"value {self.value!r} is not a {self.type.value}")
+        t, v = self.type, self.value
+        if t is ParamType.PERCENT:
+            object.__setattr__(self, "value", percent_text(v))
+            return self
+        if t is ParamType.PERCENT_TABLE:
+            if not (isinstance(v, tuple) and v and all(isinstance(r, tuple) and r for r in v)):
+                raise ValueError("a percent_table is a list of non-empty rows of percents")
+            if len({len(r) for r in v}) != 1:
+                raise ValueError("every row of a percent_table has the same number of columns")
+            object.__setattr__(self, "value", tuple(tuple(percent_text(x) for x in r) for r in v))
+            return self
+        wanted = {ParamType.MONEY: int, ParamType.INTEGER: int, ParamType.DATE: dt.date,
+                  ParamType.STRING: str, ParamType.STRING_LIST: tuple}[t]
+        if not isinstance(v, wanted) or isinstance(v, bool):
+            raise ValueError(f"value {v!r} is not a {t.value}")
+        if t is ParamType.STRING_LIST and not all(isinstance(x, str) for x in v):
+            raise ValueError("a string_list holds text values")
         return self
 
 
 class Derived(Strict):
-    """A value the rules themselves work out (e.g. whether the applicant counts as a victim)."""
+    """A value the rules themselves work out (e.g. whether the applicant counts as a victim,
+    or a weekly amount). Numbers are exact; money and integers are rounded half up."""
     name: Name
-    type: Literal[FactType.BOOL, FactType.STRING]
+    type: Literal[FactType.BOOL, FactType.STRING, FactType.INTEGER, FactType.MONEY, FactType.PERCENT]
     description: str = Field(min_length=1)
-    default: Union[bool, str]
+    default: Union[bool, int, str, None] = None
 
 
 # --- conditions -------------------------------------------------------------
@@ -173,18 +209,64 @@ class NotOf(Strict):
 Condition = Union[AllOf, AnyOf, NotOf, Compare]
 
 
+# --- arithmetic -------------------------------------------------------------
+# Exact arithmetic on integers, money (pence) and percents. A value stored as
+# money or an integer is rounded half up to a whole number when it is derived.
+
+class Add(Strict):
+    add: tuple["Expr", ...] = Field(min_length=2)
+
+
+class Sub(Strict):
+    sub: tuple["Expr", "Expr"]
+
+
+class Mul(Strict):
+    mul: tuple["Expr", ...] = Field(min_length=2)
+
+
+class Div(Strict):
+    div: tuple["Expr", "Expr"]
+
+
+class MinOf(Strict):
+    min: tuple["Expr", ...] = Field(min_length=2)
+
+
+class MaxOf(Strict):
+    max: tuple["Expr", ...] = Field(min_length=2)
+
+
+class PercentOf(Strict):
+    """`percent` per cent of `of`."""
+    percent: "Expr"
+    of: "Expr"
+
+
+class Lookup(Strict):
+    """A cell of a percent_table parameter; `row`/`column` count from 0, and an index past
+    the last row or column reads the last one (e.g. "3 or more children")."""
+    lookup: Name
+    row: Union["Expr", None] = None
+    column: Union["Expr", None] = None
+
+
+Expr = Union[int, Ref, Add, Sub, Mul, Div, MinOf, MaxOf, PercentOf, Lookup]
+
+
 # --- rules ------------------------------------------------------------------
 
 class Derive(Strict):
     name: Name
-    value: Union[bool, str]
+    value: Union[bool, Expr, str]
 
 
 class Rule(Strict):
     id: str = Field(pattern=RULE_ID, max_length=80)
     when: Condition | None = None  # absent: always applies
     outcome: str | None = Field(None, pattern=OUTCOME)
-    amount: Ref | None = None
+    amount: Expr | None = None  # money, with an outcome
+    outputs: dict[Name, Expr] = {}  # further values the outcome states (see the version's `outputs`)
     derive: Derive | None = None
     flag: str | None = Field(None, pattern=OUTCOME)
     actions: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # for the caseworker, in order
@@ -195,8 +277,8 @@ class Rule(Strict):
     def _one_conclusion(self) -> Rule:
         if sum(x is not None for x in (self.outcome, self.derive, self.flag)) != 1:
             raise ValueError("a rule concludes exactly one of 'outcome', 'derive' or 'flag'")
-        if self.amount is not None and self.outcome is None:
-            raise ValueError("'amount' goes with an 'outcome'")
+        if (self.amount is not None or self.outputs) and self.outcome is None:
+            raise ValueError("'amount' and 'outputs' go with an 'outcome'")
         if self.actions and self.derive is not None:
             raise ValueError("'actions' go with an 'outcome' or a 'flag'")
         return self
@@ -205,8 +287,49 @@ class Rule(Strict):
     def concludes(self) -> str:
         if self.derive is not None:
             value = self.derive.value
-            return f"{self.derive.name} = {str(value).lower() if isinstance(value, bool) else value}"
+            if isinstance(value, bool):
+                return f"{self.derive.name} = {str(value).lower()}"
+            return f"{self.derive.name} = {value}" if isinstance(value, (str, int)) else f"{self.derive.name} (worked out)"
         return self.outcome or self.flag
+
+
+class ItemList(Strict):
+    """A list fact whose items are judged one by one (first hit per item), e.g. evidence
+    documents. Each item gets one of the list's `outcomes`; the policy's rules then read
+    aggregates: `<list>_count`, `<list>_<outcome>_count` (known once every item is decided)
+    and `<list>_any_<outcome>` (true as soon as one item has it)."""
+    name: Name
+    description: str = Field(min_length=1)
+    question: str = ""
+    sensitive: bool = False
+    facts: tuple[Fact, ...] = Field(min_length=1)
+    outcomes: dict[Annotated[str, Field(pattern=OUTCOME)], str] = Field(min_length=1)
+    rules: tuple[Rule, ...] = Field(min_length=1)
+
+    def aggregates(self) -> dict[str, FactType]:
+        names = {f"{self.name}_count": FactType.INTEGER}
+        for code in self.outcomes:
+            names[f"{self.name}_{code.lower()}_count"] = FactType.INTEGER
+            names[f"{self.name}_any_{code.lower()}"] = FactType.BOOL
+        return names
+
+
+class Uses(Strict):
+    """Another policy this one decides on. Its outcome and amount become the facts
+    `<as>_outcome` and `<as>_amount`; its own facts are taken from the request."""
+    policy: Name
+    version: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # a version id, or "in_force" (same as-at date)
+    as_: Name = Field(alias="as")
+    set: dict[Name, Union[bool, int, str]] = {}  # facts fixed for the other policy
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def facts(self) -> dict[str, FactType]:
+        return {f"{self.as_}_outcome": FactType.STRING, f"{self.as_}_amount": FactType.MONEY}
+
+
+class OutputSpec(Strict):
+    type: Literal[FactType.INTEGER, FactType.MONEY, FactType.PERCENT]
+    description: str = Field(min_length=1)
 
 
 
@@ -225,6 +348,9 @@ class PolicyVersion(Strict):
     parameters: dict[Name, Parameter] = {}
     facts: tuple[Fact, ...] = ()
     derived: tuple[Derived, ...] = ()
+    lists: tuple[ItemList, ...] = ()
+    uses: tuple[Uses, ...] = ()
+    outputs: dict[Name, OutputSpec] = {}
     rules: tuple[Rule, ...] = Field(min_length=1)
 
     @field_validator("outcomes")
@@ -247,5 +373,5 @@ class PolicyVersion(Strict):
                 and (self.effective_to is None or day <= self.effective_to))
 
 
-for _m in (Ref, AllOf, AnyOf, NotOf, Rule):
+for _m in (Ref, AllOf, AnyOf, NotOf, Add, Sub, Mul, Div, MinOf, MaxOf, PercentOf, Lookup, Derive, Rule):
     _m.model_rebuild()

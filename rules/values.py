@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from .model import Fact, FactType
+from .model import Fact, FactType, percent_text
 
 MAX_STRING = 1_000
 MAX_LIST = 100
@@ -58,6 +58,11 @@ def parse(fact: Fact, raw: Any) -> Any:
         if abs(raw) > 2**53:
             raise FactValueError("number is out of range")
         return int(raw)
+    if t is FactType.PERCENT:
+        try:
+            return percent_text(raw)
+        except ValueError as exc:
+            raise FactValueError(str(exc)) from None
     if t is FactType.DATE:
         if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime):
             return raw
