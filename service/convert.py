@@ -6,9 +6,11 @@ import datetime as dt
 from google.protobuf import json_format, struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
+from rules import arith
 from rules.compiler import CompiledPolicy
-from rules.decision import Decision
+from rules.decision import Decision, MissingFact, TrailStep
 from rules.explainer import describe
+from rules.model import Rule
 
 
 def _date(day: dt.date | None) -> str:
@@ -32,25 +34,57 @@ def policy_ref(compiled: CompiledPolicy) -> pb.PolicyRef:
                         content_hash=compiled.content_hash)
 
 
+def _step(s: TrailStep) -> pb.TrailStep:
+    return pb.TrailStep(rule_id=s.rule_id, concludes=s.concludes, because=s.because, citations=_citations(s.citations),
+                        facts_used=[pb.FactUsed(name=f.name, value=_value(f.value)) for f in s.facts_used])
+
+
+def _missing(missing: list[MissingFact]) -> list[pb.MissingFact]:
+    return [pb.MissingFact(name=m.name, description=m.description, question=m.question) for m in missing]
+
+
 def decision(d: Decision) -> pb.Decision:
     out = pb.Decision(
         decision_id=d.decision_id,
         policy=pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "")
                                for k, v in d.policy.model_dump().items()}),
         as_at=_date(d.as_at), outcome=d.outcome, outcome_description=d.outcome_description,
+        outputs=[pb.Output(name=o.name, value=_value(o.value), text=o.text, description=o.description)
+                 for o in d.outputs],
+        items=[pb.ItemVerdict(list=v.list, index=v.index, outcome=v.outcome, outcome_description=v.outcome_description,
+                              step=_step(v.step) if v.step else None, missing_facts=_missing(v.missing_facts))
+               for v in d.items],
         flags=[pb.Flag(code=f.code, description=f.description) for f in d.flags],
-        actions=d.actions, rationale=d.rationale,
-        trail=[pb.TrailStep(rule_id=s.rule_id, concludes=s.concludes, because=s.because,
-                            citations=_citations(s.citations),
-                            facts_used=[pb.FactUsed(name=f.name, value=_value(f.value)) for f in s.facts_used])
-               for s in d.trail],
-        missing_facts=[pb.MissingFact(name=m.name, description=m.description, question=m.question)
-                       for m in d.missing_facts],
-        ignored_facts=d.ignored_facts)
-    out.decided_at.FromJsonString(d.decided_at.replace("+00:00", "Z"))
+        actions=d.actions, rationale=d.rationale, trail=[_step(s) for s in d.trail],
+        missing_facts=_missing(d.missing_facts), ignored_facts=d.ignored_facts,
+        sub_decisions=[decision(sub) for sub in d.sub_decisions])
+    if d.decided_at:
+        out.decided_at.FromJsonString(d.decided_at.replace("+00:00", "Z"))
     if d.amount_pence is not None:
         out.amount_pence = d.amount_pence
     return out
+
+
+def _fact_spec(f) -> pb.FactSpec:
+    return pb.FactSpec(name=f.name, type=f.type.value, description=f.description, question=f.question,
+                       allowed=list(f.allowed), sensitive=f.sensitive)
+
+
+def _rule_spec(pv, r: Rule) -> pb.RuleSpec:
+    computed = r.derive is not None and not isinstance(r.derive.value, (bool, str))
+    return pb.RuleSpec(id=r.id, concludes=r.concludes, when=describe(pv, r.when) if r.when else "", because=r.because,
+                       citations=_citations(r.cites), actions=list(r.actions),
+                       amount=arith.describe(r.amount) if r.amount is not None else "",
+                       outputs={k: arith.describe(e) for k, e in r.outputs.items()},
+                       computes=arith.describe(r.derive.value) if computed else "")
+
+
+def _param_value(value):
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_param_value(v) for v in value]
+    return value
 
 
 def policy_detail(compiled: CompiledPolicy) -> pb.PolicyVersionDetail:
@@ -59,14 +93,23 @@ def policy_detail(compiled: CompiledPolicy) -> pb.PolicyVersionDetail:
         ref=policy_ref(compiled), description=pv.description, citations=_citations(pv.cites),
         outcomes=[pb.Code(code=k, description=v) for k, v in pv.outcomes.items()],
         flags=[pb.Code(code=k, description=v) for k, v in pv.flags.items()],
-        parameters=[pb.Parameter(name=name, type=p.type.value,
-                                 value=_value(list(p.value) if isinstance(p.value, tuple) else p.value),
+        parameters=[pb.Parameter(name=name, type=p.type.value, value=_value(_param_value(p.value)),
                                  description=p.description, citations=_citations(p.cites))
                     for name, p in pv.parameters.items()],
-        facts=[pb.FactSpec(name=f.name, type=f.type.value, description=f.description, question=f.question,
-                           allowed=list(f.allowed), sensitive=f.sensitive) for f in pv.facts],
+        facts=[_fact_spec(f) for f in pv.facts],
         derived=[pb.DerivedSpec(name=d.name, type=d.type.value, description=d.description,
                                 default=_value(d.default)) for d in pv.derived],
-        rules=[pb.RuleSpec(id=r.id, concludes=r.concludes, when=describe(pv, r.when) if r.when else "", because=r.because,
-                           citations=_citations(r.cites), actions=list(r.actions)) for r in pv.rules],
-        as_at_fact=pv.as_at_fact or "")
+        rules=[_rule_spec(pv, r) for r in pv.rules],
+        as_at_fact=pv.as_at_fact or "",
+        lists=[pb.ItemListSpec(name=lst.name, description=lst.description, question=lst.question,
+                               sensitive=lst.sensitive, facts=[_fact_spec(f) for f in lst.facts],
+                               outcomes=[pb.Code(code=k, description=v) for k, v in lst.outcomes.items()],
+                               rules=[_rule_spec(pv, r) for r in lst.rules]) for lst in pv.lists],
+        uses=[pb.UsesSpec(policy=u.policy, version=u.version, set=_struct(u.set), **{"as": u.as_}) for u in pv.uses],
+        outputs=[pb.Code(code=k, description=o.description) for k, o in pv.outputs.items()])
+
+
+def _struct(data: dict) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(data)
+    return out
