@@ -1,8 +1,9 @@
 """Replay every golden case through the running gRPC service and through the
 in-process engine; both must give exactly the decision the file pins.
 
-Each file also carries `expect_outcome`, written by hand from POLICY-SPEC and
-never rewritten, so `--update-golden` cannot quietly bless a wrong outcome.
+Each file also carries `expect_outcome` (and, where they matter, `expect_amount_pence`
+and `expect_items`, the per-item verdicts in order), written by hand from POLICY-SPEC
+and never rewritten, so `--update-golden` cannot quietly bless a wrong answer.
 """
 from __future__ import annotations
 
@@ -69,6 +70,10 @@ def test_golden(path: Path, evaluator, stub, request):
     assert engine["policy"]["policy"] == path.parent.parent.name
     assert engine["policy"]["version"] == path.parent.name, "a golden case lives under the version that decides it"
     assert engine["outcome"] == case["expect_outcome"], engine["rationale"]
+    if "expect_amount_pence" in case:
+        assert engine["amount_pence"] == case["expect_amount_pence"], engine["rationale"]
+    if "expect_items" in case:
+        assert [v["outcome"] for v in engine.get("items", [])] == case["expect_items"], engine["rationale"]
     assert served == engine, "the gRPC service and the in-process engine disagree"
 
     if request.config.getoption("--update-golden"):
@@ -84,7 +89,7 @@ def test_every_version_has_golden_cases(bundle):
     for policy, versions in bundle.policies.items():
         for version in versions:
             count = len(list((GOLDEN / policy / version).glob("*.yaml")))
-            assert count >= 8, f"{policy}/{version} has {count} golden cases; at least 8 are required"
+            assert count >= 10, f"{policy}/{version} has {count} golden cases; at least 10 are required"
 
 
 def test_every_rule_fires_in_some_golden_case(bundle):
@@ -93,7 +98,10 @@ def test_every_rule_fires_in_some_golden_case(bundle):
         expected = yaml.safe_load(path.read_text()).get("expected") or {}
         key = (path.parent.parent.name, path.parent.name)
         fired.setdefault(key, set()).update(step["rule_id"] for step in expected.get("trail", []))
+        fired[key].update(item["step"]["rule_id"] for item in expected.get("items", []) if item.get("step"))
     for policy, versions in bundle.policies.items():
         for version, compiled in versions.items():
-            never = {r.id for r in compiled.version.rules} - fired.get((policy, version), set())
+            pv = compiled.version
+            rules = {r.id for r in pv.rules} | {r.id for lst in pv.lists for r in lst.rules}
+            never = rules - fired.get((policy, version), set())
             assert not never, f"{policy}/{version}: no golden case shows rule(s) {sorted(never)}"
