@@ -96,7 +96,7 @@ class Evaluator:
         pv = compiled.version
         own = {f.name: f for f in pv.facts}
         own_lists = {lst.name: lst for lst in pv.lists}
-        schema, list_schema = self.bundle.fact_schema(pv.policy), self.bundle.list_schema(pv.policy)
+        list_schema = self.bundle.list_schema(pv.policy)
         known = self.bundle.request_names(pv.policy)
         passed_on = set().union(*(self.bundle.request_names(u.policy) for u in pv.uses))
         facts = {**request.facts, **fixed}
@@ -114,8 +114,8 @@ class Evaluator:
                     problems.append(Violation(field=f"facts.{name}", description=str(exc)))
             elif name in own_lists:
                 lists[name] = self._items(own_lists[name], list_schema[name], raw, ignored, problems)
-            elif (name in schema or name in list_schema) and name not in passed_on:
-                ignored.append(name)
+            elif name not in passed_on:
+                ignored.append(name)  # a fact of another version, or of a policy another version uses
         if problems:
             raise RequestError(problems)
         return given, lists, sorted(ignored)
@@ -159,7 +159,8 @@ class Evaluator:
         """The decision of a used policy on the same request (its own facts only)."""
         names = self.bundle.request_names(use.policy)
         in_force = use.version == "in_force"
-        sub_request = DecisionRequest(policy=use.policy, version="" if in_force else use.version,
+        version = self.bundle.latest_enacted(use.policy) if use.version == "latest_enacted" else use.version
+        sub_request = DecisionRequest(policy=use.policy, version="" if in_force else version,
                                       as_at=as_at if in_force else None,
                                       facts={k: v for k, v in request.facts.items() if k in names})
         compiled, sub_as_at = self.select(sub_request)

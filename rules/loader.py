@@ -55,6 +55,10 @@ class Bundle:
     def in_force(self, policy: str, day: dt.date) -> CompiledPolicy | None:
         return next((c for c in self.versions(policy) if c.version.in_force_on(day)), None)
 
+    def latest_enacted(self, policy: str) -> str:
+        enacted = [c for c in self.versions(policy) if c.version.status is Status.ENACTED]
+        return enacted[-1].version.version if enacted else ""
+
     def as_at_fact(self, policy: str) -> str | None:
         return next((c.version.as_at_fact for c in self.versions(policy)), None)
 
@@ -186,7 +190,7 @@ def _cross_policy(parsed: list[tuple[str, PolicyVersion, str]]) -> list[LoadErro
             if others is None:
                 errors.append(LoadError(shown, 1, f"uses unknown policy '{use.policy}'"))
                 continue
-            if use.version != "in_force" and use.version not in others:
+            if use.version not in ("in_force", "latest_enacted") and use.version not in others:
                 errors.append(LoadError(shown, 1, f"uses {use.policy}/{use.version}, which does not exist"))
             known = {f.name for v in others.values() for f in v.facts}
             for name in sorted(set(use.set) - known):

@@ -318,7 +318,8 @@ class Uses(Strict):
     """Another policy this one decides on. Its outcome and amount become the facts
     `<as>_outcome` and `<as>_amount`; its own facts are taken from the request."""
     policy: Name
-    version: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # a version id, or "in_force" (same as-at date)
+    # A version id; "in_force": the enacted version on the same as-at date; "latest_enacted".
+    version: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     as_: Name = Field(alias="as")
     set: dict[Name, Union[bool, int, str]] = {}  # facts fixed for the other policy
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
