@@ -79,6 +79,31 @@ def test_get_policy_describes_facts_rules_and_citations(stub):
     assert fee.value.number_value == 2000 and fee.citations
 
 
+def test_list_policies_shows_all_five_domains(stub):
+    listed = {p.policy: [(v.version, v.status) for v in p.versions] for p in stub.ListPolicies(pb.ListPoliciesRequest()).policies}
+    assert listed["abuse_evidence"] == [("2013", "enacted"), ("2014", "enacted"), ("2016", "enacted"), ("2018", "enacted")]
+    assert listed["service_type"] == [("2012", "enacted"), ("da-act-2023", "prospective"), ("reform-2025", "proposed"),
+                                      ("review-2023", "proposed")]
+    assert listed["maintenance_calculation"] == [("2012", "enacted")]
+    assert listed["prisoner_liability"] == [("2012", "enacted"), ("review-2023", "proposed")]
+    assert len(listed["caseworker_routing"]) == 3 and len(listed["application_fee"]) == 4
+
+
+def test_get_policy_describes_lists_uses_and_arithmetic(stub):
+    evidence = stub.GetPolicy(pb.GetPolicyRequest(policy="abuse_evidence", version="2014"))
+    [items] = evidence.lists
+    assert items.name == "evidence_items" and items.sensitive
+    assert [c.code for c in items.outcomes] == ["ACCEPTED", "REJECTED", "REFER_TO_DECISION_MAKER"]
+    assert items.rules[-1].id == "item.not-on-list" and not items.rules[-1].when
+    review = stub.GetPolicy(pb.GetPolicyRequest(policy="service_type", version="review-2023"))
+    assert [(u.policy, u.version, getattr(u, "as")) for u in review.uses] == [("abuse_evidence", "in_force", "evidence")]
+    calc = stub.GetPolicy(pb.GetPolicyRequest(policy="maintenance_calculation", version="2012"))
+    reduced = next(r for r in calc.rules if r.id == "amount.reduced")
+    assert reduced.computes == "flat_rate + reduced_percent% of excess_income"
+    table = next(p for p in calc.parameters if p.name == "reduced_rates")
+    assert [v.string_value for v in table.value.list_value.values[1].list_value.values] == ["14.1", "21.2", "26.4"]
+
+
 @pytest.mark.parametrize("request_kwargs, field, words", [
     (dict(policy=""), "policy", "required"),
     (dict(policy="nope"), "policy", "unknown policy"),
@@ -89,6 +114,10 @@ def test_get_policy_describes_facts_rules_and_citations(stub):
     (dict(policy="application_fee", version="2014", facts=_facts(colour="red")), "facts.colour", "unknown fact"),
     (dict(policy="application_fee", version="2014", facts=_facts(declaration={"nested": [1, 2]})), "facts.declaration", "expected text"),
     (dict(policy="application_fee", version="2014", facts=_facts(application_route="x" * 5000)), "facts.application_route", "longer than"),
+    (dict(policy="abuse_evidence", version="2018", facts=_facts(evidence_items=[{"type": "rumour"}])),
+     "facts.evidence_items[0].type", "expected one of"),
+    (dict(policy="service_type", version="review-2023", facts=_facts(evidence_items="a letter")),
+     "facts.evidence_items", "expected a list of items"),
 ])
 def test_bad_requests_get_invalid_argument_with_field_details(stub, request_kwargs, field, words):
     found = _bad_request(lambda: stub.Decide(pb.DecideRequest(**request_kwargs)))
