@@ -15,6 +15,7 @@ from . import arith, durable_host, explainer, values
 from .compiler import CompiledList, CompiledPolicy
 from .decision import (UNDETERMINED, Decision, DecisionRequest, FactUsed, Flag, ItemVerdict, MissingFact, Output,
                        PolicyRef, RequestError, TrailStep, Violation)
+from .checks import tested
 from .model import ItemList, PolicyVersion, Rule, Uses
 from .hitpolicy import first_hit
 from .loader import Bundle
@@ -35,10 +36,13 @@ class Evaluator:
 
     def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None) -> Decision:
         given, lists, ignored = self._facts(compiled, request, fixed or {})
-        subs = {use.as_: self._sub_decision(use, as_at, request) for use in compiled.version.uses}
-        pending: dict[str, list[MissingFact]] = {}
+        subs, pending = {}, {}
         for use in compiled.version.uses:
-            sub = subs[use.as_]
+            sub = self._sub_decision(use, as_at, request)
+            if isinstance(sub, MissingFact):  # no version of it applies: its result stays unknown
+                pending[f"{use.as_}_outcome"] = pending[f"{use.as_}_amount"] = [sub]
+                continue
+            subs[use.as_] = sub
             if sub.outcome == UNDETERMINED:
                 pending[f"{use.as_}_outcome"] = pending[f"{use.as_}_amount"] = sub.missing_facts
                 continue
@@ -155,15 +159,21 @@ class Evaluator:
 
     # --- other policies and item lists ---------------------------------------
 
-    def _sub_decision(self, use: Uses, as_at, request: DecisionRequest) -> Decision:
-        """The decision of a used policy on the same request (its own facts only)."""
+    def _sub_decision(self, use: Uses, as_at, request: DecisionRequest) -> Decision | MissingFact:
+        """The decision of a used policy on the same request (its own facts only), or, when no
+        version of it is in force on the date, why its result is unknown."""
         names = self.bundle.request_names(use.policy)
         in_force = use.version == "in_force"
         version = self.bundle.latest_enacted(use.policy) if use.version == "latest_enacted" else use.version
         sub_request = DecisionRequest(policy=use.policy, version="" if in_force else version,
                                       as_at=as_at if in_force else None,
                                       facts={k: v for k, v in request.facts.items() if k in names})
-        compiled, sub_as_at = self.select(sub_request)
+        try:
+            compiled, sub_as_at = self.select(sub_request)
+        except RequestError as exc:
+            if any(v.field != "as_at" for v in exc.violations):
+                raise
+            return MissingFact(name=f"{use.as_}_outcome", description=exc.violations[0].description)
         return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set))
 
     def _judge_items(self, compiled: CompiledPolicy, cl: CompiledList, items: list[dict], given: dict) -> list[ItemVerdict]:
@@ -222,13 +232,19 @@ class Evaluator:
             outcome, description = UNDETERMINED, UNDETERMINED_TEXT
             roots, missing = list(hit.blockers), self._missing(compiled, hit.blockers, given, state, pending)
 
-        fired = self._trail(compiled, roots + [r.index for r in flags], state)
+        fired = self._trail(compiled, roots + [r.index for r in flags], state, whole=hit.index is not None)
         trail = [self._step(pv, compiled.rules[i].rule, state["used"][str(i)], kinds, derived) for i in fired]
         # The deciding rule's actions first, then those of flags, in firing order.
         actions = [a for i in sorted(fired, key=lambda i: i not in roots) for a in compiled.rules[i].rule.actions]
         flag_list = [Flag(code=r.rule.flag, description=pv.flags[r.rule.flag]) for r in flags]
-        read = {name for i in fired + roots for name in compiled.rules[i].tests}
-        used_subs = [subs[u.as_] for u in pv.uses if set(u.facts()) & read]
+        # A used policy's decision is shown when a rule in the trail read its result, or when it was
+        # decided and an outcome rule tried before the deciding one read it (a referral shows the
+        # evidence it weighed; an undecided sub-decision nobody needed is left out).
+        tried = [i for i, _ in compiled.outcome_candidates if hit.index is None or i <= hit.index]
+        in_trail = {name for i in fired for name in compiled.rules[i].tests}
+        weighed = {name for i in tried for name in compiled.rules[i].tests}
+        used_subs = [subs[u.as_] for u in pv.uses if u.as_ in subs and (
+            set(u.facts()) & in_trail or (set(u.facts()) & weighed and subs[u.as_].outcome != UNDETERMINED))]
         return Decision(
             policy=PolicyRef(policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
                              effective_from=pv.effective_from, effective_to=pv.effective_to,
@@ -245,16 +261,18 @@ class Evaluator:
         value = arith.store(spec.type, arith.evaluate(expr, pv, known.__getitem__))
         return Output(name=name, value=value, text=explainer.format_value(spec.type, value), description=spec.description)
 
-    def _trail(self, compiled: CompiledPolicy, roots: list[int], state: dict) -> list[int]:
+    def _trail(self, compiled: CompiledPolicy, roots: list[int], state: dict, whole: bool) -> list[int]:
         """The fired rules behind `roots`: each root and every fired rule that supports a derived
-        value it read (all of them, not only the first: each is a reason)."""
+        value it read (all of them, not only the first: each is a reason). Unless `whole` (a decided
+        outcome), only values the conditions read are followed, not those of amounts and outputs."""
         via, fired_set, wanted, todo = state.get("via", {}), set(state.get("true", ())), set(), list(roots)
         while todo:
             index = todo.pop()
             if index is None or index in wanted:
                 continue
             wanted.add(index)
-            for name in compiled.rules[index].tests:
+            rule = compiled.rules[index]
+            for name in (rule.tests if whole else tested(rule.rule.when)):
                 if via.get(name) is not None:
                     value = compiled.rules[via[name]].conclusion
                     todo += [r.index for r in compiled.rules if r.index in fired_set and r.rule.derive

@@ -105,7 +105,7 @@ def test_an_undecided_sub_decision_passes_on_its_missing_facts(demo):
     assert d.outcome == "UNDETERMINED" and [m.name for m in d.missing_facts] == ["price"]
 
 
-def test_a_sub_decision_that_is_not_needed_is_left_out(demo):
+def test_an_undecided_sub_decision_that_is_not_needed_is_left_out(demo):
     d = demo.decide(DecisionRequest(policy="whole", facts={"keen": False}))
     assert d.outcome == "REJECT" and d.sub_decisions == []
 
