@@ -90,7 +90,7 @@ def test_list_policies_shows_all_five_domains(stub):
 
 
 def test_get_policy_describes_lists_uses_and_arithmetic(stub):
-    evidence = stub.GetPolicy(pb.GetPolicyRequest(policy="abuse_evidence", version="2014"))
+    evidence = stub.GetPolicy(pb.GetPolicyRequest(policy="abuse_evidence", version="2016"))
     [items] = evidence.lists
     assert items.name == "evidence_items" and items.sensitive
     assert [c.code for c in items.outcomes] == ["ACCEPTED", "REJECTED", "REFER_TO_DECISION_MAKER"]
