@@ -64,9 +64,14 @@ def expressions(rule: Rule) -> list[tuple[tuple, Expr]]:
     return out
 
 
-def needs(rule: Rule) -> list[str]:
-    """Every fact and derived value a rule reads: its condition, then its arithmetic."""
-    return list(dict.fromkeys(tested(rule.when) + [n for _, e in expressions(rule) for n in arith.fact_names(e)]))
+def needs(rule: Rule, known: dict | None = None) -> list[str]:
+    """Every fact and derived value a rule reads: its condition, its arithmetic, then (given the
+    `known` names) the values its because-text names, other than the one it derives itself."""
+    names = tested(rule.when) + [n for _, e in expressions(rule) for n in arith.fact_names(e)]
+    if known is not None:
+        own = rule.derive.name if rule.derive else None
+        names += [n for n in PLACEHOLDER.findall(rule.because) if n in known and n != own]
+    return list(dict.fromkeys(names))
 
 
 _NUMERIC = {FactType.INTEGER, FactType.MONEY, FactType.PERCENT}
@@ -140,10 +145,9 @@ def _check_rule_body(pv: PolicyVersion, rule: Rule, at: tuple, types: dict, allo
         problems += _check_compare(pv, cmp, path, types, allowed)
     for path, expr in expressions(rule):
         problems += _check_expr(pv, expr, at + path, types)
-    readable = set(needs(rule)) | ({rule.derive.name} if rule.derive else set())
     for name in PLACEHOLDER.findall(rule.because):
-        if name not in readable and name not in pv.parameters:
-            problems.append((at + ("because",), f"'{{{name}}}' is neither a parameter nor a value this rule reads or derives"))
+        if name not in types and name not in pv.parameters:
+            problems.append((at + ("because",), f"'{{{name}}}' is neither a parameter nor a value this policy knows"))
     return problems
 
 
@@ -263,7 +267,7 @@ def _check_cycles(pv: PolicyVersion) -> list[Problem]:
     deps: dict[str, set[str]] = {d: set() for d in derived}
     for rule in pv.rules:
         if rule.derive is not None and rule.derive.name in deps:
-            deps[rule.derive.name] |= set(needs(rule)) & derived
+            deps[rule.derive.name] |= set(needs(rule, derived)) & derived
     state: dict[str, int] = {}
 
     def visit(name: str) -> bool:

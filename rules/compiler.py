@@ -77,6 +77,7 @@ class CompiledPolicy:
     kinds: dict[str, FactType]  # type of every fact and derived value
     outcome_candidates: tuple[tuple[int, Any], ...]  # (index, conclusion) of outcome rules, in order
     lists: dict[str, CompiledList]
+    labels: dict[str, dict[str, str]]  # how enum values read in text, by fact (list item facts too)
 
     def working_fact(self, given: dict[str, Any]) -> dict:
         """The engine's first fact for a request's (parsed) facts."""
@@ -91,7 +92,7 @@ class CompiledPolicy:
 def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
     types = value_types(pv)
     stratum_of = _strata(pv)
-    rules = tuple(CompiledRule(i, r, stratum_of[r.id], tuple(needs(r))) for i, r in enumerate(pv.rules))
+    rules = tuple(CompiledRule(i, r, stratum_of[r.id], tuple(needs(r, types))) for i, r in enumerate(pv.rules))
     strata = max(r.stratum for r in rules) + 1
     ruleset = f"{pv.policy}.{pv.version}.{content_hash[:16]}"
     leaf = _LeafCompiler(pv, types)
@@ -109,7 +110,8 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
 
     lists = {lst.name: _compile_list(pv, lst, f"{ruleset}.{lst.name}") for lst in pv.lists}
     compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition),
-                              types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists)
+                              types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists,
+                              {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels})
     durable_host.register(ruleset, definition, warm_facts=[{**WORKING, "_k": 0}])
     return compiled
 
@@ -129,7 +131,7 @@ def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCom
 
 def _compile_list(pv: PolicyVersion, lst: ItemList, ruleset: str) -> CompiledList:
     kinds = {f.name: f.type for f in pv.facts} | {f.name: f.type for f in lst.facts}
-    rules = tuple(CompiledRule(i, r, 0, tuple(needs(r))) for i, r in enumerate(lst.rules))
+    rules = tuple(CompiledRule(i, r, 0, tuple(needs(r, kinds))) for i, r in enumerate(lst.rules))
     leaf = _LeafCompiler(pv, kinds)
     definition: dict[str, dict] = {}
     for cr in rules:
@@ -157,7 +159,7 @@ def _strata(pv: PolicyVersion) -> dict[str, int]:
 
     def of_rule(rule: Rule) -> int:
         if rule.id not in out:
-            deps = [n for n in needs(rule) if n in derived]
+            deps = [n for n in needs(rule, derived) if n in derived]
             out[rule.id] = max((of_derived(n) + 1 for n in deps), default=0)
         return out[rule.id]
 

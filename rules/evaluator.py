@@ -16,7 +16,7 @@ from .compiler import CompiledList, CompiledPolicy
 from .decision import (UNDETERMINED, Decision, DecisionRequest, FactUsed, Flag, ItemVerdict, MissingFact, Output,
                        PolicyRef, RequestError, TrailStep, Violation)
 from .checks import tested
-from .model import ItemList, PolicyVersion, Rule, Uses
+from .model import ItemList, Rule, Uses
 from .hitpolicy import first_hit
 from .loader import Bundle
 
@@ -187,7 +187,7 @@ class Evaluator:
             hit = first_hit(cl.candidates, set(scope.get("true", ())), set(scope.get("false", ())))
             if hit.index is not None:
                 rule = cl.rules[hit.index].rule
-                step = self._step(compiled.version, rule, scope["used"][str(hit.index)], cl.kinds, {})
+                step = self._step(compiled, rule, scope["used"][str(hit.index)], cl.kinds, {})
                 verdicts.append(ItemVerdict(list=cl.spec.name, index=n, outcome=rule.outcome,
                                             outcome_description=cl.spec.outcomes[rule.outcome], step=step))
                 continue
@@ -233,7 +233,7 @@ class Evaluator:
             roots, missing = list(hit.blockers), self._missing(compiled, hit.blockers, given, state, pending)
 
         fired = self._trail(compiled, roots + [r.index for r in flags], state, whole=hit.index is not None)
-        trail = [self._step(pv, compiled.rules[i].rule, state["used"][str(i)], kinds, derived) for i in fired]
+        trail = [self._step(compiled, compiled.rules[i].rule, state["used"][str(i)], kinds, derived) for i in fired]
         # The deciding rule's actions first, then those of flags, in firing order.
         actions = [a for i in sorted(fired, key=lambda i: i not in roots) for a in compiled.rules[i].rule.actions]
         flag_list = [Flag(code=r.rule.flag, description=pv.flags[r.rule.flag]) for r in flags]
@@ -280,13 +280,13 @@ class Evaluator:
         return [i for i in state.get("true", ()) if i in wanted]
 
     @staticmethod
-    def _step(pv: PolicyVersion, rule: Rule, used: dict, kinds: dict, derived: dict) -> TrailStep:
+    def _step(compiled: CompiledPolicy, rule: Rule, used: dict, kinds: dict, derived: dict) -> TrailStep:
         decoded = {name: values.decode(kinds[name], v) for name, v in used.items()}
         shown = {**derived, **decoded}
         return TrailStep(
             rule_id=rule.id,
             concludes=rule.concludes,
-            because=explainer.render(rule.because, pv, shown, kinds),
+            because=explainer.render(rule.because, compiled.version, shown, kinds, compiled.labels),
             citations=list(rule.cites),
             facts_used=[FactUsed(name=n, value=values.to_json(v)) for n, v in decoded.items()])
 
@@ -309,7 +309,7 @@ class Evaluator:
         out = [MissingFact(name=f.name, description=f.description, question=f.question)
                for f in compiled.version.facts if f.name in names]
         for name in sorted(n for n in names if n in pending):
-            out += [m for m in pending[name] if m not in out]
+            out += [m for m in pending[name] if m.name not in {x.name for x in out}]
         return out
 
 

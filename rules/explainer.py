@@ -47,11 +47,18 @@ def format_value(kind: FactType | ParamType, value: Any) -> str:
     return str(value)
 
 
-def render(template: str, pv: PolicyVersion, values: dict[str, Any], kinds: dict[str, FactType]) -> str:
+def render(template: str, pv: PolicyVersion, values: dict[str, Any], kinds: dict[str, FactType],
+           labels: dict[str, dict[str, str]] | None = None) -> str:
     def sub(match) -> str:
         name = match.group(1)
         if name in kinds:
-            return format_value(kinds[name], values.get(name))
+            value = values.get(name)
+            named = (labels or {}).get(name, {})
+            if isinstance(value, str) and value in named:
+                return named[value]
+            if isinstance(value, tuple) and named:
+                return _join([named.get(v, v.replace("_", " ")) for v in value])
+            return format_value(kinds[name], value)
         param = pv.parameters[name]
         return format_value(param.type, param.value)
     return PLACEHOLDER.sub(sub, template)

@@ -58,10 +58,14 @@ class Fact(Strict):
     description: str = Field(min_length=1)
     question: str = ""
     allowed: tuple[str, ...] = ()
+    labels: dict[str, str] = {}  # how an allowed value reads in text, e.g. marac_letter: MARAC letter
     sensitive: bool = False
 
     @model_validator(mode="after")
     def _allowed_matches_type(self) -> Fact:
+        unknown = sorted(set(self.labels) - set(self.allowed))
+        if unknown:
+            raise ValueError(f"labels for values that are not allowed: {', '.join(unknown)}")
         listed = self.type in (FactType.ENUM, FactType.ENUM_LIST)
         if listed and not self.allowed:
             raise ValueError(f"fact '{self.name}' of type {self.type.value} needs 'allowed' values")
