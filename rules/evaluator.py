@@ -36,32 +36,45 @@ class Evaluator:
 
     def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None) -> Decision:
         given, lists, ignored = self._facts(compiled, request, fixed or {})
-        subs, pending = {}, {}
+        pending: dict[str, list[MissingFact]] = {}  # what an unknown list aggregate or used result needs
+        subs = self._use_policies(compiled, as_at, request, given, pending)
+        verdicts = self._judge_lists(compiled, lists, given, pending)
+        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs)
+
+    def _use_policies(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, given: dict,
+                      pending: dict) -> dict[str, Decision]:
+        """Decide each used policy; its outcome and amount become facts of this decision."""
+        subs = {}
         for use in compiled.version.uses:
             sub = self._sub_decision(use, as_at, request)
+            results = (f"{use.as_}_outcome", f"{use.as_}_amount")
             if isinstance(sub, MissingFact):  # no version of it applies: its result stays unknown
-                pending[f"{use.as_}_outcome"] = pending[f"{use.as_}_amount"] = [sub]
+                pending.update(dict.fromkeys(results, [sub]))
                 continue
             subs[use.as_] = sub
             if sub.outcome == UNDETERMINED:
-                pending[f"{use.as_}_outcome"] = pending[f"{use.as_}_amount"] = sub.missing_facts
+                pending.update(dict.fromkeys(results, sub.missing_facts))
                 continue
-            given[f"{use.as_}_outcome"] = sub.outcome
+            given[results[0]] = sub.outcome
             if sub.amount_pence is not None:
-                given[f"{use.as_}_amount"] = sub.amount_pence
+                given[results[1]] = sub.amount_pence
+        return subs
+
+    def _judge_lists(self, compiled: CompiledPolicy, lists: dict, given: dict, pending: dict) -> list[ItemVerdict]:
+        """Judge every list's items; the aggregates they settle become facts of this decision."""
         verdicts = []
         for cl in compiled.lists.values():
             items = lists.get(cl.spec.name)
             if items is None:
                 absent = [MissingFact(name=cl.spec.name, description=cl.spec.description, question=cl.spec.question)]
-                pending.update({name: absent for name in cl.spec.aggregates()})
+                pending.update(dict.fromkeys(cl.spec.aggregates(), absent))
                 continue
             judged = self._judge_items(compiled, cl, items, given)
             verdicts += judged
             aggregates, unknown = _aggregate(cl, judged)
             given.update(aggregates)
             pending.update({name: unknown for name in cl.spec.aggregates() if name not in aggregates})
-        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs)
+        return verdicts
 
     # --- choosing the version ------------------------------------------------
 

@@ -47,6 +47,7 @@ class Bundle:
         self.bundle_hash = bundle_hash
         self._schemas = {name: self._schema(name) for name in policies}
         self._lists = {name: self._list_schema(name) for name in policies}
+        self._request_names = {name: self._reachable_names(name) for name in policies}
 
     def versions(self, policy: str) -> list[CompiledPolicy]:
         return sorted(self.policies.get(policy, {}).values(),
@@ -73,6 +74,9 @@ class Bundle:
     def request_names(self, policy: str) -> set[str]:
         """Every fact a request for `policy` may carry: its own (any version) and those of the
         policies it uses (any version, recursively)."""
+        return self._request_names.get(policy, set())
+
+    def _reachable_names(self, policy: str) -> set[str]:
         names, todo, seen = set(), [policy], set()
         while todo:
             name = todo.pop()
