@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -11,12 +12,35 @@ from .model import Citation
 UNDETERMINED = "UNDETERMINED"
 
 
+class Audience(str, Enum):
+    """Who reads a text; as a party, who a decision is about or was asked for by
+    (CASEWORKER as a party is the Service itself)."""
+    CASEWORKER = "CASEWORKER"
+    RECEIVING_PARENT = "RECEIVING_PARENT"
+    PAYING_PARENT = "PAYING_PARENT"
+
+
+PARENTS = (Audience.RECEIVING_PARENT, Audience.PAYING_PARENT)
+
+
+class RequestReason(str, Enum):
+    NEW_APPLICATION = "NEW_APPLICATION"
+    CHANGE_OF_CIRCUMSTANCES = "CHANGE_OF_CIRCUMSTANCES"
+    ANNUAL_REVIEW = "ANNUAL_REVIEW"
+    MANDATORY_RECONSIDERATION = "MANDATORY_RECONSIDERATION"
+    ENFORCEMENT = "ENFORCEMENT"
+
+
 class DecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     policy: str
     version: str = ""
     as_at: dt.date | None = None
     facts: dict[str, Any] = {}
+    subject: Audience | None = None  # the parent the decision is about (applicant, customer, evidence giver)
+    requested_by: Audience | None = None  # sensitive: who asked for the decision
+    reason: RequestReason | None = None
+    counterfactuals: bool = True  # work out what would change the outcome
 
 
 class Violation(BaseModel):
@@ -83,6 +107,21 @@ class PolicyRef(BaseModel):
     content_hash: str
 
 
+class Explanation(BaseModel):
+    audience: Audience
+    text: str
+    withheld: bool = False  # the reasons would reveal the other parent's sensitive information
+
+
+class Counterfactual(BaseModel):
+    fact: str
+    value: Any  # JSON form of the value that changes the outcome
+    direction: str = ""  # "" (this value), "at_least" or "at_most" (a threshold)
+    outcome: str
+    text: str
+    shown_to: list[Audience] = [Audience.CASEWORKER]
+
+
 class Decision(BaseModel):
     decision_id: str = ""
     decided_at: str = ""
@@ -100,6 +139,8 @@ class Decision(BaseModel):
     missing_facts: list[MissingFact] = []
     ignored_facts: list[str] = []
     sub_decisions: list["Decision"] = []  # decisions of other policies this one used, each with its own version
+    explanations: list[Explanation] = []  # one per audience
+    counterfactuals: list[Counterfactual] = []
 
     def golden(self) -> dict:
         """The decision as golden files pin it: everything but its id and time (and the
@@ -109,7 +150,7 @@ class Decision(BaseModel):
         return data
 
 
-_OPTIONAL = ("outputs", "items", "sub_decisions")
+_OPTIONAL = ("outputs", "items", "sub_decisions", "explanations", "counterfactuals")
 
 
 def _drop_empty(data: dict) -> None:

@@ -8,9 +8,32 @@ from google.protobuf import json_format, struct_pb2
 from cms_policy.v1 import policy_pb2 as pb
 from rules import arith
 from rules.compiler import CompiledPolicy
-from rules.decision import Decision, MissingFact, TrailStep
+from rules.decision import PARENTS, Audience, Decision, MissingFact, RequestReason, TrailStep, Violation
 from rules.explainer import describe
 from rules.model import Rule
+
+
+def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dict:
+    """Who the request is about and who asked for it, from a DecideRequest; bad values are
+    added to `problems` by field."""
+    out = {"counterfactuals": not message.omit_counterfactuals}
+    if message.subject:
+        subject = Audience(pb.Audience.Name(message.subject)) if message.subject in pb.Audience.values() else None
+        if subject in PARENTS:
+            out["subject"] = subject
+        else:
+            problems.append(Violation(field="subject", description="the subject is RECEIVING_PARENT or PAYING_PARENT"))
+    if message.requested_by:
+        if message.requested_by in pb.Audience.values():
+            out["requested_by"] = Audience(pb.Audience.Name(message.requested_by))
+        else:
+            problems.append(Violation(field="requested_by", description="unknown party"))
+    if message.reason:
+        if message.reason in pb.RequestReason.values():
+            out["reason"] = RequestReason(pb.RequestReason.Name(message.reason))
+        else:
+            problems.append(Violation(field="reason", description="unknown reason"))
+    return out
 
 
 def _date(day: dt.date | None) -> str:
@@ -57,7 +80,12 @@ def decision(d: Decision) -> pb.Decision:
         flags=[pb.Flag(code=f.code, description=f.description) for f in d.flags],
         actions=d.actions, rationale=d.rationale, trail=[_step(s) for s in d.trail],
         missing_facts=_missing(d.missing_facts), ignored_facts=d.ignored_facts,
-        sub_decisions=[decision(sub) for sub in d.sub_decisions])
+        sub_decisions=[decision(sub) for sub in d.sub_decisions],
+        explanations=[pb.Explanation(audience=e.audience.value, text=e.text, withheld=e.withheld)
+                      for e in d.explanations],
+        counterfactuals=[pb.Counterfactual(fact=c.fact, value=_value(c.value), direction=c.direction, outcome=c.outcome,
+                                           text=c.text, shown_to=[a.value for a in c.shown_to])
+                         for c in d.counterfactuals])
     if d.decided_at:
         out.decided_at.FromJsonString(d.decided_at.replace("+00:00", "Z"))
     if d.amount_pence is not None:

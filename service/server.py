@@ -53,20 +53,22 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         self.bundle = bundle
         self.evaluator = Evaluator(bundle)
 
-    def _request(self, policy: str, version: str, as_at_text: str, facts) -> DecisionRequest:
+    def _request(self, policy: str, version: str, as_at_text: str, facts=None, message: pb.DecideRequest | None = None
+                 ) -> DecisionRequest:
         as_at, problems = _parse_date(as_at_text, "as_at")
         if not policy:
             problems.append(Violation(field="policy", description="required"))
+        context = convert.request_context(message, problems) if message is not None else {}
         if problems:
             raise RequestError(problems)
         return DecisionRequest(policy=policy, version=version, as_at=as_at,
-                               facts=json_format.MessageToDict(facts) if facts is not None else {})
+                               facts=json_format.MessageToDict(facts) if facts is not None else {}, **context)
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
         started = time.perf_counter()
         try:
             decision = self.evaluator.decide(
-                self._request(request.policy, request.version, request.as_at, request.facts))
+                self._request(request.policy, request.version, request.as_at, request.facts, request))
         except RequestError as exc:
             log.info("decide rejected policy=%s fields=%s", request.policy[:64],
                      ",".join(v.field for v in exc.violations)[:200])
