@@ -8,8 +8,8 @@ import datetime as dt
 from typing import Iterator
 
 from . import arith
-from .model import (PLACEHOLDER, AllOf, AnyOf, Compare, Condition, Expr, FactType, Lookup, NotOf, ParamType,
-                    PolicyVersion, Ref, Rule)
+from .model import (PARTIES, PLACEHOLDER, AllOf, AnyOf, Compare, Condition, Expr, FactType, Lookup, NotOf, ParamType,
+                    PolicyVersion, Ref, Rule, WhoseFact)
 
 Problem = tuple[tuple, str]
 
@@ -110,6 +110,9 @@ def check(pv: PolicyVersion) -> list[Problem]:
     for i, lst in enumerate(pv.lists):
         problems += _check_list(pv, lst, ("lists", i), types)
 
+    problems += _check_ownership(pv)
+    problems += _check_parent_texts(pv, types)
+
     if pv.as_at_fact is not None and types.get(pv.as_at_fact) is not FactType.DATE:
         problems.append((("as_at_fact",), f"'{pv.as_at_fact}' is not a date fact of this version"))
 
@@ -148,6 +151,53 @@ def _check_rule_body(pv: PolicyVersion, rule: Rule, at: tuple, types: dict, allo
     for name in PLACEHOLDER.findall(rule.because):
         if name not in types and name not in pv.parameters:
             problems.append((at + ("because",), f"'{{{name}}}' is neither a parameter nor a value this policy knows"))
+    for key, text in rule.tell.items():
+        problems += _check_text(pv, text, at + ("tell", key), types)
+    return problems
+
+
+def _check_text(pv: PolicyVersion, text: str, at: tuple, known) -> list[Problem]:
+    return [(at, f"'{{{name}}}' is neither a parameter nor a value this policy knows")
+            for name in PLACEHOLDER.findall(text) if name not in known and name not in pv.parameters]
+
+
+def _check_parent_texts(pv: PolicyVersion, types: dict) -> list[Problem]:
+    problems = []
+    known = {*types, *pv.outputs, "amount"}
+    for outcome, tell in pv.tell.outcomes.items():
+        if outcome not in pv.outcomes:
+            problems.append((("tell", "outcomes", outcome), f"outcome '{outcome}' is not declared in 'outcomes'"))
+        for key, text in tell.items():
+            problems += _check_text(pv, text, ("tell", "outcomes", outcome, key), known)
+    for key, text in pv.tell.review.items():
+        problems += _check_text(pv, text, ("tell", "review", key), pv.parameters)
+    return problems
+
+
+def _check_ownership(pv: PolicyVersion) -> list[Problem]:
+    """Sensitive information says whose it is; a fact that names the owner names a parent."""
+    problems = []
+    enums = {f.name: f for f in pv.facts if f.type is FactType.ENUM}
+
+    def names_a_parent(name: str, at: tuple) -> list[Problem]:
+        fact = enums.get(name)
+        if fact is None or not set(fact.allowed) <= set(PARTIES):
+            return [(at, f"'{name}' is not an enum fact of this version whose values are {' / '.join(PARTIES)}")]
+        return []
+
+    for i, fact in enumerate(pv.facts):
+        if fact.sensitive and fact.about is None:
+            problems.append((("facts", i), f"sensitive fact '{fact.name}' needs 'about': whose information it is"))
+        if isinstance(fact.about, WhoseFact):
+            problems += names_a_parent(fact.about.fact, ("facts", i, "about", "fact"))
+    for i, lst in enumerate(pv.lists):
+        if (lst.sensitive or any(f.sensitive for f in lst.facts)) and lst.about is None:
+            problems.append((("lists", i), f"list '{lst.name}' holds sensitive facts and needs 'about': whose they are"))
+        if isinstance(lst.about, WhoseFact):
+            problems += names_a_parent(lst.about.fact, ("lists", i, "about", "fact"))
+    for i, use in enumerate(pv.uses):
+        if use.subject is not None:
+            problems += names_a_parent(use.subject, ("uses", i, "subject"))
     return problems
 
 

@@ -78,6 +78,12 @@ class CompiledPolicy:
     outcome_candidates: tuple[tuple[int, Any], ...]  # (index, conclusion) of outcome rules, in order
     lists: dict[str, CompiledList]
     labels: dict[str, dict[str, str]]  # how enum values read in text, by fact (list item facts too)
+    sources: dict[str, frozenset[str]]  # for each value, the facts, lists and used results it comes from
+    specs: dict[str, Any]  # the request's facts and lists of this version, by name
+    secret: dict[str, Any]  # the sensitive ones: name -> whose (`about`)
+
+    def sources_of(self, names) -> frozenset[str]:
+        return frozenset().union(*(self.sources.get(n, ()) for n in names))
 
     def working_fact(self, given: dict[str, Any]) -> dict:
         """The engine's first fact for a request's (parsed) facts."""
@@ -109,11 +115,38 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
             "run": _closer(pv, rules, resolving, last=(k == strata - 1))}
 
     lists = {lst.name: _compile_list(pv, lst, f"{ruleset}.{lst.name}") for lst in pv.lists}
+    specs = {s.name: s for s in (*pv.facts, *pv.lists)}
     compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition),
                               types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists,
-                              {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels})
+                              {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels},
+                              _sources(pv), specs, {n: s.about for n, s in specs.items() if _is_sensitive(s)})
     durable_host.register(ruleset, definition, warm_facts=[{**WORKING, "_k": 0}])
     return compiled
+
+
+def _is_sensitive(spec) -> bool:
+    return spec.sensitive or any(f.sensitive for f in getattr(spec, "facts", ()))
+
+
+def _sources(pv: PolicyVersion) -> dict[str, frozenset[str]]:
+    """Where each value comes from: a fact, list or used result from itself; a list aggregate from
+    its list; a derived value from everything any rule deriving it reads (conditions and arithmetic)."""
+    out: dict[str, frozenset[str]] = {f.name: frozenset({f.name}) for f in pv.facts}
+    for lst in pv.lists:
+        out.update(dict.fromkeys(lst.aggregates(), frozenset({lst.name})))
+    for use in pv.uses:
+        out.update({name: frozenset({name}) for name in use.facts()})
+    deriving = {d.name: [r for r in pv.rules if r.derive and r.derive.name == d.name] for d in pv.derived}
+
+    def resolve(name: str) -> frozenset[str]:
+        if name not in out:
+            out[name] = frozenset()  # no cycles (checked at load); this only guards the recursion
+            out[name] = frozenset().union(*(resolve(n) for r in deriving[name] for n in needs(r)))
+        return out[name]
+
+    for name in deriving:
+        resolve(name)
+    return out
 
 
 def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCompiler) -> dict[str, dict]:

@@ -118,8 +118,9 @@ class Counterfactual(BaseModel):
     value: Any  # JSON form of the value that changes the outcome
     direction: str = ""  # "" (this value), "at_least" or "at_most" (a threshold)
     outcome: str
-    text: str
+    text: str  # for the caseworker
     shown_to: list[Audience] = [Audience.CASEWORKER]
+    parent_text: str = ""  # the same in a parent's words (in the text of a parent it is shown to)
 
 
 class Decision(BaseModel):

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from . import arith, durable_host, explainer, values
+from . import arith, audiences, durable_host, explainer, values, whatif
 from .compiler import CompiledList, CompiledPolicy
-from .decision import (UNDETERMINED, Decision, DecisionRequest, FactUsed, Flag, ItemVerdict, MissingFact, Output,
-                       PolicyRef, RequestError, TrailStep, Violation)
-from .checks import tested
-from .model import ItemList, Rule, Uses
+from .decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
+                       ItemVerdict, MissingFact, Output, PolicyRef, RequestError, TrailStep, Violation)
+from .checks import needs, tested
+from .model import Fact, ItemList, Rule, Uses
 from .hitpolicy import first_hit
 from .loader import Bundle
 
 UNDETERMINED_TEXT = "the decision needs facts that were not given"
+
+
+@dataclass
+class _Worked:
+    """A decision with what explaining it needs: every known value, whose information each value
+    holds, and the deciding rule (None when UNDETERMINED)."""
+    decision: Decision
+    known: dict
+    owners: audiences.Ownership
+    root: int | None
 
 
 class Evaluator:
@@ -30,28 +41,59 @@ class Evaluator:
 
     def decide(self, request: DecisionRequest) -> Decision:
         compiled, as_at = self.select(request)
-        decision = self._decide(compiled, as_at, request)
+        decision = self.decide_at(compiled, as_at, request)
         return decision.model_copy(update={"decision_id": uuid.uuid4().hex,
                                            "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")})
 
-    def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None) -> Decision:
+    def decide_at(self, compiled: CompiledPolicy, as_at, request: DecisionRequest) -> Decision:
+        """The decision under a chosen version (no id or time yet), explained for every audience:
+        what replaying a logged decision repeats."""
+        worked = self._decide(compiled, as_at, request)
+        decision = worked.decision
+        if decision.outcome == UNDETERMINED:
+            decision.missing_facts = self._ask_order(compiled, as_at, request, decision.missing_facts)
+        elif request.counterfactuals:
+            decision.counterfactuals = self._counterfactuals(compiled, as_at, request, worked)
+        decision.rationale = explainer.rationale(compiled.version, decision, request)
+        decision.explanations = [Explanation(audience=Audience.CASEWORKER, text=decision.rationale),
+                                 *audiences.parent_explanations(compiled, decision, worked.owners, worked.known, worked.root)]
+        return decision
+
+    def replay(self, request: DecisionRequest, original: Decision) -> Decision:
+        """Decide a logged request again with the version and as-at date the original used;
+        RequestError if that version is no longer loaded or its content has changed."""
+        compiled = self.bundle.policies.get(original.policy.policy, {}).get(original.policy.version)
+        if compiled is None or compiled.content_hash != original.policy.content_hash:
+            raise RequestError([Violation(field="decision_id", description=(
+                f"{original.policy.policy}/{original.policy.version} with content hash "
+                f"{original.policy.content_hash[:12]} is no longer loaded"))])
+        return self.decide_at(compiled, original.as_at, request)
+
+    def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None,
+                subject: str | None = None) -> _Worked:
         given, lists, ignored = self._facts(compiled, request, fixed or {})
+        if subject is None and request.subject is not None:
+            subject = audiences.PARTY.get(request.subject)
+        owners = audiences.Ownership(compiled, given, subject)
         pending: dict[str, list[MissingFact]] = {}  # what an unknown list aggregate or used result needs
-        subs = self._use_policies(compiled, as_at, request, given, pending)
+        subs = self._use_policies(compiled, as_at, request, given, pending, owners)
         verdicts = self._judge_lists(compiled, lists, given, pending)
-        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs)
+        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, owners)
 
     def _use_policies(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, given: dict,
-                      pending: dict) -> dict[str, Decision]:
-        """Decide each used policy; its outcome and amount become facts of this decision."""
+                      pending: dict, owners: audiences.Ownership) -> dict[str, Decision]:
+        """Decide each used policy; its outcome and amount become facts of this decision (holding
+        whatever sensitive information it read)."""
         subs = {}
         for use in compiled.version.uses:
-            sub = self._sub_decision(use, as_at, request)
+            subject = given.get(use.subject) if use.subject else owners.subject
+            worked = self._sub_decision(use, as_at, request, subject if subject in audiences.PARTY.values() else None)
             results = (f"{use.as_}_outcome", f"{use.as_}_amount")
-            if isinstance(sub, MissingFact):  # no version of it applies: its result stays unknown
-                pending.update(dict.fromkeys(results, [sub]))
+            if isinstance(worked, MissingFact):  # no version of it applies: its result stays unknown
+                pending.update(dict.fromkeys(results, [worked]))
                 continue
-            subs[use.as_] = sub
+            owners.used.update(dict.fromkeys(results, worked.owners.all_secrets()))
+            sub = subs[use.as_] = worked.decision
             if sub.outcome == UNDETERMINED:
                 pending.update(dict.fromkeys(results, sub.missing_facts))
                 continue
@@ -75,6 +117,79 @@ class Evaluator:
             given.update(aggregates)
             pending.update({name: unknown for name in cl.spec.aggregates() if name not in aggregates})
         return verdicts
+
+    # --- what would change it, and what to ask first -------------------------
+
+    def _retry(self, compiled: CompiledPolicy, as_at, request: DecisionRequest):
+        """Decide the same case under the same version with other facts."""
+        def decide(facts: dict) -> whatif.Result:
+            try:
+                worked = self._decide(compiled, as_at, request.model_copy(update={"facts": facts}))
+            except RequestError:
+                return whatif.Result(UNDETERMINED, len(facts))
+            return whatif.Result(worked.decision.outcome, len(worked.decision.missing_facts), worked)
+        return decide
+
+    def _specs(self, compiled: CompiledPolicy) -> dict[str, Fact]:
+        """The request's facts this version reads, then those of the policies it uses (not fixed by it)."""
+        specs = {f.name: f for f in compiled.version.facts}
+        for use in compiled.version.uses:
+            for name, spec in self.bundle.fact_schema(use.policy).items():
+                if name not in use.set:
+                    specs.setdefault(name, spec)
+        return specs
+
+    def _marks(self, compiled: CompiledPolicy, facts: dict) -> dict[str, set[int]]:
+        marks = whatif.marks(compiled.version, facts, compiled.kinds)
+        for use in compiled.version.uses:
+            for used in self.bundle.versions(use.policy):
+                for name, points in whatif.marks(used.version, facts, used.kinds).items():
+                    marks.setdefault(name, set()).update(points)
+        return marks
+
+    def _counterfactuals(self, compiled: CompiledPolicy, as_at, request: DecisionRequest,
+                         worked: _Worked) -> list[Counterfactual]:
+        """Single-fact changes that give another outcome. Only facts that a rule tried before (or
+        as) the deciding one reads can change it; facts of a used policy count when its result is read."""
+        pv = compiled.version
+        tried = [i for i, _ in compiled.outcome_candidates if i <= worked.root]
+        relevant = compiled.sources_of(n for i in tried for n in needs(compiled.rules[i].rule))
+        passed_on = {n for u in pv.uses if set(u.facts()) & relevant for n in self.bundle.request_names(u.policy)}
+        specs = self._specs(compiled)
+        facts = {k: v for k, v in request.facts.items() if v is not None}
+        names = [n for n in specs if n in facts and (n in relevant or n in passed_on)]
+        found = whatif.changes(facts, [specs[n] for n in names], self._marks(compiled, facts),
+                               worked.decision.outcome, self._retry(compiled, as_at, request))
+        return [self._counterfactual(compiled, change, facts[change.fact.name], worked) for change in found]
+
+    @staticmethod
+    def _counterfactual(compiled: CompiledPolicy, change: whatif.Change, current, worked: _Worked) -> Counterfactual:
+        spec, other = change.fact, change.result.detail
+        def shown(raw) -> str:
+            value = values.parse(spec, raw)
+            if spec.labels and isinstance(value, str):
+                return spec.labels.get(value, value.replace("_", " "))
+            if spec.labels and isinstance(value, tuple):
+                return explainer.join([spec.labels.get(v, v.replace("_", " ")) for v in value])
+            return explainer.format_value(spec.type, value)
+        beyond = {"at_least": " or more", "at_most": " or less"}.get(change.direction, "")
+        new = other.decision
+        question = spec.question or spec.description
+        return Counterfactual(
+            fact=spec.name, value=change.value, direction=change.direction, outcome=new.outcome,
+            text=f"If {spec.name} were {shown(change.value)}{beyond} (it is {shown(current)}): "
+                 f"{new.outcome} — {new.outcome_description}.",
+            parent_text=f'If the answer to "{question}" were {shown(change.value)}{beyond}, the decision would be: '
+                        f"{new.outcome_description}.",
+            shown_to=audiences.visible_to(other.owners, compiled, other.root, worked.owners.whose(spec.about)))
+
+    def _ask_order(self, compiled: CompiledPolicy, as_at, request: DecisionRequest,
+                   missing: list[MissingFact]) -> list[MissingFact]:
+        facts = {k: v for k, v in request.facts.items() if v is not None}
+        by_name = {m.name: m for m in missing}
+        order = whatif.ask_order(facts, list(by_name), self._specs(compiled), self._marks(compiled, facts),
+                                 self._retry(compiled, as_at, request))
+        return [by_name[name] for name in order]
 
     # --- choosing the version ------------------------------------------------
 
@@ -172,7 +287,7 @@ class Evaluator:
 
     # --- other policies and item lists ---------------------------------------
 
-    def _sub_decision(self, use: Uses, as_at, request: DecisionRequest) -> Decision | MissingFact:
+    def _sub_decision(self, use: Uses, as_at, request: DecisionRequest, subject: str | None) -> _Worked | MissingFact:
         """The decision of a used policy on the same request (its own facts only), or, when no
         version of it is in force on the date, why its result is unknown."""
         names = self.bundle.request_names(use.policy)
@@ -187,7 +302,7 @@ class Evaluator:
             if any(v.field != "as_at" for v in exc.violations):
                 raise
             return MissingFact(name=f"{use.as_}_outcome", description=exc.violations[0].description)
-        return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set))
+        return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject)
 
     def _judge_items(self, compiled: CompiledPolicy, cl: CompiledList, items: list[dict], given: dict) -> list[ItemVerdict]:
         """Each item by the list's rules (first hit per item); the engine judges every item in one session."""
@@ -222,7 +337,8 @@ class Evaluator:
     # --- running the engine --------------------------------------------------
 
     def _evaluate(self, compiled: CompiledPolicy, as_at, given: dict, ignored: list[str],
-                  pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision]) -> Decision:
+                  pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision],
+                  owners: audiences.Ownership) -> _Worked:
         pv, kinds = compiled.version, compiled.kinds
         state = durable_host.evaluate(compiled.ruleset, [compiled.working_fact(given)])
         if not state.get("complete"):
@@ -258,15 +374,15 @@ class Evaluator:
         weighed = {name for i in tried for name in compiled.rules[i].tests}
         used_subs = [subs[u.as_] for u in pv.uses if u.as_ in subs and (
             set(u.facts()) & in_trail or (set(u.facts()) & weighed and subs[u.as_].outcome != UNDETERMINED))]
-        return Decision(
+        decision = Decision(
             policy=PolicyRef(policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
                              effective_from=pv.effective_from, effective_to=pv.effective_to,
                              content_hash=compiled.content_hash),
             as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
             outputs=outputs, items=verdicts, flags=flag_list, actions=actions, trail=trail, missing_facts=missing,
-            ignored_facts=ignored, sub_decisions=used_subs,
-            rationale=explainer.rationale(pv, outcome, description, amount, trail, missing, flag_list, actions,
-                                          outputs, verdicts, used_subs))
+            ignored_facts=ignored, sub_decisions=used_subs, rationale="")
+        decision.rationale = explainer.rationale(pv, decision)
+        return _Worked(decision, known, owners, hit.index)
 
     @staticmethod
     def _output(pv, name: str, expr, known: dict) -> Output:

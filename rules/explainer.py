@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .decision import UNDETERMINED, Decision, Flag, ItemVerdict, MissingFact, Output, TrailStep
+from .decision import UNDETERMINED, Decision
 from .model import PLACEHOLDER, AllOf, AnyOf, Condition, FactType, NotOf, ParamType, PolicyVersion, Ref
 
 NOT_GIVEN = "(not given)"
@@ -21,7 +21,7 @@ def money(pence: int) -> str:
     return f"{sign}£{pounds:,}.{p:02d}"
 
 
-def _join(items: list[str]) -> str:
+def join(items: list[str]) -> str:
     if not items:
         return "none"
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -43,7 +43,7 @@ def format_value(kind: FactType | ParamType, value: Any) -> str:
     if kind is FactType.ENUM:
         return str(value).replace("_", " ")
     if kind in (FactType.ENUM_LIST, ParamType.STRING_LIST):
-        return _join([str(v).replace("_", " ") for v in value])
+        return join([str(v).replace("_", " ") for v in value])
     return str(value)
 
 
@@ -57,44 +57,54 @@ def render(template: str, pv: PolicyVersion, values: dict[str, Any], kinds: dict
             if isinstance(value, str) and value in named:
                 return named[value]
             if isinstance(value, tuple) and named:
-                return _join([named.get(v, v.replace("_", " ")) for v in value])
+                return join([named.get(v, v.replace("_", " ")) for v in value])
             return format_value(kinds[name], value)
         param = pv.parameters[name]
         return format_value(param.type, param.value)
     return PLACEHOLDER.sub(sub, template)
 
 
-def rationale(pv: PolicyVersion, outcome: str, description: str, amount: int | None,
-              trail: list[TrailStep], missing: list[MissingFact], flags: list[Flag], actions: list[str],
-              outputs: list[Output] = (), items: list[ItemVerdict] = (), subs: list[Decision] = ()) -> str:
-    head = f"{outcome}: {description}" + (f" ({money(amount)})" if amount is not None else "")
+_ASKED = {"CASEWORKER": "the Child Maintenance Service", "RECEIVING_PARENT": "the receiving parent",
+          "PAYING_PARENT": "the paying parent"}
+
+
+def rationale(pv: PolicyVersion, d: Decision, request=None) -> str:
+    """The caseworker's explanation: everything, with rule ids and citations. `request` adds who
+    asked for the decision (sensitive: never in a parent's text)."""
+    head = f"{d.outcome}: {d.outcome_description}" + (f" ({money(d.amount_pence)})" if d.amount_pence is not None else "")
     lines = [f"{head}.", f"Policy: {pv.title} [{pv.policy}/{pv.version}, {pv.status.value}]."]
-    lines += [f"{o.description}: {o.text}." for o in outputs]
-    if items:
+    if request is not None and request.requested_by is not None:
+        why = f" ({request.reason.value.lower().replace('_', ' ')})" if request.reason is not None else ""
+        lines.append(f"Asked for by {_ASKED[request.requested_by.value]}{why}: do not tell the other parent.")
+    lines += [f"{o.description}: {o.text}." for o in d.outputs]
+    if d.items:
         lines.append("Items:")
-        for v in items:
+        for v in d.items:
             if v.step is not None:
                 cites = "; ".join(c.text() for c in v.step.citations)
                 lines.append(f"- {v.list}[{v.index}]: {v.outcome}. {v.step.because} [{v.step.rule_id}: {cites}]")
             else:
                 lines.append(f"- {v.list}[{v.index}]: {v.outcome}; needs " + ", ".join(m.name for m in v.missing_facts))
-    for sub in subs:
+    for sub in d.sub_decisions:
         lines.append(f"Uses {sub.policy.policy}/{sub.policy.version} ({sub.policy.status}):")
         lines += ["  " + line for line in sub.rationale.splitlines()]
-    if trail:
+    if d.trail:
         lines.append("Why:")
-        for n, step in enumerate(trail, 1):
+        for n, step in enumerate(d.trail, 1):
             cites = "; ".join(c.text() for c in step.citations)
             lines.append(f"{n}. {step.because} [{step.rule_id}: {cites}]")
-    if outcome == UNDETERMINED:
-        lines.append("Needed to decide:")
-        lines += [f"- {m.name}: {m.description}" for m in missing]
-    if actions:
+    if d.outcome == UNDETERMINED:
+        lines.append("Needed to decide (ask in this order):")
+        lines += [f"{n}. {m.question or m.description} [{m.name}]" for n, m in enumerate(d.missing_facts, 1)]
+    if d.counterfactuals:
+        lines.append("What would change it:")
+        lines += [f"- {c.text}" for c in d.counterfactuals]
+    if d.actions:
         lines.append("Actions:")
-        lines += [f"{n}. {a}" for n, a in enumerate(actions, 1)]
-    if flags:
+        lines += [f"{n}. {a}" for n, a in enumerate(d.actions, 1)]
+    if d.flags:
         lines.append("Flags for the caseworker:")
-        lines += [f"- {f.code}: {f.description}" for f in flags]
+        lines += [f"- {f.code}: {f.description}" for f in d.flags]
     return "\n".join(lines)
 
 

@@ -52,6 +52,25 @@ class Citation(Strict):
         return f"{self.source}, {self.provision}" if self.provision else self.source
 
 
+PARTY_KEYWORDS = ("receiving_parent", "paying_parent", "subject")
+PARTIES = ("receiving_parent", "paying_parent")
+
+
+class WhoseFact(Strict):
+    """Ownership that depends on the case: the fact names the parent (e.g. abuse_disclosed_by)."""
+    fact: Name
+
+
+# Whose information a fact is: a parent, the parent the request is about (`subject`: the applicant,
+# the customer, the evidence giver), or the parent another fact names.
+About = Union[Literal["receiving_parent", "paying_parent", "subject"], WhoseFact, None]
+
+# Per-audience wording: `receiving_parent`/`paying_parent`, or `subject`/`other_parent` relative to
+# the parent the request is about.
+TELL_KEYS = ("receiving_parent", "paying_parent", "subject", "other_parent")
+Tell = dict[Literal["receiving_parent", "paying_parent", "subject", "other_parent"], Annotated[str, Field(min_length=1)]]
+
+
 class Fact(Strict):
     name: Name
     type: FactType
@@ -59,7 +78,8 @@ class Fact(Strict):
     question: str = ""
     allowed: tuple[str, ...] = ()
     labels: dict[str, str] = {}  # how an allowed value reads in text, e.g. marac_letter: MARAC letter
-    sensitive: bool = False
+    sensitive: bool = False  # never in a text for the other parent (needs `about`)
+    about: About = None  # whose information it is; absent: the case's, not a parent's
 
     @model_validator(mode="after")
     def _allowed_matches_type(self) -> Fact:
@@ -274,7 +294,8 @@ class Rule(Strict):
     derive: Derive | None = None
     flag: str | None = Field(None, pattern=OUTCOME)
     actions: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # for the caseworker, in order
-    because: str = Field(min_length=1)
+    because: str = Field(min_length=1)  # for the caseworker
+    tell: Tell = {}  # the reason in plain English for each parent; absent: not given to that parent
     cites: tuple[Citation, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -306,6 +327,7 @@ class ItemList(Strict):
     description: str = Field(min_length=1)
     question: str = ""
     sensitive: bool = False
+    about: About = None  # whose information the items are
     facts: tuple[Fact, ...] = Field(min_length=1)
     outcomes: dict[Annotated[str, Field(pattern=OUTCOME)], str] = Field(min_length=1)
     rules: tuple[Rule, ...] = Field(min_length=1)
@@ -326,6 +348,7 @@ class Uses(Strict):
     version: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     as_: Name = Field(alias="as")
     set: dict[Name, Union[bool, int, str]] = {}  # facts fixed for the other policy
+    subject: Name | None = None  # a fact naming the parent the other policy is about (default: the same)
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def facts(self) -> dict[str, FactType]:
@@ -336,6 +359,13 @@ class OutputSpec(Strict):
     type: Literal[FactType.INTEGER, FactType.MONEY, FactType.PERCENT]
     description: str = Field(min_length=1)
 
+
+
+class ParentTexts(Strict):
+    """What each parent is told: the outcome and what to do, and how to ask for a review.
+    Placeholders may name parameters, facts, derived values, outputs and `amount`."""
+    outcomes: dict[Annotated[str, Field(pattern=OUTCOME)], Tell] = {}
+    review: Tell = {}
 
 
 class PolicyVersion(Strict):
@@ -356,6 +386,7 @@ class PolicyVersion(Strict):
     lists: tuple[ItemList, ...] = ()
     uses: tuple[Uses, ...] = ()
     outputs: dict[Name, OutputSpec] = {}
+    tell: ParentTexts = ParentTexts()
     rules: tuple[Rule, ...] = Field(min_length=1)
 
     @field_validator("outcomes")
