@@ -20,8 +20,8 @@ from .model import PARTIES, PLACEHOLDER, FactType, WhoseFact
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}
 BOTH = frozenset(PARTIES)
 
-REVIEW = ("If you think this decision is wrong, you can ask us to look at it again (a mandatory "
-          "reconsideration). Contact us within one month of the date of this decision.")
+# Worded so that it cannot be mistaken for news of the other parent's request for a reconsideration.
+REVIEW = "If you think this decision is wrong, contact us within one month of the date of this decision and we will look at it again."
 NEUTRAL = "We have made a decision on your child maintenance case. We will contact you if you need to do anything."
 UNDECIDED = "We need more information before we can make this decision."
 
@@ -97,11 +97,11 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
         if own:
             lines += ["Please tell us:"] + [f"- {m.question or m.description}" for m in own]
     else:
-        deciding = compiled.rules[root].rule
-        withheld = owners.hidden_from(audience, compiled.sources_of(needs(deciding)))
+        # The reasons explain the deciding rule; the outcome itself also tells that earlier rules did not hold.
+        withheld = owners.hidden_from(audience, compiled.sources_of(needs(compiled.rules[root].rule)))
         headline = wording(pv.tell.outcomes.get(decision.outcome, {}))
         said = say(headline) if headline else None
-        if said is None and not withheld:
+        if said is None and not owners.hidden_from(audience, decided_on(compiled, root)):
             amount = f" ({explainer.money(decision.amount_pence)})" if decision.amount_pence is not None else ""
             said = f"Decision: {decision.outcome_description}{amount}."
         lines.append(said or NEUTRAL)
@@ -123,13 +123,19 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
     return Explanation(audience=audience, text="\n".join(lines), withheld=withheld)
 
 
+def decided_on(compiled: CompiledPolicy, root: int) -> frozenset[str]:
+    """What an outcome reveals: under first-hit, the deciding rule held and every outcome rule
+    before it did not, so the outcome carries the sources of all of them."""
+    return compiled.sources_of(n for i, _ in compiled.outcome_candidates if i <= root for n in needs(compiled.rules[i].rule))
+
+
 def visible_to(owners: Ownership, compiled: CompiledPolicy, root: int | None, fact_owner: frozenset[str]
                ) -> list[Audience]:
     """Who may see a counterfactual: the caseworker always; a parent when the fact is theirs and the
-    rule that would then decide reads none of the other parent's secrets."""
+    outcome it would give reveals none of the other parent's secrets."""
     shown = [Audience.CASEWORKER]
     for audience in PARENTS:
         if fact_owner == {PARTY[audience]} and root is not None and not owners.hidden_from(
-                audience, compiled.sources_of(needs(compiled.rules[root].rule))):
+                audience, decided_on(compiled, root)):
             shown.append(audience)
     return shown

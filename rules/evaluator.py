@@ -17,7 +17,7 @@ from .compiler import CompiledList, CompiledPolicy
 from .decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
                        ItemVerdict, MissingFact, Output, PolicyRef, RequestError, TrailStep, Violation)
 from .checks import needs, tested
-from .model import Fact, ItemList, Rule, Uses
+from .model import Fact, FactType, ItemList, Rule, Uses
 from .hitpolicy import first_hit
 from .loader import Bundle
 
@@ -149,39 +149,57 @@ class Evaluator:
 
     def _counterfactuals(self, compiled: CompiledPolicy, as_at, request: DecisionRequest,
                          worked: _Worked) -> list[Counterfactual]:
-        """Single-fact changes that give another outcome. Only facts that a rule tried before (or
-        as) the deciding one reads can change it; facts of a used policy count when its result is read."""
+        """Single-fact changes that give another outcome, one line per fact and new outcome. Only facts
+        that a rule tried before (or as) the deciding one reads can change it; facts of a used policy
+        count when its result is read. The date that chose the law (as_at_fact) is not varied."""
         pv = compiled.version
         tried = [i for i, _ in compiled.outcome_candidates if i <= worked.root]
         relevant = compiled.sources_of(n for i in tried for n in needs(compiled.rules[i].rule))
         passed_on = {n for u in pv.uses if set(u.facts()) & relevant for n in self.bundle.request_names(u.policy)}
         specs = self._specs(compiled)
         facts = {k: v for k, v in request.facts.items() if v is not None}
-        names = [n for n in specs if n in facts and (n in relevant or n in passed_on)]
+        names = [n for n in specs if n in facts and n != pv.as_at_fact and (n in relevant or n in passed_on)]
         found = whatif.changes(facts, [specs[n] for n in names], self._marks(compiled, facts),
                                worked.decision.outcome, self._retry(compiled, as_at, request))
-        return [self._counterfactual(compiled, change, facts[change.fact.name], worked) for change in found]
+        groups: dict[tuple, list[whatif.Change]] = {}
+        for change in found:
+            groups.setdefault((change.fact.name, change.direction, change.result.outcome), []).append(change)
+        return [self._counterfactual(compiled, group, facts[group[0].fact.name], worked) for group in groups.values()]
 
     @staticmethod
-    def _counterfactual(compiled: CompiledPolicy, change: whatif.Change, current, worked: _Worked) -> Counterfactual:
-        spec, other = change.fact, change.result.detail
+    def _counterfactual(compiled: CompiledPolicy, group: list[whatif.Change], current, worked: _Worked
+                        ) -> Counterfactual:
+        """One fact's changes that give the same new outcome, in words."""
+        first, spec = group[0], group[0].fact
+
         def shown(raw) -> str:
             value = values.parse(spec, raw)
-            if spec.labels and isinstance(value, str):
-                return spec.labels.get(value, value.replace("_", " "))
-            if spec.labels and isinstance(value, tuple):
+            if isinstance(value, tuple):
                 return explainer.join([spec.labels.get(v, v.replace("_", " ")) for v in value])
+            if isinstance(value, str) and spec.type is not FactType.STRING:
+                return spec.labels.get(value, value.replace("_", " "))
             return explainer.format_value(spec.type, value)
-        beyond = {"at_least": " or more", "at_most": " or less"}.get(change.direction, "")
-        new = other.decision
-        question = spec.question or spec.description
+
+        if spec.type is FactType.ENUM_LIST:
+            added = [x for c in group for x in c.value if x not in current]
+            removed = [x for x in current if any(x not in c.value for c in group)]
+            phrase = " or ".join(p for p in (
+                f"also included {shown(added)}".replace(" and ", " or ") if added else "",
+                f"did not include {shown(removed)}".replace(" and ", " or ") if removed else "") if p)
+        else:
+            beyond = {"at_least": " or more", "at_most": " or less"}.get(first.direction, "")
+            phrase = "were " + explainer.join([shown(c.value) for c in group], "or") + beyond
+        new = first.result.detail.decision
+        others = [c.result.detail for c in group]
+        shown_to = [a for a in audiences.visible_to(others[0].owners, compiled, others[0].root, worked.owners.whose(spec.about))
+                    if all(a in audiences.visible_to(o.owners, compiled, o.root, worked.owners.whose(spec.about)) for o in others)]
         return Counterfactual(
-            fact=spec.name, value=change.value, direction=change.direction, outcome=new.outcome,
-            text=f"If {spec.name} were {shown(change.value)}{beyond} (it is {shown(current)}): "
-                 f"{new.outcome} — {new.outcome_description}.",
-            parent_text=f'If the answer to "{question}" were {shown(change.value)}{beyond}, the decision would be: '
+            fact=spec.name, value=first.value if len(group) == 1 else [c.value for c in group],
+            direction=first.direction, outcome=new.outcome,
+            text=f"If {spec.name} {phrase} (it is {shown(current)}): {new.outcome} — {new.outcome_description}.",
+            parent_text=f'If the answer to "{spec.question or spec.description}" {phrase}, the decision would be: '
                         f"{new.outcome_description}.",
-            shown_to=audiences.visible_to(other.owners, compiled, other.root, worked.owners.whose(spec.about)))
+            shown_to=shown_to)
 
     def _ask_order(self, compiled: CompiledPolicy, as_at, request: DecisionRequest,
                    missing: list[MissingFact]) -> list[MissingFact]:

@@ -21,10 +21,10 @@ def money(pence: int) -> str:
     return f"{sign}£{pounds:,}.{p:02d}"
 
 
-def join(items: list[str]) -> str:
+def join(items: list[str], last: str = "and") -> str:
     if not items:
         return "none"
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
 
 
 def format_value(kind: FactType | ParamType, value: Any) -> str:
