@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from rules.decision_log import DEFAULT_PATH as DEFAULT_DECISION_LOG, DecisionLog, DecisionLogError
 from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 from .server import build_server
@@ -21,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="localhost",
                         help="interface to bind (default: loopback only; the service has no TLS yet)")
     parser.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR, help="policy directory")
+    parser.add_argument("--decision-log", type=Path, default=DEFAULT_DECISION_LOG,
+                        help="the SQLite decision log (made with its directories if absent; default: %(default)s)")
+    parser.add_argument("--decision-log-key-file", type=Path, default=None,
+                        help="file with the log's key(s), base64, one per line, the first seals new decisions "
+                             "(default: $CMS_POLICY_LOG_KEY, else for development a key file beside the log)")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight requests on stop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -30,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyLoadError as exc:
         print(f"policy files rejected:\n{exc}", file=sys.stderr)
         return 2
-    server, port = build_server(bundle, f"{args.host}:{args.port}")
+    try:
+        decision_log = DecisionLog.open(args.decision_log, key_file=args.decision_log_key_file)
+    except DecisionLogError as exc:
+        print(f"decision log unusable: {exc}", file=sys.stderr)
+        return 2
+    log.info("recording decisions in %s", args.decision_log)
+    server, port = build_server(bundle, f"{args.host}:{args.port}", decision_log=decision_log)
     versions = sum(len(v) for v in bundle.policies.values())
     log.info("serving %d policy versions on %s:%d (insecure, plaintext; bind to loopback only)",
              versions, args.host, port)
@@ -42,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     log.info("stopping: draining in-flight requests for up to %.0fs", args.grace)
     server.stop(args.grace).wait()
+    decision_log.close()
     return 0
 
 

@@ -8,7 +8,8 @@ from google.protobuf import json_format, struct_pb2
 from cms_policy.v1 import policy_pb2 as pb
 from rules import arith
 from rules.compiler import CompiledPolicy
-from rules.decision import PARENTS, Audience, Decision, MissingFact, RequestReason, TrailStep, Violation
+from rules.decision import (PARENTS, Audience, Decision, DecisionRequest, MissingFact, RequestReason, TrailStep,
+                            Violation)
 from rules.explainer import describe
 from rules.model import Rule
 
@@ -34,6 +35,30 @@ def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dic
         else:
             problems.append(Violation(field="reason", description="unknown reason"))
     return out
+
+
+def facts(struct: struct_pb2.Struct | None) -> dict:
+    """A Struct of facts as plain data. A Struct holds every number as a double: whole numbers
+    (pence, counts) come back as ints, so a request decides the same over gRPC as in-process."""
+    return _whole(json_format.MessageToDict(struct)) if struct is not None else {}
+
+
+def _whole(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
+
+
+def decide_request(r: DecisionRequest) -> pb.DecideRequest:
+    """A request as the engine took it, back as the DecideRequest it came from (for GetDecision)."""
+    return pb.DecideRequest(policy=r.policy, version=r.version, as_at=_date(r.as_at), facts=_struct(r.facts),
+                            subject=r.subject.value if r.subject else 0,
+                            requested_by=r.requested_by.value if r.requested_by else 0,
+                            reason=r.reason.value if r.reason else 0, omit_counterfactuals=not r.counterfactuals)
 
 
 def _date(day: dt.date | None) -> str:
@@ -84,7 +109,8 @@ def decision(d: Decision) -> pb.Decision:
         explanations=[pb.Explanation(audience=e.audience.value, text=e.text, withheld=e.withheld)
                       for e in d.explanations],
         counterfactuals=[pb.Counterfactual(fact=c.fact, value=_value(c.value), direction=c.direction, outcome=c.outcome,
-                                           text=c.text, shown_to=[a.value for a in c.shown_to])
+                                           text=c.text, shown_to=[a.value for a in c.shown_to],
+                                           parent_text=c.parent_text)
                          for c in d.counterfactuals])
     if d.decided_at:
         out.decided_at.FromJsonString(d.decided_at.replace("+00:00", "Z"))

@@ -1,6 +1,7 @@
 """The gRPC adapter: requests in, engine decisions out, errors as gRPC statuses.
 
-Logs carry the decision id, policy, version, outcome and latency — never facts.
+Every decision is recorded in the decision log before Decide returns it. Logs carry the
+decision id, policy, version, outcome and latency — never facts or explanation texts.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import time
 from concurrent import futures
 
 import grpc
-from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -18,7 +18,10 @@ from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc as pb_grpc
+from rules import decision_log as dlog
+from rules import markdown
 from rules.decision import DecisionRequest, RequestError, Violation
+from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
 from rules.durable_host import EngineError
 from rules.evaluator import Evaluator
 from rules.loader import Bundle
@@ -49,9 +52,10 @@ def _parse_date(text: str, field: str) -> tuple[dt.date | None, list[Violation]]
 
 
 class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, decision_log: DecisionLog):
         self.bundle = bundle
         self.evaluator = Evaluator(bundle)
+        self.decision_log = decision_log
 
     def _request(self, policy: str, version: str, as_at_text: str, facts=None, message: pb.DecideRequest | None = None
                  ) -> DecisionRequest:
@@ -62,13 +66,13 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         if problems:
             raise RequestError(problems)
         return DecisionRequest(policy=policy, version=version, as_at=as_at,
-                               facts=json_format.MessageToDict(facts) if facts is not None else {}, **context)
+                               facts=convert.facts(facts), **context)
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
         started = time.perf_counter()
         try:
-            decision = self.evaluator.decide(
-                self._request(request.policy, request.version, request.as_at, request.facts, request))
+            asked = self._request(request.policy, request.version, request.as_at, request.facts, request)
+            decision = self.evaluator.decide(asked)
         except RequestError as exc:
             log.info("decide rejected policy=%s fields=%s", request.policy[:64],
                      ",".join(v.field for v in exc.violations)[:200])
@@ -76,10 +80,63 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         except EngineError:
             log.exception("engine failure policy=%s", request.policy[:64])
             context.abort(grpc.StatusCode.INTERNAL, "the rules engine failed on this request; it has been logged")
-        log.info("decision id=%s policy=%s version=%s outcome=%s latency_ms=%.2f",
+        decided = time.perf_counter()
+        try:
+            self.decision_log.record(asked, decision, self.bundle.bundle_hash)
+        except Exception as exc:  # never return a decision that is not recorded
+            log.error("decision not recorded id=%s policy=%s version=%s error=%s", decision.decision_id,
+                      decision.policy.policy, decision.policy.version, _error_text(exc))
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the decision could not be recorded; try again")
+        done = time.perf_counter()
+        log.info("decision id=%s policy=%s version=%s outcome=%s latency_ms=%.2f record_ms=%.2f",
                  decision.decision_id, decision.policy.policy, decision.policy.version, decision.outcome,
-                 (time.perf_counter() - started) * 1000)
+                 (done - started) * 1000, (done - decided) * 1000)
         return convert.decision(decision)
+
+    def _logged(self, decision_id: str, context: grpc.ServicerContext) -> dlog.LoggedDecision:
+        if not decision_id:
+            _abort_invalid(context, [Violation(field="decision_id", description="required")])
+        try:
+            logged = self.decision_log.get(decision_id)
+        except DecisionLogKeyError as exc:
+            log.error("decision unreadable id=%s error=%s", decision_id[:64], exc)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the decision cannot be decrypted: {exc}")
+        except DecisionLogIntegrityError as exc:
+            log.error("decision fails its integrity check id=%s", decision_id[:64])
+            context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+        except DecisionLogError as exc:
+            log.error("decision log read failed id=%s error=%s", decision_id[:64], exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the decision log could not be read")
+        if logged is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no decision with id '{decision_id[:64]}'")
+        return logged
+
+    def GetDecision(self, request: pb.GetDecisionRequest, context: grpc.ServicerContext) -> pb.LoggedDecision:
+        logged = self._logged(request.decision_id, context)
+        log.info("decision fetched id=%s", logged.decision.decision_id)
+        return pb.LoggedDecision(request=convert.decide_request(logged.request),
+                                 decision=convert.decision(logged.decision), bundle_hash=logged.bundle_hash)
+
+    def ReplayDecision(self, request: pb.ReplayDecisionRequest, context: grpc.ServicerContext
+                       ) -> pb.ReplayDecisionResponse:
+        logged = self._logged(request.decision_id, context)
+        original = logged.decision
+        try:
+            result = dlog.replay(self.evaluator, logged)
+        except RequestError as exc:
+            log.info("replay refused id=%s policy=%s version=%s", original.decision_id, original.policy.policy,
+                     original.policy.version)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot replay: {exc}")
+        except EngineError:
+            log.exception("engine failure on replay id=%s", original.decision_id)
+            context.abort(grpc.StatusCode.INTERNAL, "the rules engine failed on this replay; it has been logged")
+        # Which parts differ, never their values (they can quote facts).
+        log.log(logging.INFO if result.identical else logging.WARNING,
+                "replay id=%s policy=%s version=%s identical=%s differing=%s", original.decision_id,
+                original.policy.policy, original.policy.version, result.identical,
+                ",".join(d.split(":", 1)[0] for d in result.differences))
+        return pb.ReplayDecisionResponse(identical=result.identical, original=convert.decision(original),
+                                         replayed=convert.decision(result.replayed), differences=result.differences)
 
     def ListPolicies(self, request: pb.ListPoliciesRequest, context) -> pb.ListPoliciesResponse:
         return pb.ListPoliciesResponse(
@@ -92,15 +149,28 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             compiled, _ = self.evaluator.select(self._request(request.policy, request.version, request.as_at, None))
         except RequestError as exc:
             _abort_invalid(context, exc.violations)
-        return convert.policy_detail(compiled)
+        detail = convert.policy_detail(compiled)
+        if request.markdown:
+            detail.markdown = markdown.document(compiled)
+        return detail
 
 
-def build_server(bundle: Bundle, address: str, max_workers: int = 8) -> tuple[grpc.Server, int]:
-    """A started server on `address` ("host:port"; port 0 picks one) and the port it bound."""
+def _error_text(exc: Exception) -> str:
+    """An error for the logs: storage errors say what failed; anything else only its type (its
+    message might quote a fact)."""
+    if isinstance(exc, (DecisionLogError, OSError)):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
+
+
+def build_server(bundle: Bundle, address: str, max_workers: int = 8, *, decision_log: DecisionLog
+                 ) -> tuple[grpc.Server, int]:
+    """A started server on `address` ("host:port"; port 0 picks one) and the port it bound. Every
+    decision is recorded in `decision_log` (the caller opens and closes it)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-    pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(bundle), server)
+    pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(bundle, decision_log), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -1,5 +1,6 @@
 """Shared fixtures: the loaded bundle, an in-process evaluator, and the real
-service running as a subprocess (`python -m service`) for end-to-end tests."""
+service running as a subprocess (`python -m service`, recording decisions in a
+temporary decision log) for end-to-end tests."""
 from __future__ import annotations
 
 import os
@@ -43,12 +44,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server_process(tmp_path_factory):
+def decision_log_path(tmp_path_factory) -> Path:
+    """The decision log of the shared test service (its development key file is beside it)."""
+    return tmp_path_factory.mktemp("decision-log") / "decisions.sqlite3"
+
+
+@pytest.fixture(scope="session")
+def server_process(tmp_path_factory, decision_log_path):
     port = _free_port()
     # The service logs every decision: send it to a file (an unread pipe fills up and blocks the server).
     log_path = tmp_path_factory.mktemp("service") / "service.log"
     log_file = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1"],
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1",
+                             "--decision-log", str(decision_log_path)],
                             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -124,6 +124,15 @@ def test_bad_requests_get_invalid_argument_with_field_details(stub, request_kwar
     assert words in found[field]
 
 
+def test_get_policy_renders_markdown_when_asked(stub):
+    plain = stub.GetPolicy(pb.GetPolicyRequest(policy="application_fee", version="2017"))
+    assert plain.markdown == ""
+    doc = stub.GetPolicy(pb.GetPolicyRequest(policy="application_fee", version="2017", markdown=True)).markdown
+    assert doc.startswith(f"# {plain.ref.title}")
+    assert "## Parameters" in doc and "| `application_fee_pence` | £20.00 |" in doc
+    assert "`waived.domestic-abuse`" in doc and "## Worked examples" in doc
+
+
 def test_get_policy_errors_are_invalid_argument(stub):
     found = _bad_request(lambda: stub.GetPolicy(pb.GetPolicyRequest(policy="application_fee", version="x")))
     assert "unknown version" in found["version"]
@@ -138,9 +147,10 @@ def test_server_keeps_serving_after_bad_requests(stub):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_service_stops_cleanly_on_signal(sig):
+def test_service_stops_cleanly_on_signal(sig, tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1"],
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1",
+                             "--decision-log", str(tmp_path / "log.sqlite3")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline().startswith(f"listening on 127.0.0.1:{port}")

@@ -1,0 +1,20 @@
+"""Command-line tools for reviewers and policy teams: `python -m rules <command> --help`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import markdown, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rules", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    report.add_command(commands)
+    markdown.add_command(commands)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

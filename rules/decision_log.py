@@ -1,0 +1,298 @@
+"""The decision log: every decision, durable and encrypted, in an embedded SQLite database.
+
+One row per decision. The columns an auditor sorts and counts by are in the clear (id, time,
+policy, version, content hash, bundle hash, outcome); none of them identifies a person. The
+request (every fact, sensitive ones included) and the whole decision (rationale, trail,
+explanations and counterfactuals, which quote the facts) are one JSON document sealed with
+AES-256-GCM: a random 12-byte nonce per row, the decision id as associated data (a sealed
+document cannot be moved to another row), and the id of the key that sealed it, so keys can
+rotate (the first key seals, every key given can open).
+
+Durability: WAL mode with `synchronous=FULL`, autocommit: `record` returns only after the row
+is in the write-ahead log and fsynced. One connection, guarded by a lock, serves every thread.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .decision import Decision, DecisionRequest
+
+if TYPE_CHECKING:
+    from .evaluator import Evaluator
+
+log = logging.getLogger("cms_policy.decision_log")
+
+DEFAULT_PATH = Path("var/decisions.sqlite3")  # relative to the working directory
+KEY_ENV = "CMS_POLICY_LOG_KEY"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+SCHEMA_VERSION = 1
+PAYLOAD_FORMAT = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id  TEXT PRIMARY KEY,
+    decided_at   TEXT NOT NULL,  -- ISO 8601, UTC
+    policy       TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    content_hash TEXT NOT NULL,  -- sha256 of the policy version file
+    bundle_hash  TEXT NOT NULL,  -- sha256 over every policy file loaded at the time
+    outcome      TEXT NOT NULL,
+    key_id       TEXT NOT NULL,  -- which key sealed the row
+    nonce        BLOB NOT NULL,
+    sealed       BLOB NOT NULL   -- AES-256-GCM of {"request": ..., "decision": ...}
+);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
+"""
+
+
+class DecisionLogError(Exception):
+    """The decision log cannot be opened, written or read."""
+
+
+class DecisionLogKeyError(DecisionLogError):
+    """The key is missing, malformed or not the one a row was sealed with."""
+
+
+class DecisionLogIntegrityError(DecisionLogError):
+    """A sealed row fails authentication: it was altered or moved from another row."""
+
+
+def key_id(key: bytes) -> str:
+    """A short public name for a key (not reversible), stored with each row it seals."""
+    return hashlib.sha256(b"cms-policy decision-log key\0" + key).hexdigest()[:16]
+
+
+def parse_keys(text: str, source: str) -> list[bytes]:
+    """Keys as base64 text, one per line (or comma-separated); `#` starts a comment. The first
+    key seals new rows; the others are old keys, kept to open older rows."""
+    keys = []
+    for line in text.splitlines():
+        for word in line.split("#", 1)[0].replace(",", " ").split():
+            try:
+                key = base64.b64decode(word, validate=True)
+            except (binascii.Error, ValueError):
+                raise DecisionLogKeyError(f"{source}: a key is not valid base64") from None
+            if len(key) != KEY_BYTES:
+                raise DecisionLogKeyError(f"{source}: a key must be {KEY_BYTES} bytes (base64 of 32 random bytes), "
+                                          f"not {len(key)}")
+            keys.append(key)
+    if not keys:
+        raise DecisionLogKeyError(f"{source}: no key found")
+    return keys
+
+
+def new_key_text() -> str:
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+
+
+def resolve_keys(db_path: Path, key_file: Path | None = None, environ=os.environ, generate: bool = True) -> list[bytes]:
+    """The keys for the log at `db_path`: from `key_file` if given, else the environment variable
+    CMS_POLICY_LOG_KEY, else (local development only) `<db_path>.key`, generated if `generate`."""
+    if key_file is not None:
+        try:
+            return parse_keys(Path(key_file).read_text(), str(key_file))
+        except OSError as exc:
+            raise DecisionLogKeyError(f"cannot read the decision-log key file {key_file}: {exc.strerror}") from None
+    if environ.get(KEY_ENV):
+        return parse_keys(environ[KEY_ENV], KEY_ENV)
+    dev_file = Path(f"{db_path}.key")
+    if not dev_file.exists():
+        if not generate:
+            raise DecisionLogKeyError(f"no key for the decision log {db_path}: set {KEY_ENV} or give a key file "
+                                      f"({dev_file} does not exist)")
+        dev_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(new_key_text() + "\n")
+        log.warning("generated a new decision-log key in %s for local development", dev_file)
+    log.warning("decision-log key read from %s, beside the database: fine for development only; in production "
+                "supply it from a secret store (%s or a key file outside the data directory)", dev_file, KEY_ENV)
+    return parse_keys(dev_file.read_text(), str(dev_file))
+
+
+@dataclass(frozen=True)
+class LoggedDecision:
+    request: DecisionRequest
+    decision: Decision
+    bundle_hash: str
+
+
+class DecisionLog:
+    def __init__(self, db: sqlite3.Connection, path: Path, keys: list[bytes]):
+        self._db = db
+        self.path = path
+        self._keys = {key_id(k): AESGCM(k) for k in keys}
+        self._sealing_id = key_id(keys[0])
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, keys: list[bytes] | None = None, *, key_file: Path | None = None,
+             create: bool = True) -> DecisionLog:
+        """Open (with `create`: make, with its parent directories) the log at `path`. Without
+        `keys`, they are found by `resolve_keys`."""
+        path = Path(path)
+        new = not path.exists() or (path.is_file() and path.stat().st_size == 0)
+        try:
+            if not path.exists():
+                if not create:
+                    raise DecisionLogError(f"no decision log at {path}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite gives -wal/-shm the same mode
+            if keys is None:
+                keys = resolve_keys(path, key_file, generate=create and new)  # never a new key for old rows
+        except OSError as exc:
+            raise DecisionLogError(f"cannot create the decision log {path}: {exc}") from None
+        if not keys:
+            raise DecisionLogKeyError("no key given")
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)  # autocommit
+        except sqlite3.Error as exc:
+            raise DecisionLogError(f"cannot open the decision log {path}: {exc}") from None
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise DecisionLogError(f"{path}: the decision log needs WAL mode, got {mode}")
+            db.execute("PRAGMA synchronous = FULL")
+            db.executescript(_SCHEMA)
+            stored = db.execute("PRAGMA user_version").fetchone()[0]
+            if stored == 0:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif stored != SCHEMA_VERSION:
+                raise DecisionLogError(f"{path}: decision log schema {stored}, this code reads {SCHEMA_VERSION}")
+            decision_log = cls(db, path, keys)
+            decision_log._check_key()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise DecisionLogError(f"{path} is not a usable decision log: {exc}") from None
+        except DecisionLogError:
+            db.close()
+            raise
+        return decision_log
+
+    def _check_key(self) -> None:
+        """Fail at once, not on the first read, if the newest row was sealed with a key we do not have."""
+        row = self._db.execute("SELECT key_id FROM decisions ORDER BY rowid DESC LIMIT 1").fetchone()
+        if row and row[0] not in self._keys:
+            raise DecisionLogKeyError(
+                f"{self.path}: the newest decision was sealed with key {row[0]}, but the key(s) given are "
+                f"{', '.join(self._keys)}: wrong key (add the old key after the new one to rotate)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def record(self, request: DecisionRequest, decision: Decision, bundle_hash: str) -> None:
+        """Store the decision; returns only once the row is durable (committed and fsynced)."""
+        if not decision.decision_id:
+            raise ValueError("a decision needs its id to be recorded")
+        payload = json.dumps({"format": PAYLOAD_FORMAT, "request": request.model_dump(mode="json"),
+                              "decision": decision.model_dump(mode="json")},
+                             ensure_ascii=False, separators=(",", ":")).encode()
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._keys[self._sealing_id].encrypt(nonce, payload, decision.decision_id.encode())
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO decisions (decision_id, decided_at, policy, version, content_hash, bundle_hash,"
+                    " outcome, key_id, nonce, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (decision.decision_id, decision.decided_at, decision.policy.policy, decision.policy.version,
+                     decision.policy.content_hash, bundle_hash, decision.outcome, self._sealing_id, nonce, sealed))
+        except sqlite3.Error as exc:
+            raise DecisionLogError(f"the decision could not be recorded: {exc}") from None
+
+    def get(self, decision_id: str) -> LoggedDecision | None:
+        """The recorded request, decision and bundle hash, or None for an unknown id."""
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT key_id, nonce, sealed, bundle_hash FROM decisions WHERE decision_id = ?",
+                                       (decision_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise DecisionLogError(f"the decision log could not be read: {exc}") from None
+        if row is None:
+            return None
+        kid, nonce, sealed, bundle_hash = row
+        aead = self._keys.get(kid)
+        if aead is None:
+            raise DecisionLogKeyError(f"decision {decision_id} was sealed with key {kid}, which was not given")
+        try:
+            payload = json.loads(aead.decrypt(nonce, sealed, decision_id.encode()))
+        except InvalidTag:
+            raise DecisionLogIntegrityError(f"decision {decision_id} fails its integrity check: the row was altered "
+                                   "or belongs to another decision") from None
+        return LoggedDecision(request=DecisionRequest.model_validate(payload["request"]),
+                              decision=Decision.model_validate(payload["decision"]), bundle_hash=bundle_hash)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+
+
+# --- replaying ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Replay:
+    replayed: Decision
+    differences: list[str]
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+
+def replay(evaluator: Evaluator, logged: LoggedDecision) -> Replay:
+    """Decide a logged request again with the version it used and compare everything but id and
+    time. RequestError if that version (with the same content) is no longer loaded."""
+    replayed = evaluator.replay(logged.request, logged.decision)
+    return Replay(replayed=replayed, differences=differences(logged.decision.golden(), replayed.golden()))
+
+
+def differences(original: dict, replayed: dict) -> list[str]:
+    """Where two decisions (as `Decision.golden()`) differ, one short line per top-level key,
+    e.g. "outcome: WAIVED != FEE_PAYABLE"."""
+    out = []
+    for name in list(original) + [k for k in replayed if k not in original]:
+        a, b = original.get(name), replayed.get(name)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{name}.{line}" for line in differences(a, b)]
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                out.append(f"{name}: {len(a)} != {len(b)} entries")
+            else:
+                first = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+                out.append(f"{name}: entry {first} differs")
+        else:
+            a, b = _short(a), _short(b)
+            out.append(f"{name}: {a} != {b}" if a and b else f"{name}: differs")
+    return out
+
+
+def _short(value) -> str | None:
+    """A scalar in a few words; None for a long text or a structure (say only that it differs)."""
+    if value is None:
+        return "(none)"
+    text = str(value) if isinstance(value, (str, int, float, bool)) else ""
+    return text if 0 < len(text) <= 40 else None

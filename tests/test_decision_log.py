@@ -1,0 +1,333 @@
+"""The decision log: every decision recorded (encrypted, durable) before Decide returns it,
+fetched by id, replayed identically (also after the service restarts), and printed for a
+reviewer by `python -m rules explain`."""
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from google.protobuf import struct_pb2
+
+from cms_policy.v1 import policy_pb2 as pb
+from cms_policy.v1 import policy_pb2_grpc
+from rules.decision import Audience, DecisionRequest, RequestReason
+from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
+                                differences, new_key_text, parse_keys)
+from service import convert
+from service.server import build_server
+
+from .conftest import ROOT
+
+GOLDEN = ROOT / "tests" / "golden"
+# Distinctive, sensitive facts: a victim of abuse who reported it to the police.
+FEE_FACTS = {"application_route": "direct_pay", "applicant_in_northern_ireland": False,
+             "application_date": "2019-03-15", "applicant_date_of_birth": "1985-07-20",
+             "abuse_of_applicant": True, "abuse_reported_to": ["police"], "declaration": "at_application"}
+
+
+def _fee_request(**kw) -> DecisionRequest:
+    return DecisionRequest(policy="application_fee", as_at="2019-03-15", facts=FEE_FACTS, **kw)
+
+
+def _key() -> bytes:
+    return os.urandom(32)
+
+
+def _pb_request(req: dict, **kw) -> pb.DecideRequest:
+    facts = struct_pb2.Struct()
+    facts.update(req.get("facts", {}))
+    return pb.DecideRequest(policy=req["policy"], version=str(req.get("version", "")), as_at=str(req.get("as_at", "")),
+                            facts=facts, **kw)
+
+
+def _golden_requests() -> list[dict]:
+    """The first golden case of every policy version."""
+    cases = []
+    for version_dir in sorted(p for p in GOLDEN.glob("*/*") if p.is_dir()):
+        first = min(version_dir.glob("*.yaml"), default=None)
+        if first is not None:
+            cases.append(yaml.safe_load(first.read_text())["request"])
+    return cases
+
+
+# --- the log on its own ------------------------------------------------------------------
+
+def test_record_then_get_gives_back_request_decision_and_bundle_hash(tmp_path, evaluator):
+    request = _fee_request(subject=Audience.RECEIVING_PARENT, requested_by=Audience.RECEIVING_PARENT,
+                           reason=RequestReason.NEW_APPLICATION)
+    decision = evaluator.decide(request)
+    with DecisionLog.open(tmp_path / "log.sqlite3", [_key()]) as log:
+        log.record(request, decision, evaluator.bundle.bundle_hash)
+        logged = log.get(decision.decision_id)
+        assert log.get(uuid.uuid4().hex) is None
+    assert logged.request == request and logged.request.facts == FEE_FACTS
+    assert logged.decision == decision
+    assert logged.bundle_hash == evaluator.bundle.bundle_hash
+
+
+def test_the_log_is_wal_with_full_sync_and_clear_index_columns(tmp_path, evaluator):
+    path = tmp_path / "log.sqlite3"
+    decision = evaluator.decide(_fee_request())
+    with DecisionLog.open(path, [_key()]) as log:
+        log.record(_fee_request(), decision, "b" * 64)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    row = db.execute("SELECT decision_id, decided_at, policy, version, content_hash, bundle_hash, outcome"
+                     " FROM decisions").fetchone()
+    db.close()
+    assert row == (decision.decision_id, decision.decided_at, "application_fee", "2017",
+                   decision.policy.content_hash, "b" * 64, "WAIVED")
+
+
+def test_no_sensitive_fact_or_text_is_stored_in_clear(tmp_path, evaluator):
+    path = tmp_path / "log.sqlite3"
+    log = DecisionLog.open(path, [_key()])
+    for _ in range(3):
+        request = _fee_request()
+        log.record(request, evaluator.decide(request), evaluator.bundle.bundle_hash)
+
+    def stored() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("log.sqlite3"))
+
+    assert Path(f"{path}-wal").exists()  # still open: the rows are in the write-ahead log
+    for raw in (stored(), (log.close(), stored())[1]):  # and after the checkpoint on close
+        for secret in (b"police", b"abuse", b"victim", b"1985-07-20", b"reported"):
+            assert secret not in raw, secret
+        assert b"WAIVED" in raw  # the clear index column is there, so we did read the data
+
+
+def test_the_wrong_key_is_refused_with_a_clear_error(tmp_path, evaluator):
+    path = tmp_path / "log.sqlite3"
+    with DecisionLog.open(path, [_key()]) as log:
+        log.record(_fee_request(), evaluator.decide(_fee_request()), "h")
+    with pytest.raises(DecisionLogKeyError, match="wrong key"):
+        DecisionLog.open(path, [_key()])
+
+
+def test_keys_rotate_and_a_row_without_its_key_says_so(tmp_path, evaluator):
+    path, old, new = tmp_path / "log.sqlite3", _key(), _key()
+    first = evaluator.decide(_fee_request())
+    with DecisionLog.open(path, [old]) as log:
+        log.record(_fee_request(), first, "h")
+    with DecisionLog.open(path, [new, old]) as log:  # the new key seals, the old one still opens
+        second = evaluator.decide(_fee_request())
+        log.record(_fee_request(), second, "h")
+        assert log.get(first.decision_id).decision == first
+    with DecisionLog.open(path, [new]) as log:  # the newest row is sealed with `new`: the log opens
+        assert log.get(second.decision_id).decision == second
+        with pytest.raises(DecisionLogKeyError, match="not given"):
+            log.get(first.decision_id)
+
+
+def test_a_sealed_row_cannot_be_moved_to_another_decision(tmp_path, evaluator):
+    path = tmp_path / "log.sqlite3"
+    a, b = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
+    with DecisionLog.open(path, [key := _key()]) as log:
+        log.record(_fee_request(), a, "h")
+        log.record(_fee_request(), b, "h")
+    db = sqlite3.connect(path)
+    db.execute("UPDATE decisions SET nonce = (SELECT nonce FROM decisions WHERE decision_id = ?), "
+               "sealed = (SELECT sealed FROM decisions WHERE decision_id = ?) WHERE decision_id = ?",
+               (a.decision_id, a.decision_id, b.decision_id))
+    db.commit()
+    db.close()
+    with DecisionLog.open(path, [key]) as log, pytest.raises(DecisionLogIntegrityError):
+        log.get(b.decision_id)
+
+
+def test_development_key_is_generated_once_beside_the_log(tmp_path, evaluator, monkeypatch):
+    monkeypatch.delenv("CMS_POLICY_LOG_KEY", raising=False)
+    path = tmp_path / "var" / "decisions.sqlite3"
+    decision = evaluator.decide(_fee_request())
+    with DecisionLog.open(path) as log:  # makes var/ and var/decisions.sqlite3.key
+        log.record(_fee_request(), decision, "h")
+    key_file = Path(f"{path}.key")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    with DecisionLog.open(path) as log:
+        assert log.get(decision.decision_id).decision == decision
+    key_file.unlink()  # a lost key is an error, never a new key for a log that has rows
+    with pytest.raises(DecisionLogKeyError, match="no key"):
+        DecisionLog.open(path)
+    assert not key_file.exists()
+
+
+def test_keys_come_from_the_environment_or_a_key_file(tmp_path, evaluator, monkeypatch):
+    text = new_key_text()
+    monkeypatch.setenv("CMS_POLICY_LOG_KEY", text)
+    decision = evaluator.decide(_fee_request())
+    with DecisionLog.open(tmp_path / "log.sqlite3") as log:
+        log.record(_fee_request(), decision, "h")
+    assert not (tmp_path / "log.sqlite3.key").exists()
+    monkeypatch.delenv("CMS_POLICY_LOG_KEY")
+    (tmp_path / "secret").write_text(f"# current key\n{text}\n")
+    with DecisionLog.open(tmp_path / "log.sqlite3", key_file=tmp_path / "secret") as log:
+        assert log.get(decision.decision_id).decision == decision
+    with pytest.raises(DecisionLogKeyError, match="32 bytes"):
+        parse_keys(base64.b64encode(b"short").decode(), "test")
+    with pytest.raises(DecisionLogKeyError, match="base64"):
+        parse_keys("not base64!", "test")
+
+
+def test_differences_are_short_and_readable():
+    a = {"outcome": "WAIVED", "amount_pence": None, "rationale": "x" * 100, "trail": [1, 2], "items": [1],
+         "policy": {"version": "2017", "content_hash": "a"}}
+    b = {"outcome": "FEE_PAYABLE", "amount_pence": 2000, "rationale": "y" * 100, "trail": [1, 3], "items": [],
+         "policy": {"version": "2017", "content_hash": "b"}}
+    assert differences(a, a) == []
+    assert differences(a, b) == ["outcome: WAIVED != FEE_PAYABLE", "amount_pence: (none) != 2000", "rationale: differs",
+                                 "trail: entry 1 differs", "items: 1 != 0 entries", "policy.content_hash: a != b"]
+
+
+# --- through the service -------------------------------------------------------------------
+
+def test_get_decision_returns_the_decision_decide_returned(stub):
+    request = _pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS},
+                          subject=pb.RECEIVING_PARENT, requested_by=pb.CASEWORKER, reason=pb.NEW_APPLICATION)
+    decided = stub.Decide(request)
+    logged = stub.GetDecision(pb.GetDecisionRequest(decision_id=decided.decision_id))
+    assert logged.decision == decided
+    assert logged.request == request
+    assert logged.bundle_hash == stub.ListPolicies(pb.ListPoliciesRequest()).bundle_hash
+
+
+@pytest.mark.parametrize("req", _golden_requests(), ids=lambda r: f"{r['policy']}/{r.get('version', '')}")
+def test_replay_of_golden_cases_is_identical(stub, req):
+    decided = stub.Decide(_pb_request(req))
+    replay = stub.ReplayDecision(pb.ReplayDecisionRequest(decision_id=decided.decision_id))
+    assert replay.identical, list(replay.differences)
+    assert not replay.differences
+    assert replay.original == decided
+    assert replay.replayed.outcome == decided.outcome and replay.replayed.rationale == decided.rationale
+
+
+@pytest.mark.parametrize("call", ["GetDecision", "ReplayDecision"])
+def test_unknown_and_missing_ids(stub, call):
+    method, message = getattr(stub, call), getattr(pb, f"{call}Request")
+    with pytest.raises(grpc.RpcError) as caught:
+        method(message(decision_id=uuid.uuid4().hex))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as caught:
+        method(message(decision_id=""))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "decision_id: required" in caught.value.details()
+
+
+@pytest.fixture
+def in_process(bundle, tmp_path):
+    """A server in this process on its own decision log: (stub, log)."""
+    log = DecisionLog.open(tmp_path / "log.sqlite3", [_key()])
+    server, port = build_server(bundle, "127.0.0.1:0", decision_log=log)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield policy_pb2_grpc.PolicyDecisionServiceStub(channel), log
+    channel.close()
+    server.stop(None).wait()
+    log.close()
+
+
+def test_a_decision_that_cannot_be_recorded_is_not_returned(in_process):
+    stub, log = in_process
+    log.close()  # every write now fails
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Decide(_pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS}))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "could not be recorded" in caught.value.details()
+
+
+def test_replay_of_a_version_no_longer_loaded_fails_precondition(in_process, evaluator):
+    stub, log = in_process
+    decision = evaluator.decide(_fee_request())
+    changed = decision.policy.model_copy(update={"content_hash": "0" * 64})  # as if the file had since been edited
+    log.record(_fee_request(), decision.model_copy(update={"policy": changed}), "h")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ReplayDecision(pb.ReplayDecisionRequest(decision_id=decision.decision_id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no longer loaded" in caught.value.details()
+
+
+def test_get_decision_round_trips_the_request_fields(evaluator):
+    request = _fee_request(subject=Audience.PAYING_PARENT, requested_by=Audience.RECEIVING_PARENT,
+                           reason=RequestReason.ANNUAL_REVIEW, counterfactuals=False)
+    message = convert.decide_request(request)
+    assert message.subject == pb.PAYING_PARENT and message.requested_by == pb.RECEIVING_PARENT
+    assert message.reason == pb.ANNUAL_REVIEW and message.omit_counterfactuals and message.as_at == "2019-03-15"
+
+
+# --- across a restart, and for a reviewer ------------------------------------------------
+
+def _start(log_path: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", "0", "--host", "127.0.0.1",
+                             "--decision-log", str(log_path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"service did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def _stop(proc: subprocess.Popen, sig) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_a_decision_is_fetched_and_replayed_identically_after_a_restart(tmp_path, sig):
+    log_path = tmp_path / "var" / "decisions.sqlite3"
+    proc, address = _start(log_path)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            request = _pb_request({"policy": "service_type", "version": "review-2023", "facts": {
+                "decision_date": "2024-05-01", "receiving_parent_requests": "collect_and_pay",
+                "paying_parent_requests": "direct_pay", "paying_parent_agrees_to_collect_and_pay": False,
+                "earlier_cms_non_compliance": False, "direct_pay_payment_missed_or_late": False,
+                "abuse_disclosed": True, "abuse_disclosed_by": "receiving_parent",
+                "evidence_items": [{"type": "arrest", "document_date": "2023-11-02", "concerns_other_party": True}]}})
+            decided = policy_pb2_grpc.PolicyDecisionServiceStub(channel).Decide(request)
+    finally:
+        _stop(proc, sig)  # SIGKILL: no clean shutdown, so the row must already have been durable
+    proc, address = _start(log_path)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = policy_pb2_grpc.PolicyDecisionServiceStub(channel)
+            logged = stub.GetDecision(pb.GetDecisionRequest(decision_id=decided.decision_id))
+            replay = stub.ReplayDecision(pb.ReplayDecisionRequest(decision_id=decided.decision_id))
+    finally:
+        _stop(proc, signal.SIGTERM)
+    assert logged.decision == decided and logged.request == request
+    assert replay.identical and not replay.differences and replay.original == decided
+
+
+def _explain(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rules", "explain", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_explain_prints_a_readable_report(stub, decision_log_path):
+    decided = stub.Decide(_pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS},
+                                      subject=pb.RECEIVING_PARENT, requested_by=pb.RECEIVING_PARENT))
+    result = _explain(decided.decision_id, "--decision-log", str(decision_log_path), "--replay")
+    assert result.returncode == 0, result.stderr
+    report = result.stdout
+    assert f"Decision {decided.decision_id}" in report
+    assert "application_fee/2017 (enacted)" in report and decided.policy.content_hash in report
+    assert "About:" in report and "the receiving parent" in report
+    assert "abuse_reported_to: police" in report and "abuse_of_applicant: yes" in report
+    assert "WAIVED: the application fee is waived" in report
+    assert "For the caseworker" in report
+    assert "Replay: identical" in report
+
+
+def test_explain_an_unknown_id_fails(server_process, decision_log_path):
+    result = _explain("0" * 32, "--decision-log", str(decision_log_path))
+    assert result.returncode == 1 and "no decision with id" in result.stderr
+    result = _explain("0" * 32, "--decision-log", str(decision_log_path.parent / "absent.sqlite3"))
+    assert result.returncode == 1 and "no decision log at" in result.stderr
