@@ -97,15 +97,17 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
         if own:
             lines += ["Please tell us:"] + [f"- {m.question or m.description}" for m in own]
     else:
-        # The reasons explain the deciding rule; the outcome itself also tells that earlier rules did not hold.
-        withheld = owners.hidden_from(audience, compiled.sources_of(needs(compiled.rules[root].rule)))
+        # `withheld`: the outcome rests on the other parent's secrets (the deciding rule held and every
+        # outcome rule before it did not). The same for every such case, so the flag gives nothing away.
+        withheld = owners.hidden_from(audience, decided_on(compiled, root))
+        explained = not owners.hidden_from(audience, compiled.sources_of(needs(compiled.rules[root].rule)))
         headline = wording(pv.tell.outcomes.get(decision.outcome, {}))
         said = say(headline) if headline else None
-        if said is None and not owners.hidden_from(audience, decided_on(compiled, root)):
+        if said is None and not withheld:
             amount = f" ({explainer.money(decision.amount_pence)})" if decision.amount_pence is not None else ""
             said = f"Decision: {decision.outcome_description}{amount}."
         lines.append(said or NEUTRAL)
-        if not withheld:
+        if explained:  # the deciding rule's own reasons reveal nothing of the other parent's
             by_id = {r.rule.id: r.rule for r in compiled.rules}
             reasons = []
             for step in decision.trail:
@@ -117,7 +119,7 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
             if reasons:
                 lines += ["Why:"] + [f"- {r}" for r in reasons]
             changes = [c.parent_text for c in decision.counterfactuals if audience in c.shown_to]
-            if changes:
+            if changes and not withheld:
                 lines += ["What would change it:"] + [f"- {c}" for c in changes]
     lines.append(wording(pv.tell.review) or REVIEW)
     return Explanation(audience=audience, text="\n".join(lines), withheld=withheld)
@@ -131,9 +133,12 @@ def decided_on(compiled: CompiledPolicy, root: int) -> frozenset[str]:
 
 def visible_to(owners: Ownership, compiled: CompiledPolicy, root: int | None, fact_owner: frozenset[str]
                ) -> list[Audience]:
-    """Who may see a counterfactual: the caseworker always; a parent when the fact is theirs and the
-    outcome it would give reveals none of the other parent's secrets."""
+    """Who may see a counterfactual: the caseworker always; a parent when the policy tells parents
+    what would change it, the fact is theirs, and the outcome it would give reveals none of the
+    other parent's secrets."""
     shown = [Audience.CASEWORKER]
+    if not compiled.version.tell.counterfactuals:
+        return shown
     for audience in PARENTS:
         if fact_owner == {PARTY[audience]} and root is not None and not owners.hidden_from(
                 audience, decided_on(compiled, root)):

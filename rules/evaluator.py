@@ -67,7 +67,9 @@ class Evaluator:
             raise RequestError([Violation(field="decision_id", description=(
                 f"{original.policy.policy}/{original.policy.version} with content hash "
                 f"{original.policy.content_hash[:12]} is no longer loaded"))])
-        return self.decide_at(compiled, original.as_at, request)
+        # A used policy chosen "in force" with no date to go on was chosen by the day of the decision.
+        decided_on = dt.date.fromisoformat(original.decided_at[:10]) if original.decided_at else self._today()
+        return Evaluator(self.bundle, today=lambda: decided_on).decide_at(compiled, original.as_at, request)
 
     def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None,
                 subject: str | None = None) -> _Worked:
@@ -191,8 +193,9 @@ class Evaluator:
             phrase = "were " + explainer.join([shown(c.value) for c in group], "or") + beyond
         new = first.result.detail.decision
         others = [c.result.detail for c in group]
-        shown_to = [a for a in audiences.visible_to(others[0].owners, compiled, others[0].root, worked.owners.whose(spec.about))
-                    if all(a in audiences.visible_to(o.owners, compiled, o.root, worked.owners.whose(spec.about)) for o in others)]
+        owner = worked.owners.whose(spec.about)
+        shown_to = [a for a in audiences.visible_to(others[0].owners, compiled, others[0].root, owner)
+                    if all(a in audiences.visible_to(o.owners, compiled, o.root, owner) for o in others)]
         return Counterfactual(
             fact=spec.name, value=first.value if len(group) == 1 else [c.value for c in group],
             direction=first.direction, outcome=new.outcome,

@@ -366,6 +366,7 @@ class ParentTexts(Strict):
     Placeholders may name parameters, facts, derived values, outputs and `amount`."""
     outcomes: dict[Annotated[str, Field(pattern=OUTCOME)], Tell] = {}
     review: Tell = {}
+    counterfactuals: bool = True  # tell a parent what of their own would change it (not e.g. for safety routing)
 
 
 class PolicyVersion(Strict):

@@ -36,7 +36,8 @@ def _grpc(stub, req: dict) -> dict:
     facts = struct_pb2.Struct()
     facts.update(req.get("facts", {}))
     message = pb.DecideRequest(policy=req["policy"], version=req.get("version", ""),
-                               as_at=str(req.get("as_at", "")), facts=facts)
+                               as_at=str(req.get("as_at", "")), facts=facts,
+                               **{k: req[k] for k in ("subject", "requested_by", "reason") if k in req})
     return _as_engine_dump(stub.Decide(message))
 
 
