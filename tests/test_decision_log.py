@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules.decision import Audience, DecisionRequest, RequestReason
-from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
+from rules.decision_log import (DecisionLog, DecisionLogIntegrityError, DecisionLogKeyError,
                                 differences, new_key_text, parse_keys)
 from service import convert
 from service.server import build_server
