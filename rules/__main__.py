@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import markdown, report
+from . import markdown, report, validate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,6 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     report.add_command(commands)
     markdown.add_command(commands)
+    validate.add_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -90,3 +90,30 @@ def test_empty_directory_is_an_error(tmp_path):
 
 def test_shipped_policies_load(bundle):
     assert set(bundle.policies["application_fee"]) == {"2014", "2017", "review-2023", "2024"}
+
+
+def _validate(*args: str, cwd: Path) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "rules", "validate", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+
+
+def test_validate_cli_reports_every_error_with_file_and_line(tmp_path):
+    _place(tmp_path, FIXTURES / "valid_demo.yaml")
+    _place(tmp_path, FIXTURES / "broken" / "duplicate_rule_id.yaml", policy="other", version="v1")
+    _place(tmp_path, FIXTURES / "broken" / "enacted_without_date.yaml", policy="third", version="v1")
+    result = _validate("--policies", ".", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert any(re.match(r"^other/v1\.yaml:\d+: .*duplicate rule id", line) for line in lines), lines
+    assert any(re.match(r"^third/v1\.yaml:\d+: ", line) for line in lines), lines
+    # Naming a file narrows the report to it.
+    only = _validate("--policies", ".", "third/v1.yaml", cwd=tmp_path)
+    assert only.returncode == 1 and only.stderr and all(l.startswith("third/v1.yaml:") for l in only.stderr.splitlines())
+
+
+def test_validate_cli_accepts_the_shipped_policies(tmp_path):
+    result = _validate(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ") and "6 policies" in result.stdout
