@@ -41,6 +41,7 @@ class DecisionRequest(BaseModel):
     requested_by: Audience | None = None  # sensitive: who asked for the decision
     reason: RequestReason | None = None
     counterfactuals: bool = True  # work out what would change the outcome
+    shadow_version: str = ""  # also decide under this version of the policy, without acting on it
 
 
 class Violation(BaseModel):
@@ -123,9 +124,24 @@ class Counterfactual(BaseModel):
     parent_text: str = ""  # the same in a parent's words (in the text of a parent it is shown to)
 
 
+class Shadow(BaseModel):
+    """What another version of the policy would have decided on the same request: for a policy
+    team watching a reform on live traffic. It never changes the decision it rides along with."""
+    policy: PolicyRef | None = None  # None if the shadow version could not decide
+    outcome: str = ""
+    amount_pence: int | None = None
+    outputs: list[Output] = []
+    rule_ids: list[str] = []  # the shadow's trail
+    missing_facts: list[str] = []
+    rationale: str = ""  # for the caseworker and the policy team, never for a parent
+    agrees: bool = False  # same outcome, amount and outputs as the decision
+    error: str = ""  # why the shadow version could not decide
+
+
 class Decision(BaseModel):
     decision_id: str = ""
     decided_at: str = ""
+    bundle_hash: str = ""  # the policy bundle loaded when it was decided
     policy: PolicyRef
     as_at: dt.date | None = None
     outcome: str
@@ -142,15 +158,19 @@ class Decision(BaseModel):
     sub_decisions: list["Decision"] = []  # decisions of other policies this one used, each with its own version
     explanations: list[Explanation] = []  # one per audience
     counterfactuals: list[Counterfactual] = []
+    shadow: Shadow | None = None  # asked for with `shadow_version`
 
     def golden(self) -> dict:
-        """The decision as golden files pin it: everything but its id and time (and the
-        sections for outputs, items and sub-decisions only when a policy has them)."""
-        data = self.model_dump(mode="json", exclude={"decision_id", "decided_at"})
+        """The decision as golden files pin it: everything but its id, time, the bundle it came
+        from (a golden case pins one version, whatever else is loaded) and any shadow (another
+        version's result, not part of this decision), and the sections for outputs, items and
+        sub-decisions only when a policy has them."""
+        data = self.model_dump(mode="json", exclude=_NOT_PINNED)
         _drop_empty(data)
         return data
 
 
+_NOT_PINNED = {"decision_id", "decided_at", "bundle_hash", "shadow"}
 _OPTIONAL = ("outputs", "items", "sub_decisions", "explanations", "counterfactuals")
 
 
@@ -159,6 +179,6 @@ def _drop_empty(data: dict) -> None:
         if not data.get(key):
             data.pop(key, None)
     for sub in data.get("sub_decisions", ()):
-        sub.pop("decision_id", None)
-        sub.pop("decided_at", None)
+        for key in _NOT_PINNED:
+            sub.pop(key, None)
         _drop_empty(sub)

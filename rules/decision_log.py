@@ -40,7 +40,7 @@ DEFAULT_PATH = Path("var/decisions.sqlite3")  # relative to the working director
 KEY_ENV = "CMS_POLICY_LOG_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: shadow_version, shadow_outcome
 PAYLOAD_FORMAT = 1
 
 _SCHEMA = """
@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     content_hash TEXT NOT NULL,  -- sha256 of the policy version file
     bundle_hash  TEXT NOT NULL,  -- sha256 over every policy file loaded at the time
     outcome      TEXT NOT NULL,
+    shadow_version TEXT,         -- the version decided alongside (shadow evaluation), if asked
+    shadow_outcome TEXT,         -- its outcome: count agreement without the key
     key_id       TEXT NOT NULL,  -- which key sealed the row
     nonce        BLOB NOT NULL,
     sealed       BLOB NOT NULL   -- AES-256-GCM of {"request": ..., "decision": ...}
@@ -171,7 +173,11 @@ class DecisionLog:
             db.execute("PRAGMA synchronous = FULL")
             db.executescript(_SCHEMA)
             stored = db.execute("PRAGMA user_version").fetchone()[0]
-            if stored == 0:
+            if stored == 1:  # a log made before shadow evaluation
+                db.executescript("BEGIN; ALTER TABLE decisions ADD COLUMN shadow_version TEXT;"
+                                 " ALTER TABLE decisions ADD COLUMN shadow_outcome TEXT;"
+                                 f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            elif stored == 0:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif stored != SCHEMA_VERSION:
                 raise DecisionLogError(f"{path}: decision log schema {stored}, this code reads {SCHEMA_VERSION}")
@@ -203,7 +209,7 @@ class DecisionLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def record(self, request: DecisionRequest, decision: Decision, bundle_hash: str) -> None:
+    def record(self, request: DecisionRequest, decision: Decision) -> None:
         """Store the decision; returns only once the row is durable (committed and fsynced)."""
         if not decision.decision_id:
             raise ValueError("a decision needs its id to be recorded")
@@ -216,9 +222,12 @@ class DecisionLog:
             with self._lock:
                 self._db.execute(
                     "INSERT INTO decisions (decision_id, decided_at, policy, version, content_hash, bundle_hash,"
-                    " outcome, key_id, nonce, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " outcome, shadow_version, shadow_outcome, key_id, nonce, sealed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (decision.decision_id, decision.decided_at, decision.policy.policy, decision.policy.version,
-                     decision.policy.content_hash, bundle_hash, decision.outcome, self._sealing_id, nonce, sealed))
+                     decision.policy.content_hash, decision.bundle_hash, decision.outcome,
+                     request.shadow_version or None, decision.shadow.outcome or None if decision.shadow else None,
+                     self._sealing_id, nonce, sealed))
         except sqlite3.Error as exc:
             raise DecisionLogError(f"the decision could not be recorded: {exc}") from None
 
@@ -262,8 +271,9 @@ class Replay:
 
 
 def replay(evaluator: Evaluator, logged: LoggedDecision) -> Replay:
-    """Decide a logged request again with the version it used and compare everything but id and
-    time. RequestError if that version (with the same content) is no longer loaded."""
+    """Decide a logged request again with the version it used and compare everything but id,
+    time, bundle and shadow (a shadow is not part of the decision). RequestError if that version
+    (with the same content) is no longer loaded."""
     replayed = evaluator.replay(logged.request, logged.decision)
     return Replay(replayed=replayed, differences=differences(logged.decision.golden(), replayed.golden()))
 

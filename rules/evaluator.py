@@ -15,7 +15,7 @@ from typing import Any
 from . import arith, audiences, durable_host, explainer, values, whatif
 from .compiler import CompiledList, CompiledPolicy
 from .decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
-                       ItemVerdict, MissingFact, Output, PolicyRef, RequestError, TrailStep, Violation)
+                       ItemVerdict, MissingFact, Output, PolicyRef, RequestError, Shadow, TrailStep, Violation)
 from .checks import needs, tested
 from .model import Fact, FactType, ItemList, Rule, Uses
 from .hitpolicy import first_hit
@@ -41,9 +41,35 @@ class Evaluator:
 
     def decide(self, request: DecisionRequest) -> Decision:
         compiled, as_at = self.select(request)
+        shadow_request = self._shadow_request(request)
         decision = self.decide_at(compiled, as_at, request)
-        return decision.model_copy(update={"decision_id": uuid.uuid4().hex,
+        if shadow_request is not None:
+            decision.shadow = self._shadow(shadow_request, decision)
+        return decision.model_copy(update={"decision_id": uuid.uuid4().hex, "bundle_hash": self.bundle.bundle_hash,
                                            "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")})
+
+    def _shadow_request(self, request: DecisionRequest) -> DecisionRequest | None:
+        """The same request pinned to the shadow version (checked before anything is decided)."""
+        if not request.shadow_version:
+            return None
+        if request.shadow_version not in self.bundle.policies.get(request.policy, {}):
+            known = ", ".join(c.version.version for c in self.bundle.versions(request.policy))
+            raise RequestError([Violation(field="shadow_version", description=(
+                f"unknown version '{request.shadow_version}' of {request.policy}; known: {known}"))])
+        return request.model_copy(update={"version": request.shadow_version, "as_at": None,
+                                          "shadow_version": "", "counterfactuals": False})
+
+    def _shadow(self, request: DecisionRequest, decision: Decision) -> Shadow:
+        """The shadow version's decision, in brief. Its failure is reported in it, never raised:
+        a shadow must not change or stop the real decision."""
+        try:
+            other = self.decide_at(self.bundle.policies[request.policy][request.version], None, request)
+        except (RequestError, durable_host.EngineError) as exc:
+            return Shadow(error=f"{request.policy}/{request.version} could not decide: {exc}")
+        agrees = (other.outcome, other.amount_pence, other.outputs) == (decision.outcome, decision.amount_pence, decision.outputs)
+        return Shadow(policy=other.policy, outcome=other.outcome, amount_pence=other.amount_pence, outputs=other.outputs,
+                      rule_ids=[step.rule_id for step in other.trail], missing_facts=[m.name for m in other.missing_facts],
+                      rationale=other.rationale, agrees=agrees)
 
     def decide_at(self, compiled: CompiledPolicy, as_at, request: DecisionRequest) -> Decision:
         """The decision under a chosen version (no id or time yet), explained for every audience:

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError
+from .decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
 from .decision_log import DEFAULT_PATH, DecisionLog, DecisionLogError, LoggedDecision, replay
 
 PARTIES = {Audience.CASEWORKER: "the Service (a caseworker)", Audience.RECEIVING_PARENT: "the receiving parent",
@@ -96,7 +96,15 @@ def render(logged: LoggedDecision) -> str:
         out += _section("What would change it", [f"- {c.text}" for c in d.counterfactuals])
     if d.outcome == UNDETERMINED and d.missing_facts:
         out += _section("Facts needed", [f"- {m.name}: {m.question or m.description}" for m in d.missing_facts])
+    if d.shadow:
+        out += _section(f"Shadow ({request.shadow_version}, not acted on)", _shadow(d.shadow))
     return "\n".join(out)
+
+
+def _shadow(s: Shadow) -> list[str]:
+    if s.error:
+        return [s.error]
+    return [("Agrees with the decision." if s.agrees else "Differs from the decision."), *s.rationale.splitlines()]
 
 
 def _section(title: str, lines: list[str]) -> list[str]:

@@ -8,8 +8,8 @@ from google.protobuf import json_format, struct_pb2
 from cms_policy.v1 import policy_pb2 as pb
 from rules import arith
 from rules.compiler import CompiledPolicy
-from rules.decision import (PARENTS, Audience, Decision, DecisionRequest, MissingFact, RequestReason, TrailStep,
-                            Violation)
+from rules.decision import (PARENTS, Audience, Decision, DecisionRequest, MissingFact, Output, PolicyRef, RequestReason,
+                            Shadow, TrailStep, Violation)
 from rules.explainer import describe
 from rules.model import Rule
 
@@ -17,7 +17,7 @@ from rules.model import Rule
 def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dict:
     """Who the request is about and who asked for it, from a DecideRequest; bad values are
     added to `problems` by field."""
-    out = {"counterfactuals": not message.omit_counterfactuals}
+    out = {"counterfactuals": not message.omit_counterfactuals, "shadow_version": message.shadow_version}
     if message.subject:
         subject = Audience(pb.Audience.Name(message.subject)) if message.subject in pb.Audience.values() else None
         if subject in PARENTS:
@@ -58,7 +58,8 @@ def decide_request(r: DecisionRequest) -> pb.DecideRequest:
     return pb.DecideRequest(policy=r.policy, version=r.version, as_at=_date(r.as_at), facts=_struct(r.facts),
                             subject=r.subject.value if r.subject else 0,
                             requested_by=r.requested_by.value if r.requested_by else 0,
-                            reason=r.reason.value if r.reason else 0, omit_counterfactuals=not r.counterfactuals)
+                            reason=r.reason.value if r.reason else 0, omit_counterfactuals=not r.counterfactuals,
+                            shadow_version=r.shadow_version)
 
 
 def _date(day: dt.date | None) -> str:
@@ -94,11 +95,9 @@ def _missing(missing: list[MissingFact]) -> list[pb.MissingFact]:
 def decision(d: Decision) -> pb.Decision:
     out = pb.Decision(
         decision_id=d.decision_id,
-        policy=pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "")
-                               for k, v in d.policy.model_dump().items()}),
+        policy=_policy_ref(d.policy),
         as_at=_date(d.as_at), outcome=d.outcome, outcome_description=d.outcome_description,
-        outputs=[pb.Output(name=o.name, value=_value(o.value), text=o.text, description=o.description)
-                 for o in d.outputs],
+        outputs=_outputs(d.outputs),
         items=[pb.ItemVerdict(list=v.list, index=v.index, outcome=v.outcome, outcome_description=v.outcome_description,
                               step=_step(v.step) if v.step else None, missing_facts=_missing(v.missing_facts))
                for v in d.items],
@@ -111,11 +110,29 @@ def decision(d: Decision) -> pb.Decision:
         counterfactuals=[pb.Counterfactual(fact=c.fact, value=_value(c.value), direction=c.direction, outcome=c.outcome,
                                            text=c.text, shown_to=[a.value for a in c.shown_to],
                                            parent_text=c.parent_text)
-                         for c in d.counterfactuals])
+                         for c in d.counterfactuals],
+        bundle_hash=d.bundle_hash, shadow=_shadow(d.shadow) if d.shadow else None)
     if d.decided_at:
         out.decided_at.FromJsonString(d.decided_at.replace("+00:00", "Z"))
     if d.amount_pence is not None:
         out.amount_pence = d.amount_pence
+    return out
+
+
+def _policy_ref(ref: PolicyRef) -> pb.PolicyRef:
+    return pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "") for k, v in ref.model_dump().items()})
+
+
+def _outputs(outputs: list[Output]) -> list[pb.Output]:
+    return [pb.Output(name=o.name, value=_value(o.value), text=o.text, description=o.description) for o in outputs]
+
+
+def _shadow(s: Shadow) -> pb.Shadow:
+    out = pb.Shadow(policy=_policy_ref(s.policy) if s.policy else None, outcome=s.outcome, outputs=_outputs(s.outputs),
+                    rule_ids=s.rule_ids, missing_facts=s.missing_facts, rationale=s.rationale, agrees=s.agrees,
+                    error=s.error)
+    if s.amount_pence is not None:
+        out.amount_pence = s.amount_pence
     return out
 
 

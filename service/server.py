@@ -23,13 +23,13 @@ from rules import markdown
 from rules.decision import DecisionRequest, RequestError, Violation
 from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
 from rules.durable_host import EngineError
-from rules.evaluator import Evaluator
-from rules.loader import Bundle
 
 from . import convert
+from .reload import LiveBundle
 
 log = logging.getLogger("cms_policy.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyDecisionService"].full_name
+ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyAdminService"].full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -52,9 +52,10 @@ def _parse_date(text: str, field: str) -> tuple[dt.date | None, list[Violation]]
 
 
 class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
-    def __init__(self, bundle: Bundle, decision_log: DecisionLog):
-        self.bundle = bundle
-        self.evaluator = Evaluator(bundle)
+    """Each call reads `live.current` once: it finishes on that bundle even if a reload swaps it."""
+
+    def __init__(self, live: LiveBundle, decision_log: DecisionLog):
+        self.live = live
         self.decision_log = decision_log
 
     def _request(self, policy: str, version: str, as_at_text: str, facts=None, message: pb.DecideRequest | None = None
@@ -70,9 +71,10 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
         started = time.perf_counter()
+        evaluator = self.live.current.evaluator
         try:
             asked = self._request(request.policy, request.version, request.as_at, request.facts, request)
-            decision = self.evaluator.decide(asked)
+            decision = evaluator.decide(asked)
         except RequestError as exc:
             log.info("decide rejected policy=%s fields=%s", request.policy[:64],
                      ",".join(v.field for v in exc.violations)[:200])
@@ -82,15 +84,15 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, "the rules engine failed on this request; it has been logged")
         decided = time.perf_counter()
         try:
-            self.decision_log.record(asked, decision, self.bundle.bundle_hash)
+            self.decision_log.record(asked, decision)
         except Exception as exc:  # never return a decision that is not recorded
             log.error("decision not recorded id=%s policy=%s version=%s error=%s", decision.decision_id,
                       decision.policy.policy, decision.policy.version, _error_text(exc))
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision could not be recorded; try again")
         done = time.perf_counter()
-        log.info("decision id=%s policy=%s version=%s outcome=%s latency_ms=%.2f record_ms=%.2f",
+        log.info("decision id=%s policy=%s version=%s outcome=%s bundle=%s latency_ms=%.2f record_ms=%.2f",
                  decision.decision_id, decision.policy.policy, decision.policy.version, decision.outcome,
-                 (done - started) * 1000, (done - decided) * 1000)
+                 decision.bundle_hash[:12], (done - started) * 1000, (done - decided) * 1000)
         return convert.decision(decision)
 
     def _logged(self, decision_id: str, context: grpc.ServicerContext) -> dlog.LoggedDecision:
@@ -122,7 +124,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         logged = self._logged(request.decision_id, context)
         original = logged.decision
         try:
-            result = dlog.replay(self.evaluator, logged)
+            result = dlog.replay(self.live.current.evaluator, logged)
         except RequestError as exc:
             log.info("replay refused id=%s policy=%s version=%s", original.decision_id, original.policy.policy,
                      original.policy.version)
@@ -139,20 +141,41 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
                                          replayed=convert.decision(result.replayed), differences=result.differences)
 
     def ListPolicies(self, request: pb.ListPoliciesRequest, context) -> pb.ListPoliciesResponse:
+        bundle = self.live.current.bundle
         return pb.ListPoliciesResponse(
-            policies=[pb.PolicySummary(policy=name, versions=[convert.policy_ref(c) for c in self.bundle.versions(name)])
-                      for name in sorted(self.bundle.policies)],
-            bundle_hash=self.bundle.bundle_hash)
+            policies=[pb.PolicySummary(policy=name, versions=[convert.policy_ref(c) for c in bundle.versions(name)])
+                      for name in sorted(bundle.policies)],
+            bundle_hash=bundle.bundle_hash)
 
     def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.ServicerContext) -> pb.PolicyVersionDetail:
         try:
-            compiled, _ = self.evaluator.select(self._request(request.policy, request.version, request.as_at, None))
+            compiled, _ = self.live.current.evaluator.select(
+                self._request(request.policy, request.version, request.as_at, None))
         except RequestError as exc:
             _abort_invalid(context, exc.violations)
         detail = convert.policy_detail(compiled)
         if request.markdown:
             detail.markdown = markdown.document(compiled)
         return detail
+
+
+class PolicyAdminService(pb_grpc.PolicyAdminServiceServicer):
+    def __init__(self, live: LiveBundle):
+        self.live = live
+
+    def ReloadPolicies(self, request: pb.ReloadPoliciesRequest, context: grpc.ServicerContext
+                       ) -> pb.ReloadPoliciesResponse:
+        result = self.live.reload()
+        if result.refused:
+            failure = error_details_pb2.PreconditionFailure(violations=[
+                error_details_pb2.PreconditionFailure.Violation(type="POLICY_FILE", subject=f"{e.path}:{e.line}",
+                                                                description=e.message) for e in result.errors])
+            status = status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=(
+                f"policy files refused ({len(result.errors)} errors); still serving bundle {result.bundle_hash}"))
+            status.details.add().Pack(failure)
+            context.abort_with_status(rpc_status.to_status(status))
+        return pb.ReloadPoliciesResponse(changed=result.changed, bundle_hash=result.bundle_hash,
+                                         previous_bundle_hash=result.previous_bundle_hash, versions=result.versions)
 
 
 def _error_text(exc: Exception) -> str:
@@ -163,18 +186,20 @@ def _error_text(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def build_server(bundle: Bundle, address: str, max_workers: int = 8, *, decision_log: DecisionLog
+def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decision_log: DecisionLog
                  ) -> tuple[grpc.Server, int]:
-    """A started server on `address` ("host:port"; port 0 picks one) and the port it bound. Every
-    decision is recorded in `decision_log` (the caller opens and closes it)."""
+    """A started server on `address` ("host:port"; port 0 picks one) and the port it bound,
+    answering from `live` (which the caller may reload). Every decision is recorded in
+    `decision_log` (the caller opens and closes it)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-    pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(bundle, decision_log), server)
+    pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(live, decision_log), server)
+    pb_grpc.add_PolicyAdminServiceServicer_to_server(PolicyAdminService(live), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")

@@ -49,23 +49,24 @@ def decision_log_path(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("decision-log") / "decisions.sqlite3"
 
 
-@pytest.fixture(scope="session")
-def server_process(tmp_path_factory, decision_log_path):
+def start_service(workdir: Path, *args: str) -> tuple[subprocess.Popen, grpc.Channel, Path]:
+    """`python -m service` on a free loopback port with its decision log in `workdir`, once it
+    reports SERVING: the process, a channel to it, and its log file."""
     port = _free_port()
     # The service logs every decision: send it to a file (an unread pipe fills up and blocks the server).
-    log_path = tmp_path_factory.mktemp("service") / "service.log"
-    log_file = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1",
-                             "--decision-log", str(decision_log_path)],
-                            cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log_path = workdir / "service.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1",
+                                 "--decision-log", str(workdir / "decisions.sqlite3"), *args],
+                                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + 30
     while True:
         try:
             if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                break
+                return proc, channel, log_path
         except grpc.RpcError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -73,12 +74,20 @@ def server_process(tmp_path_factory, decision_log_path):
             proc.wait()
             raise RuntimeError(f"service did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
-    yield proc, channel
+
+
+def stop_service(proc: subprocess.Popen, channel: grpc.Channel) -> None:
     channel.close()
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    log_file.close()
+
+
+@pytest.fixture(scope="session")
+def server_process(decision_log_path):
+    proc, channel, _ = start_service(decision_log_path.parent)
+    yield proc, channel
+    stop_service(proc, channel)
 
 
 @pytest.fixture(scope="session")

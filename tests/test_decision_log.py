@@ -23,6 +23,7 @@ from rules.decision import Audience, DecisionRequest, RequestReason
 from rules.decision_log import (DecisionLog, DecisionLogIntegrityError, DecisionLogKeyError,
                                 differences, new_key_text, parse_keys)
 from service import convert
+from service.reload import LiveBundle
 from service.server import build_server
 
 from .conftest import ROOT
@@ -66,7 +67,7 @@ def test_record_then_get_gives_back_request_decision_and_bundle_hash(tmp_path, e
                            reason=RequestReason.NEW_APPLICATION)
     decision = evaluator.decide(request)
     with DecisionLog.open(tmp_path / "log.sqlite3", [_key()]) as log:
-        log.record(request, decision, evaluator.bundle.bundle_hash)
+        log.record(request, decision)
         logged = log.get(decision.decision_id)
         assert log.get(uuid.uuid4().hex) is None
     assert logged.request == request and logged.request.facts == FEE_FACTS
@@ -78,14 +79,14 @@ def test_the_log_is_wal_with_full_sync_and_clear_index_columns(tmp_path, evaluat
     path = tmp_path / "log.sqlite3"
     decision = evaluator.decide(_fee_request())
     with DecisionLog.open(path, [_key()]) as log:
-        log.record(_fee_request(), decision, "b" * 64)
+        log.record(_fee_request(), decision)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     row = db.execute("SELECT decision_id, decided_at, policy, version, content_hash, bundle_hash, outcome"
                      " FROM decisions").fetchone()
     db.close()
     assert row == (decision.decision_id, decision.decided_at, "application_fee", "2017",
-                   decision.policy.content_hash, "b" * 64, "WAIVED")
+                   decision.policy.content_hash, evaluator.bundle.bundle_hash, "WAIVED")
 
 
 def test_no_sensitive_fact_or_text_is_stored_in_clear(tmp_path, evaluator):
@@ -93,7 +94,7 @@ def test_no_sensitive_fact_or_text_is_stored_in_clear(tmp_path, evaluator):
     log = DecisionLog.open(path, [_key()])
     for _ in range(3):
         request = _fee_request()
-        log.record(request, evaluator.decide(request), evaluator.bundle.bundle_hash)
+        log.record(request, evaluator.decide(request))
 
     def stored() -> bytes:
         return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("log.sqlite3"))
@@ -108,7 +109,7 @@ def test_no_sensitive_fact_or_text_is_stored_in_clear(tmp_path, evaluator):
 def test_the_wrong_key_is_refused_with_a_clear_error(tmp_path, evaluator):
     path = tmp_path / "log.sqlite3"
     with DecisionLog.open(path, [_key()]) as log:
-        log.record(_fee_request(), evaluator.decide(_fee_request()), "h")
+        log.record(_fee_request(), evaluator.decide(_fee_request()))
     with pytest.raises(DecisionLogKeyError, match="wrong key"):
         DecisionLog.open(path, [_key()])
 
@@ -117,10 +118,10 @@ def test_keys_rotate_and_a_row_without_its_key_says_so(tmp_path, evaluator):
     path, old, new = tmp_path / "log.sqlite3", _key(), _key()
     first = evaluator.decide(_fee_request())
     with DecisionLog.open(path, [old]) as log:
-        log.record(_fee_request(), first, "h")
+        log.record(_fee_request(), first)
     with DecisionLog.open(path, [new, old]) as log:  # the new key seals, the old one still opens
         second = evaluator.decide(_fee_request())
-        log.record(_fee_request(), second, "h")
+        log.record(_fee_request(), second)
         assert log.get(first.decision_id).decision == first
     with DecisionLog.open(path, [new]) as log:  # the newest row is sealed with `new`: the log opens
         assert log.get(second.decision_id).decision == second
@@ -132,8 +133,8 @@ def test_a_sealed_row_cannot_be_moved_to_another_decision(tmp_path, evaluator):
     path = tmp_path / "log.sqlite3"
     a, b = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
     with DecisionLog.open(path, [key := _key()]) as log:
-        log.record(_fee_request(), a, "h")
-        log.record(_fee_request(), b, "h")
+        log.record(_fee_request(), a)
+        log.record(_fee_request(), b)
     db = sqlite3.connect(path)
     db.execute("UPDATE decisions SET nonce = (SELECT nonce FROM decisions WHERE decision_id = ?), "
                "sealed = (SELECT sealed FROM decisions WHERE decision_id = ?) WHERE decision_id = ?",
@@ -149,7 +150,7 @@ def test_development_key_is_generated_once_beside_the_log(tmp_path, evaluator, m
     path = tmp_path / "var" / "decisions.sqlite3"
     decision = evaluator.decide(_fee_request())
     with DecisionLog.open(path) as log:  # makes var/ and var/decisions.sqlite3.key
-        log.record(_fee_request(), decision, "h")
+        log.record(_fee_request(), decision)
     key_file = Path(f"{path}.key")
     assert key_file.stat().st_mode & 0o777 == 0o600
     with DecisionLog.open(path) as log:
@@ -165,7 +166,7 @@ def test_keys_come_from_the_environment_or_a_key_file(tmp_path, evaluator, monke
     monkeypatch.setenv("CMS_POLICY_LOG_KEY", text)
     decision = evaluator.decide(_fee_request())
     with DecisionLog.open(tmp_path / "log.sqlite3") as log:
-        log.record(_fee_request(), decision, "h")
+        log.record(_fee_request(), decision)
     assert not (tmp_path / "log.sqlite3.key").exists()
     monkeypatch.delenv("CMS_POLICY_LOG_KEY")
     (tmp_path / "secret").write_text(f"# current key\n{text}\n")
@@ -225,7 +226,7 @@ def test_unknown_and_missing_ids(stub, call):
 def in_process(bundle, tmp_path):
     """A server in this process on its own decision log: (stub, log)."""
     log = DecisionLog.open(tmp_path / "log.sqlite3", [_key()])
-    server, port = build_server(bundle, "127.0.0.1:0", decision_log=log)
+    server, port = build_server(LiveBundle(bundle), "127.0.0.1:0", decision_log=log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield policy_pb2_grpc.PolicyDecisionServiceStub(channel), log
     channel.close()
@@ -246,7 +247,7 @@ def test_replay_of_a_version_no_longer_loaded_fails_precondition(in_process, eva
     stub, log = in_process
     decision = evaluator.decide(_fee_request())
     changed = decision.policy.model_copy(update={"content_hash": "0" * 64})  # as if the file had since been edited
-    log.record(_fee_request(), decision.model_copy(update={"policy": changed}), "h")
+    log.record(_fee_request(), decision.model_copy(update={"policy": changed}))
     with pytest.raises(grpc.RpcError) as caught:
         stub.ReplayDecision(pb.ReplayDecisionRequest(decision_id=decision.decision_id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
