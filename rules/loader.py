@@ -107,15 +107,16 @@ def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
     directory = Path(directory)
     errors: list[LoadError] = []
     parsed: list[tuple[str, PolicyVersion, str]] = []
+    sources: dict[str, Located] = {}  # where each value is, by shown path
     files = sorted(directory.glob("*/*.yaml"))
     if not files:
         raise PolicyLoadError([LoadError(str(directory), 0, "no policy files (<policy>/<version>.yaml) found")])
     for path in files:
         shown = _shown(path, directory)
-        result = _parse(path, shown, errors)
+        result = _parse(path, shown, errors, sources)
         if result is not None:
             parsed.append((shown, *result))
-    errors += _cross_version(parsed)
+    errors += _cross_version(parsed, sources)
     errors += _cross_policy(parsed)
     if errors:
         raise PolicyLoadError(errors)
@@ -134,7 +135,7 @@ def _shown(path: Path, directory: Path) -> str:
         return str(path)
 
 
-def _parse(path: Path, shown: str, errors: list[LoadError]) -> tuple[PolicyVersion, str] | None:
+def _parse(path: Path, shown: str, errors: list[LoadError], sources: dict[str, Located]) -> tuple[PolicyVersion, str] | None:
     raw = path.read_bytes()
     try:
         located = read_yaml(raw.decode("utf-8"))
@@ -144,6 +145,7 @@ def _parse(path: Path, shown: str, errors: list[LoadError]) -> tuple[PolicyVersi
     except YamlSourceError as exc:
         errors.append(LoadError(shown, exc.line, exc.message))
         return None
+    sources[shown] = located
     if not isinstance(located.data, dict):
         errors.append(LoadError(shown, located.line_of(()), "a policy file is a mapping (policy:, version:, rules: ...)"))
         return None
@@ -215,24 +217,30 @@ def _cross_policy(parsed: list[tuple[str, PolicyVersion, str]]) -> list[LoadErro
     return errors
 
 
-def _cross_version(parsed: list[tuple[str, PolicyVersion, str]]) -> list[LoadError]:
+def _cross_version(parsed: list[tuple[str, PolicyVersion, str]], sources: dict[str, Located]) -> list[LoadError]:
     errors: list[LoadError] = []
+
+    def line(shown: str, path: tuple) -> int:
+        return sources[shown].line_of(path) if shown in sources else 1
+
     by_policy: dict[str, list[tuple[str, PolicyVersion]]] = {}
     for shown, pv, _ in parsed:
         by_policy.setdefault(pv.policy, []).append((shown, pv))
     for versions in by_policy.values():
         types: dict[str, tuple[FactType, str]] = {}
         for shown, pv in versions:
-            named = [(f.name, f) for f in pv.facts] + [(f"{lst.name}.{f.name}", f) for lst in pv.lists for f in lst.facts]
-            for name, fact in named:
+            named = ([(f.name, f, ("facts", i)) for i, f in enumerate(pv.facts)]
+                     + [(f"{lst.name}.{f.name}", f, ("lists", i, "facts", j))
+                        for i, lst in enumerate(pv.lists) for j, f in enumerate(lst.facts)])
+            for name, fact, at in named:
                 first = types.setdefault(name, (fact.type, shown))
                 if first[0] != fact.type:
-                    errors.append(LoadError(shown, 1, f"fact '{name}' is a {fact.type.value} here but a {first[0].value} in {first[1]}"))
+                    errors.append(LoadError(shown, line(shown, at + ("type",)), f"fact '{name}' is a {fact.type.value} here but a {first[0].value} in {first[1]}"))
         if len({pv.as_at_fact for _, pv in versions}) > 1:
             errors.append(LoadError(versions[0][0], 1, f"versions of {versions[0][1].policy} disagree on 'as_at_fact'"))
         enacted = sorted((pv.effective_from, pv.effective_to or dt.date.max, shown, pv.version)
                          for shown, pv in versions if pv.status is Status.ENACTED)
         for (_, end, _, a), (start, _, shown, b) in zip(enacted, enacted[1:]):
             if start <= end:
-                errors.append(LoadError(shown, 1, f"enacted versions {a} and {b} are both in force on {start}"))
+                errors.append(LoadError(shown, line(shown, ("effective_from",)), f"enacted versions {a} and {b} are both in force on {start}"))
     return errors

@@ -1,9 +1,11 @@
 """`python -m rules validate [FILE ...]`: check policy files the way the service loads them.
 
-Every error is printed at once as `path:line: message` and the exit status is 1; with no
-errors it prints what was loaded and exits 0. Files are checked as part of their directory's
-bundle (versions of a policy must agree, used policies must exist), so naming files only
-narrows which errors are shown.
+Every error is printed at once as `path:line: message` and the exit status is 1. With no errors,
+the lint findings (see rules/lint.py) follow as `path:line: warning: message` and
+`path:line: note: message`, then a summary of what was loaded; the exit status is 0 (with
+`--strict`, 1 if there is any warning). Files are checked as part of their directory's bundle
+(versions of a policy must agree, used policies must exist), so naming files only narrows which
+errors and findings are shown.
 """
 from __future__ import annotations
 
@@ -11,22 +13,25 @@ import argparse
 import sys
 from pathlib import Path
 
+from .lint import NOTE, WARNING, lint
 from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 
 def add_command(commands) -> None:
     cmd = commands.add_parser("validate", help="check policy files; errors as path:line: message",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmd.add_argument("files", nargs="*", type=Path, help="only report errors in these files")
+    cmd.add_argument("files", nargs="*", type=Path, help="only report errors and findings in these files")
     cmd.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR, help="policy directory (default: %(default)s)")
+    cmd.add_argument("--strict", action="store_true", help="exit 1 if there is any warning")
+    cmd.add_argument("--no-notes", action="store_true", help="do not show notes (overlapping rules)")
     cmd.set_defaults(run=run)
 
 
 def run(args) -> int:
+    wanted = {f.resolve() for f in args.files}
     try:
         bundle = load_bundle(args.policies)
     except PolicyLoadError as exc:
-        wanted = {f.resolve() for f in args.files}
         errors = [e for e in exc.errors if not wanted or Path(e.path).resolve() in wanted]
         for error in errors:
             print(error, file=sys.stderr)
@@ -34,6 +39,23 @@ def run(args) -> int:
             print(f"the named files are valid, but other files in {args.policies} are not "
                   f"({len(exc.errors)} errors; run without file names to see them)", file=sys.stderr)
         return 1
+    report = lint(bundle, args.policies)
+    shown = [f for f in report.findings if (not wanted or Path(f.path).resolve() in wanted)
+             and not (args.no_notes and f.level == NOTE)]
+    for finding in shown:
+        print(finding)
+    warnings = sum(f.level == WARNING for f in shown)
+    notes = sum(f.level == NOTE for f in shown)
     versions = sum(len(v) for v in bundle.policies.values())
-    print(f"ok: {versions} versions of {len(bundle.policies)} policies, bundle {bundle.bundle_hash[:12]}")
-    return 0
+    summary = (f"ok: {versions} versions of {len(bundle.policies)} policies, bundle {bundle.bundle_hash[:12]}; "
+               f"{_count(warnings, 'warning')}, {_count(notes, 'note')}")
+    if args.no_notes:
+        summary = summary.removesuffix(f", {_count(notes, 'note')}") + " (notes not shown)"
+    if report.not_analysed:
+        summary += f"; {_count(report.not_analysed, 'rule')} too complex to analyse"
+    print(summary)
+    return 1 if args.strict and warnings else 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
