@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from . import markdown, report, validate
+from . import decidefile, goldentest, newversion, versiondiff
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,6 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_command(commands)
     markdown.add_command(commands)
     validate.add_command(commands)
+    goldentest.add_command(commands)
+    decidefile.add_command(commands)
+    newversion.add_command(commands)
+    versiondiff.add_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -13,16 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import arith
+from . import arith, goldens
 from .compiler import CompiledPolicy
 from .explainer import describe, format_value, money
 from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from .model import Citation, Fact, FactType, ItemList, Parameter, ParamType, PolicyVersion, Rule, Status, Uses
 
-DEFAULT_EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
-_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # golden files are large: libyaml when there is one
+DEFAULT_EXAMPLES_DIR = goldens.DEFAULT_DIR
 NO_EXAMPLES = "No worked examples are installed for this version."
 RULE_ORDER = ("Rules are tried in the order below. The first outcome rule whose condition holds decides the "
               "outcome, and the first rule for each derived value that holds gives that value (otherwise its "
@@ -199,7 +196,7 @@ def _rules(pv: PolicyVersion) -> str:
 
 def _rule(pv: PolicyVersion, n: int, rule: Rule, level: str, outcomes: dict[str, str]) -> str:
     """Rule number `n` under a heading of `level`; `outcomes` are those it may conclude."""
-    items = [f"**Concludes:** {_conclusion(pv, rule, outcomes)}",
+    items = [f"**Concludes:** {conclusion(pv, rule, outcomes)}",
              f"**When:** {describe(pv, rule.when) if rule.when is not None else 'always'}"]
     if rule.amount is not None:
         items.append(f"**Amount:** {arith.describe(rule.amount)}")
@@ -211,7 +208,8 @@ def _rule(pv: PolicyVersion, n: int, rule: Rule, level: str, outcomes: dict[str,
     return f"{level} {n}. `{rule.id}`\n\n" + "\n".join(f"- {item}" for item in items)
 
 
-def _conclusion(pv: PolicyVersion, rule: Rule, outcomes: dict[str, str]) -> str:
+def conclusion(pv: PolicyVersion, rule: Rule, outcomes: dict[str, str]) -> str:
+    """What a rule concludes, e.g. "`WAIVED` (the application fee is waived)"."""
     if rule.derive is not None:
         value = rule.derive.value
         if isinstance(value, bool):
@@ -241,7 +239,7 @@ def _examples(compiled: CompiledPolicy, examples_dir: Path | None) -> str:
 
 
 def _example(compiled: CompiledPolicy, path: Path) -> str:
-    case = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML)
+    case = goldens.read(path)
     request, expected = case["request"], case.get("expected") or {}
     picked = (f"as at {request['as_at']}" if request.get("as_at")
               else f"version `{request['version']}`" if request.get("version") else "no version or as-at date")

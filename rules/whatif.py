@@ -131,6 +131,8 @@ def _from_code(code: int) -> int:
 
 
 def _date(raw) -> dt.date | None:
+    if isinstance(raw, dt.date):  # the Python API may pass dates; gRPC passes text
+        return raw
     try:
         return dt.date.fromisoformat(raw) if isinstance(raw, str) else None
     except ValueError:

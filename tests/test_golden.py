@@ -10,26 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from google.protobuf import json_format, struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules.decision import Decision, DecisionRequest
+from rules import goldens
+from rules.decision import Decision
 from rules.model import Citation
 
-GOLDEN = Path(__file__).parent / "golden"
-
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line text as `|` blocks, so a golden diff reads like the rationale itself."""
-
-
-_Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
+GOLDEN = goldens.DEFAULT_DIR
 CASES = sorted(GOLDEN.glob("*/*/*.yaml"))
-
-
-def _request(case: dict) -> dict:
-    return case["request"]
 
 
 def _grpc(stub, req: dict) -> dict:
@@ -63,27 +52,15 @@ def _normalise(data: dict) -> dict:
 
 @pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(GOLDEN)) for p in CASES])
 def test_golden(path: Path, evaluator, stub, request):
-    case = yaml.safe_load(path.read_text())
-    req = _request(case)
-    engine = evaluator.decide(DecisionRequest(**req)).golden()
-    served = _grpc(stub, req)
-
-    assert engine["policy"]["policy"] == path.parent.parent.name
-    assert engine["policy"]["version"] == path.parent.name, "a golden case lives under the version that decides it"
-    assert engine["outcome"] == case["expect_outcome"], engine["rationale"]
-    if "expect_amount_pence" in case:
-        assert engine["amount_pence"] == case["expect_amount_pence"], engine["rationale"]
-    if "expect_items" in case:
-        assert [v["outcome"] for v in engine.get("items", [])] == case["expect_items"], engine["rationale"]
-    assert served == engine, "the gRPC service and the in-process engine disagree"
+    checked = goldens.check(evaluator, path)
+    assert not checked.failures, "\n".join(goldens.explain(checked))
+    assert _grpc(stub, checked.case["request"]) == checked.actual, "the gRPC service and the in-process engine disagree"
 
     if request.config.getoption("--update-golden"):
-        if case.get("expected") != engine:
-            case["expected"] = engine
-            path.write_text(yaml.dump(case, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100))
+        goldens.write_expected(checked)
         return
-    assert "expected" in case, f"{path} has no expected decision yet: run pytest --update-golden and review it"
-    assert engine == case["expected"]
+    assert checked.has_expected, f"{path} has no expected decision yet: run pytest --update-golden and review it"
+    assert checked.matches, "\n".join(goldens.explain(checked))
 
 
 def test_every_version_has_golden_cases(bundle):
@@ -96,7 +73,7 @@ def test_every_version_has_golden_cases(bundle):
 def test_every_rule_fires_in_some_golden_case(bundle):
     fired: dict[tuple[str, str], set[str]] = {}
     for path in CASES:
-        expected = yaml.safe_load(path.read_text()).get("expected") or {}
+        expected = goldens.read(path).get("expected") or {}
         key = (path.parent.parent.name, path.parent.name)
         fired.setdefault(key, set()).update(step["rule_id"] for step in expected.get("trail", []))
         fired[key].update(item["step"]["rule_id"] for item in expected.get("items", []) if item.get("step"))

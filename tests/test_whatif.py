@@ -2,6 +2,8 @@
 the order in which to ask for missing facts."""
 from __future__ import annotations
 
+import datetime as dt
+
 from rules.decision import Audience, DecisionRequest
 
 CALCULATION = {"relevant_other_children": 0, "receives_prescribed_benefit": False, "paying_parent_is_prisoner": False,
@@ -79,3 +81,14 @@ def test_next_questions_ask_first_what_settles_the_decision(evaluator):
     assert set(names) >= {"gross_weekly_income", "receives_prescribed_benefit"}
     assert all(m.question for m in d.missing_facts)
     assert "Needed to decide (ask in this order):\n1. Does the receiving parent want maintenance enforced" in d.rationale
+
+
+def test_dates_given_as_date_objects_are_varied_like_text(evaluator):
+    """The Python API may pass dates as `datetime.date`; the thresholds found are the same."""
+    facts = {"application_route": "direct_pay", "applicant_in_northern_ireland": False,
+             "application_date": "2019-03-15", "applicant_date_of_birth": "1985-07-20",
+             "abuse_of_applicant": False, "abuse_reported_to": [], "declaration": "not_made"}
+    as_text = evaluator.decide(DecisionRequest(policy="application_fee", version="2017", facts=facts))
+    as_dates = evaluator.decide(DecisionRequest(policy="application_fee", version="2017", facts={
+        **facts, "application_date": dt.date(2019, 3, 15), "applicant_date_of_birth": dt.date(1985, 7, 20)}))
+    assert [c.text for c in as_dates.counterfactuals] == [c.text for c in as_text.counterfactuals]
