@@ -2,7 +2,8 @@
 
 Files live at `<dir>/<policy>/<version>.yaml`. Each is parsed (yamlsource),
 validated (model + checks), checked against its siblings (same fact, same
-type; enacted date ranges must not overlap) and compiled. Any error anywhere
+type; enacted versions start on different days and an explicit end does not
+overlap the next start) and compiled. Any error anywhere
 rejects the whole bundle, with every error reported as `path:line: reason`.
 """
 from __future__ import annotations
@@ -54,7 +55,9 @@ class Bundle:
                       key=lambda c: (c.version.effective_from or dt.date.max, c.version.version))
 
     def in_force(self, policy: str, day: dt.date) -> CompiledPolicy | None:
-        return next((c for c in self.versions(policy) if c.version.in_force_on(day)), None)
+        """The enacted version in force on `day`: of those started by then and not ended, the latest
+        to start (one with no effective_to is superseded by the next)."""
+        return next((c for c in reversed(self.versions(policy)) if c.version.in_force_on(day)), None)
 
     def latest_enacted(self, policy: str) -> str:
         enacted = [c for c in self.versions(policy) if c.version.status is Status.ENACTED]
@@ -238,9 +241,14 @@ def _cross_version(parsed: list[tuple[str, PolicyVersion, str]], sources: dict[s
                     errors.append(LoadError(shown, line(shown, at + ("type",)), f"fact '{name}' is a {fact.type.value} here but a {first[0].value} in {first[1]}"))
         if len({pv.as_at_fact for _, pv in versions}) > 1:
             errors.append(LoadError(versions[0][0], 1, f"versions of {versions[0][1].policy} disagree on 'as_at_fact'"))
-        enacted = sorted((pv.effective_from, pv.effective_to or dt.date.max, shown, pv.version)
+        # An enacted version with no effective_to is in force until the next one starts, so a new
+        # law never needs its predecessor's file (and content hash) changed; an explicit end may not
+        # overlap the next start.
+        enacted = sorted((pv.effective_from, pv.effective_to, shown, pv.version)
                          for shown, pv in versions if pv.status is Status.ENACTED)
-        for (_, end, _, a), (start, _, shown, b) in zip(enacted, enacted[1:]):
-            if start <= end:
+        for (first, end, _, a), (start, _, shown, b) in zip(enacted, enacted[1:]):
+            if start == first:
+                errors.append(LoadError(shown, line(shown, ("effective_from",)), f"enacted versions {a} and {b} both start on {start}"))
+            elif end is not None and start <= end:
                 errors.append(LoadError(shown, line(shown, ("effective_from",)), f"enacted versions {a} and {b} are both in force on {start}"))
     return errors

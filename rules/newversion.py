@@ -190,7 +190,8 @@ def copy_cases(source: Path, target: Path, new: str) -> tuple[int, int]:
 
 
 def overlaps(folder: Path, new: str, effective_from: dt.date) -> list[str]:
-    """What to do about enacted versions that would be in force on the same days as the new one."""
+    """How the new enacted version fits among the enacted ones: an enacted version with no
+    effective_to is in force until the next one starts, so no existing file needs editing."""
     lines = []
     for path in sorted(folder.glob("*.yaml")):
         try:
@@ -202,17 +203,21 @@ def overlaps(folder: Path, new: str, effective_from: dt.date) -> list[str]:
         start, end = data.get("effective_from"), data.get("effective_to")
         if not isinstance(start, dt.date) or (isinstance(end, dt.date) and end < effective_from):
             continue
-        if start < effective_from:
-            close = effective_from - dt.timedelta(days=1)
-            lines.append(
-                f"Overlap: {path.stem} is enacted and still in force on {effective_from.isoformat()}, and the loader "
-                f"refuses two enacted versions in force on the same day. Close it: set 'effective_to: {close.isoformat()}' "
-                f"in {shown(path)}. This tool does not edit it: changing an existing version's file changes its content "
-                f"hash, so its logged decisions can no longer be replayed against it.")
+        if start == effective_from:
+            lines.append(f"Clash: {path.stem} is enacted from {start.isoformat()} too; choose another --effective-from.")
+        elif start > effective_from:
+            lines.append(f"{new} is in force until {(start - dt.timedelta(days=1)).isoformat()}: "
+                         f"{path.stem} takes over on {start.isoformat()}.")
+        elif end is None:
+            lines.append(f"{path.stem} stays in force until {(effective_from - dt.timedelta(days=1)).isoformat()}; "
+                         f"{new} takes over on {effective_from.isoformat()}. {shown(path)} is not edited, so its "
+                         f"logged decisions still replay.")
         else:
             lines.append(
-                f"Overlap: {path.stem} is enacted from {start.isoformat()}, while {new} has no end date. Give {new} "
-                f"'effective_to: {(start - dt.timedelta(days=1)).isoformat()}' or choose another --effective-from.")
+                f"Overlap: {path.stem} is in force until {end.isoformat()} by its own effective_to. Choose "
+                f"--effective-from {(end + dt.timedelta(days=1)).isoformat()} or later; do not edit {shown(path)}: "
+                f"changing an existing version's file changes its content hash, so its logged decisions could "
+                f"no longer be replayed.")
     return lines
 
 

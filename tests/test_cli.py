@@ -212,15 +212,23 @@ def test_new_version_copies_the_file_and_its_cases(work, capsys):
     assert code == 2 and "no version 1999 of application_fee" in err
 
 
-def test_new_enacted_version_overlapping_an_enacted_one_says_what_to_do(work, capsys):
+def test_a_new_enacted_version_takes_over_without_editing_the_one_before(work, capsys):
     earlier = work / "policies" / "application_fee" / "2024.yaml"
     before = earlier.read_bytes()
-    code, out, err = run(capsys, "new-version", "application_fee", "2024", "2026", "--effective-from", "2026-04-01",
+    code, out, _ = run(capsys, "new-version", "application_fee", "2024", "2026", "--effective-from", "2026-04-01",
+                       "--status", "enacted", *DIRS)
+    assert code == 0
+    assert "2024 stays in force until 2026-03-31; 2026 takes over on 2026-04-01" in out
+    assert earlier.read_bytes() == before
+
+
+def test_a_new_enacted_version_inside_a_closed_one_says_what_to_do(work, capsys):
+    code, out, err = run(capsys, "new-version", "application_fee", "2017", "2020", "--effective-from", "2020-01-01",
                          "--status", "enacted", *DIRS)
     assert code == 1  # validate refuses the overlap
-    assert "set 'effective_to: 2026-03-31' in policies/application_fee/2024.yaml" in out
-    assert "enacted versions 2024 and 2026 are both in force on 2026-04-01" in err
-    assert earlier.read_bytes() == before
+    assert "Overlap: 2017 is in force until 2024-02-25 by its own effective_to" in out
+    assert "--effective-from 2024-02-26 or later" in out
+    assert "enacted versions 2017 and 2020 are both in force on 2020-01-01" in err
 
 
 def test_a_new_version_is_created_edited_validated_tested_and_compared_with_the_cli_alone(work, capsys):

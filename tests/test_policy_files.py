@@ -2,6 +2,7 @@
 once, and a bundle with any broken file is rejected whole."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 from pathlib import Path
@@ -65,12 +66,36 @@ def test_one_broken_file_rejects_the_whole_bundle(tmp_path):
     assert {Path(e.path).parent.name for e in caught.value.errors} == {"other"}
 
 
-def test_overlapping_enacted_versions_are_rejected(tmp_path):
-    _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v1")
+def _second_demo(tmp_path: Path, effective_from: str) -> Path:
     second = _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v2")
-    second.write_text(second.read_text().replace("version: v1", "version: v2").replace("2020-01-01", "2021-06-01"))
+    second.write_text(second.read_text().replace("version: v1", "version: v2").replace("2020-01-01", effective_from))
+    return second
+
+
+def test_overlapping_enacted_versions_are_rejected(tmp_path):
+    first = _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v1")
+    first.write_text(first.read_text().replace("effective_from: 2020-01-01", "effective_from: 2020-01-01\neffective_to: 2021-12-31"))
+    _second_demo(tmp_path, "2021-06-01")
     with pytest.raises(PolicyLoadError, match="enacted versions v1 and v2 are both in force on 2021-06-01"):
         load_bundle(tmp_path)
+
+
+def test_enacted_versions_may_not_start_on_the_same_day(tmp_path):
+    _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v1")
+    _second_demo(tmp_path, "2020-01-01")
+    with pytest.raises(PolicyLoadError, match="enacted versions v1 and v2 both start on 2020-01-01"):
+        load_bundle(tmp_path)
+
+
+def test_an_enacted_version_without_an_end_is_in_force_until_the_next_starts(tmp_path):
+    first = _place(tmp_path, FIXTURES / "valid_demo.yaml", "demo", "v1")
+    before = first.read_bytes()
+    _second_demo(tmp_path, "2021-06-01")
+    bundle = load_bundle(tmp_path)
+    assert first.read_bytes() == before and bundle.policies["demo"]["v1"].version.effective_to is None
+    assert [bundle.in_force("demo", dt.date.fromisoformat(day)).version.version
+            for day in ("2020-01-01", "2021-05-31", "2021-06-01", "2030-01-01")] == ["v1", "v1", "v2", "v2"]
+    assert bundle.in_force("demo", dt.date(2019, 12, 31)) is None
 
 
 def test_versions_must_agree_on_fact_types(tmp_path):
