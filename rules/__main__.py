@@ -6,6 +6,7 @@ import sys
 
 from . import markdown, report, validate
 from . import decidefile, goldentest, newversion, versiondiff
+from . import corpus, impact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     decidefile.add_command(commands)
     newversion.add_command(commands)
     versiondiff.add_command(commands)
+    corpus.add_command(commands)
+    impact.add_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -37,8 +37,8 @@ from typing import Any, Hashable, Iterable
 
 from . import arith
 from .checks import expressions, needs, tested, value_types, walk
-from .loader import _shown as shown_path
-from .model import (PLACEHOLDER, AllOf, AnyOf, Compare, Condition, FactType, Lookup, NotOf, ParamType,
+from .loader import shown_path
+from .model import (PLACEHOLDER, AllOf, Compare, Condition, FactType, Lookup, NotOf, ParamType,
                     PolicyVersion, Ref, Rule, WhoseFact)
 from .yamlsource import Located, YamlSourceError, read_yaml
 

@@ -115,7 +115,7 @@ def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
     if not files:
         raise PolicyLoadError([LoadError(str(directory), 0, "no policy files (<policy>/<version>.yaml) found")])
     for path in files:
-        shown = _shown(path, directory)
+        shown = shown_path(path, directory)
         result = _parse(path, shown, errors, sources)
         if result is not None:
             parsed.append((shown, *result))
@@ -131,7 +131,7 @@ def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
     return Bundle(policies, bundle_hash)
 
 
-def _shown(path: Path, directory: Path) -> str:
+def shown_path(path: Path, directory: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,9 +119,7 @@ def test_shipped_policies_load(bundle):
     assert set(bundle.policies["application_fee"]) == {"2014", "2017", "review-2023", "2024"}
 
 
-def _validate(*args: str, cwd: Path) -> "subprocess.CompletedProcess":
-    import subprocess
-    import sys
+def _validate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rules", "validate", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=120, env={"PYTHONPATH": str(Path(__file__).parent.parent)})
 
