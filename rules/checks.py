@@ -5,9 +5,10 @@ on themselves. Each problem is reported with the path of the offending value.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Iterator
 
-from . import arith
+from . import arith, values
 from .model import (PARTIES, PLACEHOLDER, AllOf, AnyOf, Compare, Condition, Expr, FactType, Lookup, NotOf, ParamType,
                     PolicyVersion, Ref, Rule, WhoseFact)
 
@@ -84,8 +85,23 @@ _DEFAULT_OK = {
 }
 
 
+# durable_rules' C core has fixed capacities. Beyond them a version fails to register, fails
+# whenever it decides, or (an OR of 512 branches or more) never finishes registering, while it
+# holds the engine's lock. Measured (tests/test_fuzz_policies.py): about 128 values and rules;
+# 65 branches of one engine rule holding at once; 150 tests in one branch. A version beyond these
+# limits is refused, with room to spare.
+MAX_VALUES_AND_RULES = 100  # facts, list results, used results, derived values and rules of a version (or an item list)
+MAX_ENGINE_BRANCHES = 256  # ANDs of an engine rule's condition written as an OR of ANDs (2^11 take a second)
+MAX_ENGINE_AT_ONCE = 48  # of those, how many can hold at once (the values of one 'in' exclude each other)
+MAX_ENGINE_TESTS = 100  # tests in one of those ANDs
+MAX_NESTING = 10  # 'all' and 'any' inside one another (about 15 fail to register)
+MAX_SHIFT_YEARS = 150  # a date shifted further would leave the dates a fact may hold (values.MIN_DATE..MAX_DATE)
+
+
 def check(pv: PolicyVersion) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = _check_size(pv)
+    if problems:  # too big for the engine: the other checks (some recursive) are not worth running
+        return problems
     types = value_types(pv)
     allowed = {f.name: set(f.allowed) for f in pv.facts}
     derived = {d.name: d for d in pv.derived}
@@ -110,6 +126,8 @@ def check(pv: PolicyVersion) -> list[Problem]:
     for i, lst in enumerate(pv.lists):
         problems += _check_list(pv, lst, ("lists", i), types)
 
+    problems += [(("parameters", name, "value"), values.DATE_RANGE_PROBLEM) for name, p in pv.parameters.items()
+                 if p.type is ParamType.DATE and not values.MIN_DATE <= p.value <= values.MAX_DATE]
     problems += _check_ownership(pv)
     problems += _check_parent_texts(pv, types)
 
@@ -142,8 +160,86 @@ def check(pv: PolicyVersion) -> list[Problem]:
     return problems
 
 
-def _check_rule_body(pv: PolicyVersion, rule: Rule, at: tuple, types: dict, allowed: dict) -> list[Problem]:
+def _check_size(pv: PolicyVersion) -> list[Problem]:
     problems = []
+    size = len(value_types(pv)) + len(pv.rules)
+    if size > MAX_VALUES_AND_RULES:
+        problems.append((("rules",), f"{size} facts, values and rules: the rules engine takes at most {MAX_VALUES_AND_RULES}"))
+    for i, lst in enumerate(pv.lists):
+        size = len(pv.facts) + len(lst.facts) + len(lst.rules)
+        if size > MAX_VALUES_AND_RULES:
+            problems.append((("lists", i, "rules"), f"{size} facts and item rules: the rules engine takes at most "
+                                                   f"{MAX_VALUES_AND_RULES}"))
+    return problems
+
+
+Shape = tuple[int, int, int]  # ANDs, ANDs that can hold at once, tests in the largest AND
+
+
+def _all_shape(parts: list[Shape]) -> Shape:
+    return (min(math.prod(p[0] for p in parts), 10**9), min(math.prod(p[1] for p in parts), 10**9),
+            sum(p[2] for p in parts))
+
+
+def _any_shape(parts: list[Shape]) -> Shape:
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), max(p[2] for p in parts)
+
+
+def _engine_shape(pv: PolicyVersion, cond: Condition) -> tuple[Shape, Shape]:
+    """The shapes of the engine's definitely-true and definitely-false forms of `cond` (as the
+    compiler writes them), each written as an OR of ANDs."""
+    if isinstance(cond, (AllOf, AnyOf)):
+        parts = [_engine_shape(pv, c) for c in (cond.all if isinstance(cond, AllOf) else cond.any)]
+        true, false = [t for t, _ in parts], [f for _, f in parts]
+        if isinstance(cond, AllOf):
+            return _all_shape(true), _any_shape(false)
+        return _any_shape(true), _all_shape(false)
+    if isinstance(cond, NotOf):
+        t, f = _engine_shape(pv, cond.not_)
+        return f, t
+    operand = cond.operand
+    guard = 1 if isinstance(operand, Ref) and operand.fact else 0
+    if cond.op not in ("in", "not_in", "any_in"):
+        return (1, 1, 1 + guard), (1, 1, 1 + guard)
+    values = pv.parameters[operand.param].value if isinstance(operand, Ref) and operand.param in pv.parameters \
+        else operand
+    n = len(values) if isinstance(values, tuple) else 1
+    if cond.op == "any_in":  # a list fact: several of its values can be in the list at once
+        return (n, n, 1 + guard), (2, 2, n + guard)
+    t, f = (n, 1, 1 + guard), (1, 1, n + guard)  # a fact has one value: one branch of 'in' holds at most
+    return (t, f) if cond.op == "in" else (f, t)
+
+
+def _nesting(cond: Condition) -> int:
+    if isinstance(cond, (AllOf, AnyOf)):
+        return 1 + max(_nesting(c) for c in (cond.all if isinstance(cond, AllOf) else cond.any))
+    return _nesting(cond.not_) if isinstance(cond, NotOf) else 0
+
+
+def _check_engine_shape(pv: PolicyVersion, rule: Rule, at: tuple) -> list[Problem]:
+    if rule.when is None:
+        return []
+    if _nesting(rule.when) > MAX_NESTING:
+        return [(at + ("when",), f"'all' and 'any' are nested more than {MAX_NESTING} deep; the rules engine takes "
+                                 f"at most {MAX_NESTING}")]
+    computed = len([n for n in needs(rule) if n not in tested(rule.when)])
+    true, false = _engine_shape(pv, rule.when)
+    branches, at_once = max(true[0], false[0]), max(true[1], false[1])
+    tests = max(true[2] + computed, false[2]) + 2  # + 2: the stratum's own tests
+    if branches > MAX_ENGINE_BRANCHES:
+        return [(at + ("when",), f"the condition has {branches} alternatives for the rules engine (written as an OR "
+                                 f"of ANDs, each value of 'in' one); it takes at most {MAX_ENGINE_BRANCHES}")]
+    if at_once > MAX_ENGINE_AT_ONCE:
+        return [(at + ("when",), f"{at_once} alternatives of the condition can hold at once (written as an OR of ANDs); "
+                                 f"the rules engine takes at most {MAX_ENGINE_AT_ONCE}")]
+    if tests > MAX_ENGINE_TESTS:
+        return [(at + ("when",), f"the condition needs {tests} tests at once (each value of 'not_in' one); the rules "
+                                 f"engine takes at most {MAX_ENGINE_TESTS}")]
+    return []
+
+
+def _check_rule_body(pv: PolicyVersion, rule: Rule, at: tuple, types: dict, allowed: dict) -> list[Problem]:
+    problems = _check_engine_shape(pv, rule, at)
     for cmp, path in walk(rule.when, at + ("when",)):
         problems += _check_compare(pv, cmp, path, types, allowed)
     for path, expr in expressions(rule):
@@ -283,8 +379,15 @@ def _check_compare(pv, cmp: Compare, path: tuple, types: dict, allowed: dict) ->
         shifted = operand.plus_years is not None or operand.plus_months is not None
         if shifted and ftype is not FactType.DATE:
             return [(at, "only dates can be shifted by years or months")]
-        return [p for s in ("plus_years", "plus_months") if isinstance(getattr(operand, s), Ref)
-                for p in _check_param(pv, getattr(operand, s), at + (s,), {ParamType.INTEGER})]
+        problems = [p for s in ("plus_years", "plus_months") if isinstance(getattr(operand, s), Ref)
+                    for p in _check_param(pv, getattr(operand, s), at + (s,), {ParamType.INTEGER})]
+        for s, limit in (("plus_years", MAX_SHIFT_YEARS), ("plus_months", 12 * MAX_SHIFT_YEARS)):
+            shift = getattr(operand, s)
+            amount = pv.parameters[shift.param].value if isinstance(shift, Ref) and shift.param in pv.parameters \
+                else shift
+            if isinstance(amount, int) and abs(amount) > limit:
+                problems.append((at + (s,), f"a shift of more than {limit} {s[5:]}"))
+        return problems
     literal_ok = {
         FactType.BOOL: lambda v: isinstance(v, bool),
         FactType.INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -295,6 +398,8 @@ def _check_compare(pv, cmp: Compare, path: tuple, types: dict, allowed: dict) ->
     }[ftype]
     if not literal_ok(operand):
         return [(at, f"{operand!r} is not a valid value for {ftype.value} fact '{cmp.fact}'")]
+    if ftype is FactType.DATE and not values.MIN_DATE <= operand <= values.MAX_DATE:
+        return [(at, values.DATE_RANGE_PROBLEM)]
     return []
 
 

@@ -1,15 +1,20 @@
-"""The decision log: every decision, durable and encrypted, in an embedded SQLite database.
+"""The decision log: every decision, durable and encrypted, in an embedded SQLite database (one
+service process) or in PostgreSQL (several replicas: `rules/decision_log_pg.py`).
 
 One row per decision. The columns an auditor sorts and counts by are in the clear (id, time,
-policy, version, content hash, bundle hash, outcome); none of them identifies a person. The
-request (every fact, sensitive ones included) and the whole decision (rationale, trail,
-explanations and counterfactuals, which quote the facts) are one JSON document sealed with
-AES-256-GCM: a random 12-byte nonce per row, the decision id as associated data (a sealed
-document cannot be moved to another row), and the id of the key that sealed it, so keys can
-rotate (the first key seals, every key given can open).
+policy, version, content hash, bundle hash, outcome, shadow version and outcome); none of them
+identifies a person. The request (every fact, sensitive ones included) and the whole decision
+(rationale, trail, explanations and counterfactuals, which quote the facts) are one JSON document
+sealed with AES-256-GCM: a random 12-byte nonce per row, the decision id as associated data (a
+sealed document cannot be moved to another row), and the id of the key that sealed it, so keys
+can rotate (the first key seals, every key given can open). `Sealer` does that for every backend;
+a backend only stores and fetches `SealedRow`s.
 
-Durability: WAL mode with `synchronous=FULL`, autocommit: `record` returns only after the row
-is in the write-ahead log and fsynced. One connection, guarded by a lock, serves every thread.
+`DecisionLog.open(target)` picks the backend: a `postgresql://` (or `postgres://`) URL is
+PostgreSQL, anything else a SQLite file path.
+
+SQLite durability: WAL mode with `synchronous=FULL`, autocommit: `record` returns only after the
+row is in the write-ahead log and fsynced. One connection, guarded by a lock, serves every thread.
 """
 from __future__ import annotations
 
@@ -19,10 +24,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cms_policy.decision_log")
 
 DEFAULT_PATH = Path("var/decisions.sqlite3")  # relative to the working directory
+LOG_ENV = "CMS_POLICY_DECISION_LOG"  # where the log is, when no --decision-log is given (e.g. a URL from a secret)
 KEY_ENV = "CMS_POLICY_LOG_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -60,6 +67,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
 """
+_URL = re.compile(r"(?i)^postgres(?:ql)?://")
 
 
 class DecisionLogError(Exception):
@@ -72,6 +80,11 @@ class DecisionLogKeyError(DecisionLogError):
 
 class DecisionLogIntegrityError(DecisionLogError):
     """A sealed row fails authentication: it was altered or moved from another row."""
+
+
+def is_postgres_url(target: str | os.PathLike) -> bool:
+    """Whether `target` names a PostgreSQL database (`postgresql://...` or `postgres://...`)."""
+    return isinstance(target, str) and bool(_URL.match(target))
 
 
 def key_id(key: bytes) -> str:
@@ -102,9 +115,11 @@ def new_key_text() -> str:
     return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
 
 
-def resolve_keys(db_path: Path, key_file: Path | None = None, environ=os.environ, generate: bool = True) -> list[bytes]:
-    """The keys for the log at `db_path`: from `key_file` if given, else the environment variable
-    CMS_POLICY_LOG_KEY, else (local development only) `<db_path>.key`, generated if `generate`."""
+def resolve_keys(target: str | os.PathLike, key_file: Path | None = None, environ=os.environ,
+                 generate: bool = True) -> list[bytes]:
+    """The keys for the log at `target`: from `key_file` if given, else the environment variable
+    CMS_POLICY_LOG_KEY, else (local development only, SQLite only) `<db_path>.key`, generated if
+    `generate`. A PostgreSQL log has no development key: it must come from a secret store."""
     if key_file is not None:
         try:
             return parse_keys(Path(key_file).read_text(), str(key_file))
@@ -112,6 +127,12 @@ def resolve_keys(db_path: Path, key_file: Path | None = None, environ=os.environ
             raise DecisionLogKeyError(f"cannot read the decision-log key file {key_file}: {exc.strerror}") from None
     if environ.get(KEY_ENV):
         return parse_keys(environ[KEY_ENV], KEY_ENV)
+    if is_postgres_url(target):
+        raise DecisionLogKeyError(
+            f"no key for the PostgreSQL decision log: set {KEY_ENV} or give a key file (--decision-log-key-file; "
+            "for `python -m rules explain`, --key-file), from a secret store; a development key file is only "
+            "made beside a SQLite log")
+    db_path = target
     dev_file = Path(f"{db_path}.key")
     if not dev_file.exists():
         if not generate:
@@ -134,17 +155,149 @@ class LoggedDecision:
     bundle_hash: str
 
 
+# --- sealing: the same for every backend ------------------------------------------------
+
+@dataclass(frozen=True)
+class SealedRow:
+    """One row of the `decisions` table, as every backend stores it (the fields in column order)."""
+    decision_id: str
+    decided_at: str
+    policy: str
+    version: str
+    content_hash: str
+    bundle_hash: str
+    outcome: str
+    shadow_version: str | None
+    shadow_outcome: str | None
+    key_id: str
+    nonce: bytes
+    sealed: bytes
+
+    def values(self) -> tuple:
+        return astuple(self)
+
+
+COLUMNS = tuple(f.name for f in fields(SealedRow))
+
+
+class Sealer:
+    """AES-256-GCM over the request and decision, with the decision id as associated data; the
+    first key seals, any key given opens the rows it sealed."""
+
+    def __init__(self, keys: list[bytes]):
+        if not keys:
+            raise DecisionLogKeyError("no key given")
+        self._aeads = {key_id(k): AESGCM(k) for k in keys}
+        self.sealing_id = key_id(keys[0])
+
+    def seal(self, request: DecisionRequest, decision: Decision) -> SealedRow:
+        if not decision.decision_id:
+            raise ValueError("a decision needs its id to be recorded")
+        payload = json.dumps({"format": PAYLOAD_FORMAT, "request": request.model_dump(mode="json"),
+                              "decision": decision.model_dump(mode="json")},
+                             ensure_ascii=False, separators=(",", ":")).encode()
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._aeads[self.sealing_id].encrypt(nonce, payload, decision.decision_id.encode())
+        return SealedRow(decision_id=decision.decision_id, decided_at=decision.decided_at,
+                         policy=decision.policy.policy, version=decision.policy.version,
+                         content_hash=decision.policy.content_hash, bundle_hash=decision.bundle_hash,
+                         outcome=decision.outcome, shadow_version=request.shadow_version or None,
+                         shadow_outcome=(decision.shadow.outcome or None) if decision.shadow else None,
+                         key_id=self.sealing_id, nonce=nonce, sealed=sealed)
+
+    def unseal(self, decision_id: str, kid: str, nonce: bytes, sealed: bytes, bundle_hash: str) -> LoggedDecision:
+        aead = self._aeads.get(kid)
+        if aead is None:
+            raise DecisionLogKeyError(f"decision {decision_id} was sealed with key {kid}, which was not given")
+        try:
+            payload = json.loads(aead.decrypt(bytes(nonce), bytes(sealed), decision_id.encode()))
+        except InvalidTag:
+            raise DecisionLogIntegrityError(f"decision {decision_id} fails its integrity check: the row was altered "
+                                            "or belongs to another decision") from None
+        return LoggedDecision(request=DecisionRequest.model_validate(payload["request"]),
+                              decision=Decision.model_validate(payload["decision"]), bundle_hash=bundle_hash)
+
+    def check_newest(self, kid: str | None, where: str) -> None:
+        """Fail at once, not on the first read, if the newest row was sealed with a key we do not have."""
+        if kid is not None and kid not in self._aeads:
+            raise DecisionLogKeyError(
+                f"{where}: the newest decision was sealed with key {kid}, but the key(s) given are "
+                f"{', '.join(self._aeads)}: wrong key (add the old key after the new one to rotate)")
+
+
+# --- the interface ---------------------------------------------------------------------------
+
 class DecisionLog:
+    """The decision log, whatever stores it: `record`, `get`, `count`, `close`, and a context
+    manager. `open` picks the backend from the target; subclasses store `SealedRow`s."""
+
+    where: str  # the log's location for messages (a URL without its password)
+
+    def __init__(self, keys: list[bytes], where: str):
+        self._sealer = Sealer(keys)
+        self.where = where
+
+    @classmethod
+    def open(cls, target: str | os.PathLike, keys: list[bytes] | None = None, *, key_file: Path | None = None,
+             create: bool = True) -> DecisionLog:
+        """Open the log at `target`: a PostgreSQL URL, or a SQLite file path (with `create`: made,
+        with its parent directories). Without `keys`, they are found by `resolve_keys`."""
+        if is_postgres_url(target):
+            from .decision_log_pg import PostgresDecisionLog  # psycopg is only needed for PostgreSQL
+            return PostgresDecisionLog.open(target, keys, key_file=key_file, create=create)
+        if re.match(r"(?i)postgres(ql)?:", os.fspath(target)):  # a URL made a Path loses its "//"
+            raise DecisionLogError(f"{target}: give a PostgreSQL URL as a string (postgresql://...), not a path")
+        return SQLiteDecisionLog.open(target, keys, key_file=key_file, create=create)
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def record(self, request: DecisionRequest, decision: Decision) -> None:
+        """Store the decision; returns only once the row is durable (committed and on disk).
+        DecisionLogError if it could not be stored."""
+        self._insert(self._sealer.seal(request, decision))
+
+    def get(self, decision_id: str) -> LoggedDecision | None:
+        """The recorded request, decision and bundle hash, or None for an unknown id."""
+        row = self._select(decision_id)
+        return None if row is None else self._sealer.unseal(decision_id, *row)
+
+    def _check_key(self) -> None:
+        self._sealer.check_newest(self._newest_key_id(), self.where)
+
+    # What a backend provides:
+    def _insert(self, row: SealedRow) -> None:
+        raise NotImplementedError
+
+    def _select(self, decision_id: str) -> tuple[str, bytes, bytes, str] | None:
+        """(key_id, nonce, sealed, bundle_hash) of the decision, or None."""
+        raise NotImplementedError
+
+    def _newest_key_id(self) -> str | None:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# --- SQLite ------------------------------------------------------------------------------------
+
+class SQLiteDecisionLog(DecisionLog):
     def __init__(self, db: sqlite3.Connection, path: Path, keys: list[bytes]):
+        super().__init__(keys, str(path))
         self._db = db
         self.path = path
-        self._keys = {key_id(k): AESGCM(k) for k in keys}
-        self._sealing_id = key_id(keys[0])
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | os.PathLike, keys: list[bytes] | None = None, *, key_file: Path | None = None,
-             create: bool = True) -> DecisionLog:
+             create: bool = True) -> SQLiteDecisionLog:
         """Open (with `create`: make, with its parent directories) the log at `path`. Without
         `keys`, they are found by `resolve_keys`."""
         path = Path(path)
@@ -191,71 +344,36 @@ class DecisionLog:
             raise
         return decision_log
 
-    def _check_key(self) -> None:
-        """Fail at once, not on the first read, if the newest row was sealed with a key we do not have."""
+    def _newest_key_id(self) -> str | None:
         row = self._db.execute("SELECT key_id FROM decisions ORDER BY rowid DESC LIMIT 1").fetchone()
-        if row and row[0] not in self._keys:
-            raise DecisionLogKeyError(
-                f"{self.path}: the newest decision was sealed with key {row[0]}, but the key(s) given are "
-                f"{', '.join(self._keys)}: wrong key (add the old key after the new one to rotate)")
+        return row[0] if row else None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> DecisionLog:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def record(self, request: DecisionRequest, decision: Decision) -> None:
-        """Store the decision; returns only once the row is durable (committed and fsynced)."""
-        if not decision.decision_id:
-            raise ValueError("a decision needs its id to be recorded")
-        payload = json.dumps({"format": PAYLOAD_FORMAT, "request": request.model_dump(mode="json"),
-                              "decision": decision.model_dump(mode="json")},
-                             ensure_ascii=False, separators=(",", ":")).encode()
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._keys[self._sealing_id].encrypt(nonce, payload, decision.decision_id.encode())
+    def _insert(self, row: SealedRow) -> None:
         try:
             with self._lock:
-                self._db.execute(
-                    "INSERT INTO decisions (decision_id, decided_at, policy, version, content_hash, bundle_hash,"
-                    " outcome, shadow_version, shadow_outcome, key_id, nonce, sealed)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (decision.decision_id, decision.decided_at, decision.policy.policy, decision.policy.version,
-                     decision.policy.content_hash, decision.bundle_hash, decision.outcome,
-                     request.shadow_version or None, decision.shadow.outcome or None if decision.shadow else None,
-                     self._sealing_id, nonce, sealed))
+                self._db.execute(f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                                 row.values())
         except sqlite3.Error as exc:
             raise DecisionLogError(f"the decision could not be recorded: {exc}") from None
 
-    def get(self, decision_id: str) -> LoggedDecision | None:
-        """The recorded request, decision and bundle hash, or None for an unknown id."""
+    def _select(self, decision_id: str) -> tuple[str, bytes, bytes, str] | None:
         try:
             with self._lock:
-                row = self._db.execute("SELECT key_id, nonce, sealed, bundle_hash FROM decisions WHERE decision_id = ?",
-                                       (decision_id,)).fetchone()
+                return self._db.execute("SELECT key_id, nonce, sealed, bundle_hash FROM decisions WHERE decision_id = ?",
+                                        (decision_id,)).fetchone()
         except sqlite3.Error as exc:
             raise DecisionLogError(f"the decision log could not be read: {exc}") from None
-        if row is None:
-            return None
-        kid, nonce, sealed, bundle_hash = row
-        aead = self._keys.get(kid)
-        if aead is None:
-            raise DecisionLogKeyError(f"decision {decision_id} was sealed with key {kid}, which was not given")
-        try:
-            payload = json.loads(aead.decrypt(nonce, sealed, decision_id.encode()))
-        except InvalidTag:
-            raise DecisionLogIntegrityError(f"decision {decision_id} fails its integrity check: the row was altered "
-                                   "or belongs to another decision") from None
-        return LoggedDecision(request=DecisionRequest.model_validate(payload["request"]),
-                              decision=Decision.model_validate(payload["decision"]), bundle_hash=bundle_hash)
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+        try:
+            with self._lock:
+                return self._db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise DecisionLogError(f"the decision log could not be read: {exc}") from None
 
 
 # --- replaying ----------------------------------------------------------------

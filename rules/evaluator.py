@@ -52,6 +52,7 @@ class Evaluator:
         """The same request pinned to the shadow version (checked before anything is decided)."""
         if not request.shadow_version:
             return None
+        _check_names(("shadow_version", request.shadow_version))
         if request.shadow_version not in self.bundle.policies.get(request.policy, {}):
             known = ", ".join(c.version.version for c in self.bundle.versions(request.policy))
             raise RequestError([Violation(field="shadow_version", description=(
@@ -241,6 +242,7 @@ class Evaluator:
     # --- choosing the version ------------------------------------------------
 
     def select(self, request: DecisionRequest) -> tuple[CompiledPolicy, dt.date | None]:
+        _check_names(("policy", request.policy), ("version", request.version))
         versions = self.bundle.policies.get(request.policy)
         if versions is None:
             known = ", ".join(sorted(self.bundle.policies))
@@ -252,10 +254,13 @@ class Evaluator:
                 known = ", ".join(c.version.version for c in self.bundle.versions(request.policy))
                 raise RequestError([Violation(field="version", description=f"unknown version '{request.version}' of {request.policy}; known: {known}")])
             return versions[request.version], None
-        as_at = request.as_at or self._as_at_from_facts(request) or self._today()
+        from_facts = None if request.as_at else self._as_at_from_facts(request)
+        as_at = request.as_at or from_facts or self._today()
         compiled = self.bundle.in_force(request.policy, as_at)
         if compiled is None:
-            raise RequestError([Violation(field="as_at", description=f"no enacted version of {request.policy} is in force on {as_at.isoformat()}")])
+            # A date from the facts is a fact: never quoted in an error.
+            day = f"its {self.bundle.as_at_fact(request.policy)}" if from_facts else as_at.isoformat()
+            raise RequestError([Violation(field="as_at", description=f"no enacted version of {request.policy} is in force on {day}")])
         return compiled, as_at
 
     def _as_at_from_facts(self, request: DecisionRequest) -> dt.date | None:
@@ -271,37 +276,52 @@ class Evaluator:
 
     def _facts(self, compiled: CompiledPolicy, request: DecisionRequest, fixed: dict):
         """This version's facts and lists, parsed; facts of other versions are ignored (and
-        listed), facts of the policies it uses are left to those policies."""
+        listed), facts of the policies it uses are left to those policies. Every fact is checked,
+        used or not, so that each version accepts or refuses a request alike (and nothing
+        unchecked is recorded)."""
         pv = compiled.version
         own = {f.name: f for f in pv.facts}
         own_lists = {lst.name: lst for lst in pv.lists}
-        list_schema = self.bundle.list_schema(pv.policy)
+        accepted, accepted_lists = self.bundle.accepted(pv.policy)
         known = self.bundle.request_names(pv.policy)
         passed_on = set().union(*(self.bundle.request_names(u.policy) for u in pv.uses))
+        if len(request.facts) > values.MAX_FACTS:
+            raise RequestError([Violation(field="facts", description=f"more than {values.MAX_FACTS} facts")])
         facts = {**request.facts, **fixed}
         given, lists, ignored, problems = {}, {}, [], []
         for name in sorted(facts):
-            raw = facts[name]
+            raw, field = facts[name], values.field("facts", name)
             if name not in known:
-                problems.append(Violation(field=f"facts.{name}", description=f"unknown fact for {request.policy}"))
+                problems.append(Violation(field=field, description=f"unknown fact for {request.policy}"))
             elif raw is None:
                 continue  # null means "not known", the same as leaving it out
             elif name in own:
                 try:
                     given[name] = values.parse(own[name], raw)
                 except values.FactValueError as exc:
-                    problems.append(Violation(field=f"facts.{name}", description=str(exc)))
+                    problems.append(Violation(field=field, description=str(exc)))
             elif name in own_lists:
-                lists[name] = self._items(own_lists[name], list_schema[name], raw, ignored, problems)
-            elif name not in passed_on:
-                ignored.append(name)  # a fact of another version, or of a policy another version uses
+                lists[name] = self._items(name, own_lists[name], accepted_lists[name], raw, ignored, problems)
+            else:  # a fact of another version, or of a policy this one uses (which reads it)
+                if name in accepted_lists and name not in accepted:
+                    self._items(name, None, accepted_lists[name], raw, [], problems)
+                elif accepted.get(name) is not None:
+                    try:
+                        values.parse(accepted[name], raw)
+                    except values.FactValueError as exc:
+                        problems.append(Violation(field=field, description=str(exc)))
+                if name not in passed_on:
+                    ignored.append(name)
         if problems:
             raise RequestError(problems)
         return given, lists, sorted(ignored)
 
     @staticmethod
-    def _items(spec: ItemList, any_version: dict, raw: Any, ignored: list, problems: list) -> list[dict]:
-        name, own = spec.name, {f.name: f for f in spec.facts}
+    def _items(name: str, spec: ItemList | None, any_version: dict, raw: Any, ignored: list, problems: list
+               ) -> list[dict]:
+        """The items of list `name` parsed by this version's `spec` (None: another version's list,
+        only checked); item facts only other versions read (`any_version`) are checked and ignored."""
+        own = {f.name: f for f in spec.facts} if spec is not None else {}
         if not isinstance(raw, (list, tuple)):
             problems.append(Violation(field=f"facts.{name}", description="expected a list of items"))
             return []
@@ -314,21 +334,26 @@ class Evaluator:
             if not isinstance(item, dict):
                 problems.append(Violation(field=at, description="expected an item: a mapping of its facts"))
                 continue
+            if len(item) > values.MAX_FACTS:
+                problems.append(Violation(field=at, description=f"more than {values.MAX_FACTS} facts"))
+                continue
             parsed = {}
             for key in sorted(item):
-                fact = own.get(key) or any_version.get(key)
-                if fact is None:
-                    problems.append(Violation(field=f"{at}.{key}", description=f"unknown fact for an item of {name}"))
+                fact, field = own.get(key) or any_version.get(key), values.field(at, key)
+                if key not in own and key not in any_version:
+                    problems.append(Violation(field=field, description=f"unknown fact for an item of {name}"))
                 elif item[key] is None:
                     continue
-                elif key not in own:
-                    if f"{name}[].{key}" not in ignored:
-                        ignored.append(f"{name}[].{key}")
                 else:
                     try:
-                        parsed[key] = values.parse(fact, item[key])
+                        value = values.parse(fact, item[key]) if fact is not None else None
                     except values.FactValueError as exc:
-                        problems.append(Violation(field=f"{at}.{key}", description=str(exc)))
+                        problems.append(Violation(field=field, description=str(exc)))
+                        continue
+                    if key in own:
+                        parsed[key] = value
+                    elif f"{name}[].{key}" not in ignored:
+                        ignored.append(f"{name}[].{key}")
             items.append(parsed)
         return items
 
@@ -352,13 +377,14 @@ class Evaluator:
         return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject)
 
     def _judge_items(self, compiled: CompiledPolicy, cl: CompiledList, items: list[dict], given: dict) -> list[ItemVerdict]:
-        """Each item by the list's rules (first hit per item); the engine judges every item in one session."""
-        if not items:
-            return []
-        state = durable_host.evaluate(cl.ruleset, cl.item_facts(items, given))
+        """Each item by the list's rules (first hit per item), each in a session of its own: the
+        items of one session share its state, where durable_rules' C core takes only about 128
+        values (about 31 items failed with error 302), and one session per item is also faster."""
+        scopes = [durable_host.evaluate(cl.ruleset, cl.item_facts([item], given)).get("items", {}).get("0", {})
+                  for item in items]
         verdicts = []
         for n, item in enumerate(items):
-            scope = state.get("items", {}).get(str(n), {})
+            scope = scopes[n]
             hit = first_hit(cl.candidates, set(scope.get("true", ())), set(scope.get("false", ())))
             if hit.index is not None:
                 rule = cl.rules[hit.index].rule
@@ -487,6 +513,14 @@ class Evaluator:
         for name in sorted(n for n in names if n in pending):
             out += [m for m in pending[name] if m.name not in {x.name for x in out}]
         return out
+
+
+def _check_names(*named: tuple[str, str]) -> None:
+    """Policy and version names are short: a longer one is refused without being quoted."""
+    problems = [Violation(field=field, description=f"longer than {values.MAX_NAME} characters")
+                for field, name in named if len(name) > values.MAX_NAME]
+    if problems:
+        raise RequestError(problems)
 
 
 def _aggregate(cl: CompiledList, verdicts: list[ItemVerdict]) -> tuple[dict[str, Any], list[MissingFact]]:

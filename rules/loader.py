@@ -17,9 +17,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .checks import check
+from .durable_host import EngineError
 from .compiler import CompiledPolicy, compile_policy, content_hash
 from .model import FactType, PolicyVersion, Status
-from .yamlsource import Located, YamlSourceError, read_yaml
+from .yamlsource import MAX_BYTES, Located, YamlSourceError, read_yaml
 
 DEFAULT_POLICY_DIR = Path(__file__).parent / "policies"
 
@@ -49,6 +50,7 @@ class Bundle:
         self._schemas = {name: self._schema(name) for name in policies}
         self._lists = {name: self._list_schema(name) for name in policies}
         self._request_names = {name: self._reachable_names(name) for name in policies}
+        self._accepted = {name: self._accepted_specs(name) for name in policies}
 
     def versions(self, policy: str) -> list[CompiledPolicy]:
         return sorted(self.policies.get(policy, {}).values(),
@@ -79,16 +81,40 @@ class Bundle:
         policies it uses (any version, recursively)."""
         return self._request_names.get(policy, set())
 
-    def _reachable_names(self, policy: str) -> set[str]:
-        names, todo, seen = set(), [policy], set()
+    def accepted(self, policy: str) -> tuple[dict, dict]:
+        """What any fact a request for `policy` may carry must be, whichever version decides it:
+        (facts by name, lists by name -> item facts by name), each a Fact allowing every value
+        some version (of `policy` or a policy it uses) allows. None where two policies disagree
+        on its type (no value can suit both: the version deciding it says what is wrong)."""
+        return self._accepted.get(policy, ({}, {}))
+
+    def _reachable(self, policy: str) -> list[str]:
+        """`policy` and every policy it uses, recursively."""
+        out, todo = [], [policy]
         while todo:
             name = todo.pop()
-            if name in seen:
+            if name in out:
                 continue
-            seen.add(name)
-            names |= set(self.fact_schema(name)) | set(self.list_schema(name))
+            out.append(name)
             todo += [u.policy for c in self.versions(name) for u in c.version.uses]
+        return out
+
+    def _reachable_names(self, policy: str) -> set[str]:
+        names = set()
+        for name in self._reachable(policy):
+            names |= set(self.fact_schema(name)) | set(self.list_schema(name))
         return names
+
+    def _accepted_specs(self, policy: str) -> tuple[dict, dict]:
+        facts: dict = {}
+        lists: dict[str, dict] = {}
+        for c in (c for name in self._reachable(policy) for c in self.versions(name)):
+            for fact in c.version.facts:
+                _merge_spec(facts, fact)
+            for lst in c.version.lists:
+                for fact in lst.facts:
+                    _merge_spec(lists.setdefault(lst.name, {}), fact)
+        return facts, lists
 
     def _schema(self, policy: str) -> dict:
         schema = {}
@@ -104,6 +130,19 @@ class Bundle:
                 for fact in lst.facts:
                     lists.setdefault(lst.name, {}).setdefault(fact.name, fact)
         return lists
+
+
+def _merge_spec(specs: dict, fact) -> None:
+    if fact.name not in specs:
+        specs[fact.name] = fact
+        return
+    known = specs[fact.name]
+    if known is None:
+        return
+    if known.type != fact.type:
+        specs[fact.name] = None
+    elif fact.allowed:
+        specs[fact.name] = known.model_copy(update={"allowed": tuple(dict.fromkeys(known.allowed + fact.allowed))})
 
 
 def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
@@ -125,9 +164,15 @@ def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
         raise PolicyLoadError(errors)
 
     policies: dict[str, dict[str, CompiledPolicy]] = {}
-    for _, pv, digest in parsed:
-        policies.setdefault(pv.policy, {})[pv.version] = compile_policy(pv, digest)
-    bundle_hash = hashlib.sha256("".join(sorted(f"{s}:{d}\n" for s, _, d in parsed)).encode()).hexdigest()
+    for shown, pv, digest in parsed:
+        try:
+            policies.setdefault(pv.policy, {})[pv.version] = compile_policy(pv, digest)
+        except EngineError as exc:  # a capacity of the engine that the checks do not foresee
+            errors.append(LoadError(shown, sources[shown].line_of(("rules",)), str(exc)))
+    if errors:
+        raise PolicyLoadError(errors)
+    # By policy and version, not by path: the same files give the same hash wherever they are mounted.
+    bundle_hash = hashlib.sha256("".join(sorted(f"{pv.policy}/{pv.version}:{d}\n" for _, pv, d in parsed)).encode()).hexdigest()
     return Bundle(policies, bundle_hash)
 
 
@@ -139,7 +184,18 @@ def shown_path(path: Path, directory: Path) -> str:
 
 
 def _parse(path: Path, shown: str, errors: list[LoadError], sources: dict[str, Located]) -> tuple[PolicyVersion, str] | None:
-    raw = path.read_bytes()
+    try:  # the size is checked before reading: a huge file (or a device) is never read into memory
+        if not path.is_file():
+            errors.append(LoadError(shown, 1, "not a regular file"))
+            return None
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        errors.append(LoadError(shown, 1, f"cannot be read: {exc.strerror or type(exc).__name__}"))
+        return None
+    if len(raw) > MAX_BYTES:
+        errors.append(LoadError(shown, 1, f"file is larger than {MAX_BYTES} bytes"))
+        return None
     try:
         located = read_yaml(raw.decode("utf-8"))
     except UnicodeDecodeError:

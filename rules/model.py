@@ -104,6 +104,9 @@ class ParamType(str, Enum):
     PERCENT_TABLE = "percent_table"  # rows of percents, read with a `lookup` expression
 
 
+PERCENT_PLACES = 6  # decimal places a percent may have
+
+
 def percent_text(raw) -> str:
     """A percent as exact decimal text ("17", "14.1"), or ValueError."""
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
@@ -114,8 +117,11 @@ def percent_text(raw) -> str:
         raise ValueError(f"{raw!r} is not a percent") from None
     if not value.is_finite() or not 0 <= value <= 100:
         raise ValueError(f"{raw!r} is not a percent between 0 and 100")
-    text = format(value.normalize(), "f")
-    return text
+    # Checked before and after normalising: "1e-999999999" would otherwise become a huge text (or 0)
+    if value.as_tuple().exponent < -2 * PERCENT_PLACES or (value.normalize() + 0).as_tuple().exponent < -PERCENT_PLACES:
+        raise ValueError(f"{raw!r} has more than {PERCENT_PLACES} decimal places")
+    value = value.normalize() + 0  # + 0: "-0" is "0"
+    return format(value, "f")
 
 
 class Parameter(Strict):

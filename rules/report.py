@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
-from .decision_log import DEFAULT_PATH, DecisionLog, DecisionLogError, LoggedDecision, replay
+from .decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError, LoggedDecision, replay
 
 PARTIES = {Audience.CASEWORKER: "the Service (a caseworker)", Audience.RECEIVING_PARENT: "the receiving parent",
            Audience.PAYING_PARENT: "the paying parent"}
@@ -24,9 +25,11 @@ def add_command(commands) -> None:
     cmd = commands.add_parser("explain", help="print a recorded decision as a readable report",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmd.add_argument("decision_id")
-    cmd.add_argument("--decision-log", type=Path, default=DEFAULT_PATH, help="the decision log (default: %(default)s)")
+    cmd.add_argument("--decision-log", default=os.environ.get(LOG_ENV) or str(DEFAULT_PATH), metavar="PATH|URL",
+                     help=f"the decision log: a SQLite file or a postgresql:// URL (default: ${LOG_ENV}, "
+                          f"else {DEFAULT_PATH})")
     cmd.add_argument("--key-file", type=Path, default=None,
-                     help="the log's key file (default: $CMS_POLICY_LOG_KEY, else the key file beside the log)")
+                     help="the log's key file (default: $CMS_POLICY_LOG_KEY, else the key file beside a SQLite log)")
     cmd.add_argument("--replay", action="store_true",
                      help="also decide it again with the version it used and say whether the result is identical")
     cmd.add_argument("--policies", type=Path, default=None, help="policy directory for --replay (default: rules/policies)")
@@ -37,11 +40,12 @@ def run(args) -> int:
     try:
         with DecisionLog.open(args.decision_log, key_file=args.key_file, create=False) as log:
             logged = log.get(args.decision_id)
+            where = log.where  # a URL without its password
     except DecisionLogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if logged is None:
-        print(f"error: no decision with id '{args.decision_id}' in {args.decision_log}", file=sys.stderr)
+        print(f"error: no decision with id '{args.decision_id}' in {where}", file=sys.stderr)
         return 1
     print(render(logged))
     if not args.replay:

@@ -15,9 +15,17 @@ from typing import Any
 
 from .model import Fact, FactType, percent_text
 
-MAX_STRING = 1_000
-MAX_LIST = 100
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Limits on what a request may carry (README, "Limits"): beyond them a request is refused
+# with INVALID_ARGUMENT before anything is decided.
+MAX_STRING = 1_000  # characters of a text fact
+MAX_LIST = 100  # items of a list fact
+MAX_FACTS = 100  # facts in a request, and facts in one item of a list
+MAX_NAME = 64  # characters of a fact name, a policy, a version, a decision id
+MAX_DEPTH = 8  # lists and objects nested inside one fact's value
+MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2199, 12, 31)  # dates a fact or as_at may hold
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: ASCII digits, no trailing newline
+DATE_PROBLEM = "expected a date as YYYY-MM-DD"
+DATE_RANGE_PROBLEM = f"expected a date from {MIN_DATE.isoformat()} to {MAX_DATE.isoformat()}"
 
 
 def date_code(day: dt.date) -> int:
@@ -40,7 +48,41 @@ def count_key(name: str) -> str:
 
 
 class FactValueError(ValueError):
-    pass
+    """Why a value is refused. The text never quotes the value (facts are sensitive)."""
+
+
+def field(at: str, name: str) -> str:
+    """The field of fact `name` under `at` in an error (`facts.name`); a name longer than any
+    fact's is cut short."""
+    return f"{at}.{name[:MAX_NAME]}…" if len(name) > MAX_NAME else f"{at}.{name}"
+
+
+def parse_date(raw: Any) -> dt.date:
+    """A date given as YYYY-MM-DD text (or a date) within MIN_DATE..MAX_DATE, or FactValueError."""
+    if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime):
+        day = raw
+    elif isinstance(raw, str) and _ISO_DATE.fullmatch(raw):
+        try:
+            day = dt.date.fromisoformat(raw)
+        except ValueError:
+            raise FactValueError(DATE_PROBLEM) from None
+    else:
+        raise FactValueError(DATE_PROBLEM)
+    if not MIN_DATE <= day <= MAX_DATE:
+        raise FactValueError(DATE_RANGE_PROBLEM)
+    return day
+
+
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise FactValueError("expected text")
+    if len(raw) > MAX_STRING:
+        raise FactValueError(f"text longer than {MAX_STRING} characters")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. "\ud800" in JSON): not text
+        raise FactValueError("text is not valid Unicode") from None
+    return raw
 
 
 def parse(fact: Fact, raw: Any) -> Any:
@@ -59,24 +101,16 @@ def parse(fact: Fact, raw: Any) -> Any:
             raise FactValueError("number is out of range")
         return int(raw)
     if t is FactType.PERCENT:
+        if isinstance(raw, str):
+            _text(raw)
         try:
             return percent_text(raw)
-        except ValueError as exc:
-            raise FactValueError(str(exc)) from None
+        except ValueError:  # its message quotes the value
+            raise FactValueError("expected a percent from 0 to 100") from None
     if t is FactType.DATE:
-        if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime):
-            return raw
-        if isinstance(raw, str) and _ISO_DATE.match(raw):
-            try:
-                return dt.date.fromisoformat(raw)
-            except ValueError:
-                pass
-        raise FactValueError("expected a date as YYYY-MM-DD")
+        return parse_date(raw)
     if t in (FactType.STRING, FactType.ENUM):
-        if not isinstance(raw, str):
-            raise FactValueError("expected text")
-        if len(raw) > MAX_STRING:
-            raise FactValueError(f"text longer than {MAX_STRING} characters")
+        _text(raw)
         if t is FactType.ENUM and raw not in fact.allowed:
             raise FactValueError(f"expected one of: {', '.join(fact.allowed)}")
         return raw

@@ -2,8 +2,11 @@
 
 Only plain data is accepted: no tags beyond YAML's standard scalars, no
 anchors or aliases (which is also what stops "billion laughs" bombs), no
-duplicate keys. Each value's line is kept under its path so that a
-validation error can point at `file:line`.
+duplicate keys, at most MAX_BYTES, and mappings and lists nested at most
+MAX_DEPTH deep (checked on the event stream, which PyYAML reads without
+recursion, before the recursive composer and validators see the document).
+Each value's line is kept under its path so that a validation error can
+point at `file:line`.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 import yaml
 
 MAX_BYTES = 1_000_000
+MAX_DEPTH = 50  # the deepest file in rules/policies nests 15 levels
 
 
 class YamlSourceError(Exception):
@@ -39,6 +43,7 @@ def read_yaml(text: str) -> Located:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise YamlSourceError(1, f"file is larger than {MAX_BYTES} bytes")
     try:
+        _check_depth(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -50,6 +55,18 @@ def read_yaml(text: str) -> Located:
     located = Located(None)
     located.data = _build(node, (), located.lines, set())
     return located
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise YamlSourceError(event.start_mark.line + 1,
+                                      f"mappings and lists are nested more than {MAX_DEPTH} deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 _constructor = yaml.SafeLoader("")
@@ -87,3 +104,6 @@ def _scalar(node: yaml.ScalarNode):
         return _constructor.construct_object(node)
     except yaml.constructor.ConstructorError as exc:
         raise YamlSourceError(node.start_mark.line + 1, str(exc.problem)) from None
+    except ValueError as exc:  # e.g. 2023-02-30 as a date, or an integer of more than 4300 digits
+        problem = "the number is too long" if "digits" in str(exc) else str(exc)
+        raise YamlSourceError(node.start_mark.line + 1, f"'{node.value[:40]}' cannot be read: {problem}") from None

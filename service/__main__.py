@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from rules.decision_log import DEFAULT_PATH as DEFAULT_DECISION_LOG, DecisionLog, DecisionLogError
+from rules.decision_log import DEFAULT_PATH as DEFAULT_DECISION_LOG, LOG_ENV, DecisionLog, DecisionLogError
 from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
+from . import authz, tls
+from .observability import LOG_FORMATS, Metrics, configure_logging, is_loopback, serve_metrics
 from .reload import LiveBundle, Watcher
 from .server import build_server
 
@@ -21,20 +24,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--port", type=int, default=50051, help="port to listen on (0 picks a free one)")
     parser.add_argument("--host", default="localhost",
-                        help="interface to bind (default: loopback only; the service has no TLS yet)")
+                        help="interface to bind (default: loopback only; any other needs --tls-cert and --tls-key, "
+                             "or --insecure-plaintext)")
     parser.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR, help="policy directory")
-    parser.add_argument("--decision-log", type=Path, default=DEFAULT_DECISION_LOG,
-                        help="the SQLite decision log (made with its directories if absent; default: %(default)s)")
+    parser.add_argument("--decision-log", default=os.environ.get(LOG_ENV) or str(DEFAULT_DECISION_LOG),
+                        metavar="PATH|URL",
+                        help="the decision log: a SQLite file (made with its directories if absent) or a PostgreSQL "
+                             "URL, postgresql://user@host:5432/db (for several replicas; password from PGPASSWORD "
+                             f"or a PGPASSFILE); default: ${LOG_ENV}, else {DEFAULT_DECISION_LOG}")
     parser.add_argument("--decision-log-key-file", type=Path, default=None,
                         help="file with the log's key(s), base64, one per line, the first seals new decisions "
-                             "(default: $CMS_POLICY_LOG_KEY, else for development a key file beside the log)")
+                             "(default: $CMS_POLICY_LOG_KEY, else for a SQLite log in development a key file "
+                             "beside it)")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight requests on stop")
     parser.add_argument("--watch-interval", type=float, default=2.0,
                         help="seconds between looks at the policy directory for changes (default: %(default)s)")
     parser.add_argument("--no-watch", action="store_true",
                         help="do not watch the policy directory (reload only on SIGHUP or ReloadPolicies)")
+    tls.add_arguments(parser)
+    parser.add_argument("--authz", type=Path, metavar="FILE",
+                        help="who may call what (YAML: callers by client certificate or bearer token, and their "
+                             "RPCs and policies); without it every caller may call everything (development)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
+                        help="logs on standard error: one JSON object per line, or text for a person; auto "
+                             "(default): text when standard error is a terminal, else json")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (0 picks a free port; "
+                             "default: no metrics endpoint)")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="interface for the metrics endpoint (default: %(default)s, loopback only)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_format)
+
+    try:
+        transport = tls.configure(args.host, args.tls_cert, args.tls_key, args.tls_client_ca, args.insecure_plaintext)
+        authorisation = authz.load(args.authz, transport.client_certificates) if args.authz else None
+    except tls.TransportConfigError as exc:
+        print(f"transport security: {exc}", file=sys.stderr)
+        return 2
+    except authz.AuthzConfigError as exc:
+        print(f"authorisation file rejected:\n{exc}", file=sys.stderr)
+        return 2
 
     try:
         bundle = load_bundle(args.policies)
@@ -46,17 +76,34 @@ def main(argv: list[str] | None = None) -> int:
     except DecisionLogError as exc:
         print(f"decision log unusable: {exc}", file=sys.stderr)
         return 2
-    log.info("recording decisions in %s", args.decision_log)
-    live = LiveBundle(bundle, args.policies)
+    log.info("recording decisions in %s", decision_log.where)
+    metrics = Metrics(process_collectors=True)
+    live = LiveBundle(bundle, args.policies, on_reload=metrics.reloaded)
     watcher = Watcher(live, None if args.no_watch else args.watch_interval)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: watcher.poke())
-    server, port = build_server(live, f"{args.host}:{args.port}", decision_log=decision_log)
+    metrics_server = None
+    if args.metrics_port is not None:
+        try:
+            metrics_server, metrics_port = serve_metrics(metrics, args.metrics_host, args.metrics_port)
+        except OSError as exc:
+            print(f"metrics endpoint: cannot listen on {args.metrics_host}:{args.metrics_port}: {exc.strerror}",
+                  file=sys.stderr)
+            decision_log.close()
+            return 2
+        log.log(logging.INFO if is_loopback(args.metrics_host) else logging.WARNING,
+                "metrics on http://%s:%d/metrics%s", args.metrics_host, metrics_port,
+                "" if is_loopback(args.metrics_host) else " (not loopback: no TLS, no authentication)",
+                extra={"metrics_host": args.metrics_host, "metrics_port": metrics_port})
+    server, port = build_server(live, f"{args.host}:{args.port}", decision_log=decision_log, metrics=metrics,
+                                credentials=transport.credentials,
+                                interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else ())
     versions = sum(len(v) for v in bundle.policies.values())
-    log.info("serving %d policy versions on %s:%d (insecure, plaintext; bind to loopback only)",
-             versions, args.host, port)
+    log.info("serving %d policy versions on %s:%d (%s)", versions, args.host, port, transport.mode)
+    for level, line in authz.startup_lines(authorisation, transport, set(bundle.policies)):
+        log.log(level, line)
     print(f"listening on {args.host}:{port}", flush=True)
 
     if args.no_watch:
@@ -73,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     watcher.stop()
     log.info("stopping: draining in-flight requests for up to %.0fs", args.grace)
     server.stop(args.grace).wait()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     decision_log.close()
     return 0
 

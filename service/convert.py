@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
+import grpc
 from google.protobuf import json_format, struct_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules import arith
+from rules import arith, values
 from rules.compiler import CompiledPolicy
-from rules.decision import (PARENTS, Audience, Decision, DecisionRequest, MissingFact, Output, PolicyRef, RequestReason,
-                            Shadow, TrailStep, Violation)
+from rules.decision import (PARENTS, Audience, Decision, DecisionRequest, MissingFact, Output, PolicyRef, RequestError,
+                            RequestReason, Shadow, TrailStep, Violation)
 from rules.explainer import describe
 from rules.model import Rule
 
@@ -39,18 +43,47 @@ def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dic
 
 def facts(struct: struct_pb2.Struct | None) -> dict:
     """A Struct of facts as plain data. A Struct holds every number as a double: whole numbers
-    (pence, counts) come back as ints, so a request decides the same over gRPC as in-process."""
-    return _whole(json_format.MessageToDict(struct)) if struct is not None else {}
+    (pence, counts) come back as ints, so a request decides the same over gRPC as in-process.
+    RequestError for what no fact can be (never quoting it): a number that is not finite (NaN,
+    infinity: JSON has none), lists and objects nested more than values.MAX_DEPTH deep, more
+    than values.MAX_FACTS facts."""
+    if struct is None:
+        return {}
+    if len(struct.fields) > values.MAX_FACTS:
+        raise RequestError([Violation(field="facts", description=f"more than {values.MAX_FACTS} facts")])
+    out, problems = {}, []
+    for name, value in struct.fields.items():
+        try:
+            out[name] = _plain(value, 0)
+        except values.FactValueError as exc:
+            problems.append(Violation(field=values.field("facts", name), description=str(exc)))
+    if problems:
+        raise RequestError(sorted(problems, key=lambda v: v.field))
+    return out
 
 
-def _whole(value):
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole(v) for v in value]
-    return value
+def _plain(value: struct_pb2.Value, depth: int):
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise values.FactValueError("expected a finite number")
+        return int(number) if number.is_integer() else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind in (None, "null_value"):
+        return None
+    if depth >= values.MAX_DEPTH:
+        raise values.FactValueError(f"lists and objects nested more than {values.MAX_DEPTH} deep")
+    if kind == "list_value":
+        if len(value.list_value.values) > values.MAX_LIST:
+            raise values.FactValueError(f"list longer than {values.MAX_LIST} items")
+        return [_plain(v, depth + 1) for v in value.list_value.values]
+    if len(value.struct_value.fields) > values.MAX_FACTS:
+        raise values.FactValueError(f"more than {values.MAX_FACTS} facts")
+    return {k: _plain(v, depth + 1) for k, v in value.struct_value.fields.items()}
 
 
 def decide_request(r: DecisionRequest) -> pb.DecideRequest:
@@ -184,3 +217,205 @@ def _struct(data: dict) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(data)
     return out
+
+
+# --- errors as statuses ------------------------------------------------------------------
+# A status travels in the trailers, which gRPC clients refuse beyond 8-16 KiB (the message once,
+# percent-encoded; the details as base64). However many problems a request has, what is sent
+# stays well inside that: the first problems, then how many more there are.
+
+MAX_DETAILS_BYTES = 3_000
+MAX_STATUS_MESSAGE = 400
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _fitted(entries: list, size) -> tuple[list, int]:
+    """The leading entries whose sizes fit the budget, and how many are left out."""
+    kept, used = [], 0
+    for entry in entries:
+        used += size(entry) + 4
+        if used > MAX_DETAILS_BYTES:
+            break
+        kept.append(entry)
+    return kept, len(entries) - len(kept)
+
+
+def _message(lines: list[str], more: int, prefix: str = "") -> str:
+    text = prefix + "; ".join(lines)
+    if more:
+        text += f" (and {more} more)"
+    return _cut(text, MAX_STATUS_MESSAGE)
+
+
+def invalid_argument(violations: list[Violation]) -> grpc.Status:
+    """INVALID_ARGUMENT with a google.rpc.BadRequest naming each bad field (as many as fit)."""
+    field_violations = [error_details_pb2.BadRequest.FieldViolation(field=_cut(v.field, 200),
+                                                                    description=_cut(v.description, 300))
+                        for v in violations]
+    kept, more = _fitted(field_violations, lambda fv: fv.ByteSize())
+    if more:
+        kept.append(error_details_pb2.BadRequest.FieldViolation(
+            field="", description=f"{more} more problems are not shown: correct these and ask again"))
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT,
+                               message=_message([f"{fv.field}: {fv.description}" for fv in kept[:len(kept) - bool(more)]],
+                                                more))
+    status.details.add().Pack(error_details_pb2.BadRequest(field_violations=kept))
+    return rpc_status.to_status(status)
+
+
+def precondition_failure(errors, message: str) -> grpc.Status:
+    """FAILED_PRECONDITION with a google.rpc.PreconditionFailure: one violation per policy file
+    error (`subject` "path:line"), as many as fit."""
+    violations = [error_details_pb2.PreconditionFailure.Violation(type="POLICY_FILE", subject=_cut(f"{e.path}:{e.line}", 300),
+                                                                  description=_cut(e.message, 300)) for e in errors]
+    kept, more = _fitted(violations, lambda v: v.ByteSize())
+    if more:
+        kept.append(error_details_pb2.PreconditionFailure.Violation(
+            type="POLICY_FILE", subject="", description=f"{more} more errors are not shown (the service's log has them all)"))
+    status = status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=_cut(message, MAX_STATUS_MESSAGE))
+    status.details.add().Pack(error_details_pb2.PreconditionFailure(violations=kept))
+    return rpc_status.to_status(status)
+
+
+# --- requests that are not messages ------------------------------------------------------
+# gRPC answers a request it cannot deserialize with INTERNAL and no details. These are the
+# client's errors: invalid UTF-8 in a string field, nesting deeper than protobuf allows,
+# corrupt bytes. `WireErrors` turns them into INVALID_ARGUMENT with a BadRequest naming the field.
+
+class _Undecodable:
+    """What a request's bytes decoded to when they are not a message of the method's type."""
+
+    def __init__(self, violations: list[Violation]):
+        self.violations = violations
+
+
+def _lenient(deserializer):
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError (the exception types differ between implementations)
+            return _Undecodable(undecodable(getattr(deserializer, "__self__", None), data, exc))
+    return deserialize
+
+
+def undecodable(message_type, data: bytes, error: Exception) -> list[Violation]:
+    """Which top-level fields (and which fact of a Struct) of `data` do not decode as
+    `message_type`, and why; the whole request if the bytes are not even a message."""
+    descriptor = getattr(message_type, "DESCRIPTOR", None)
+    try:
+        chunks = _wire_fields(data)
+    except ValueError:
+        chunks = None
+    found = []
+    if descriptor is not None and chunks is not None:
+        for number, chunk, payload in chunks:
+            reason = _decode_problem(message_type, chunk)
+            if reason is None:
+                continue
+            field = descriptor.fields_by_number.get(number)
+            name = field.name if field is not None else f"field {number}"
+            if field is not None and field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
+                found += _struct_problems(name, payload) or [Violation(field=name, description=reason)]
+            else:
+                found.append(Violation(field=name, description=reason))
+    if not found:
+        kind = descriptor.full_name if descriptor is not None else "request"
+        found = [Violation(field="", description=f"the request is not a valid {kind} message ({_why(error)})")]
+    return found
+
+
+def _struct_problems(name: str, payload: bytes) -> list[Violation]:
+    """The entries of a serialized Struct that do not decode, as `name.key`."""
+    try:
+        entries = _wire_fields(payload)
+    except ValueError:
+        return []
+    out = []
+    for _, chunk, entry in entries:
+        reason = _decode_problem(struct_pb2.Struct, chunk)
+        if reason is None:
+            continue
+        try:
+            key = next((p for n, _, p in _wire_fields(entry) if n == 1), b"").decode("utf-8")
+            out.append(Violation(field=values.field(name, key), description=reason))
+        except (ValueError, UnicodeDecodeError):
+            out.append(Violation(field=name, description=f"a fact's name: {reason}"))
+    return out
+
+
+def _decode_problem(message_type, chunk: bytes) -> str | None:
+    try:
+        message_type.FromString(chunk)
+    except Exception as exc:
+        return _why(exc)
+    return None
+
+
+def _why(error: Exception) -> str:
+    text = str(error)
+    if "UTF-8" in text:
+        return "text is not valid UTF-8"
+    if "depth" in text.lower() or "recursion" in text.lower():
+        return "nested too deeply"
+    return "malformed protocol buffer"
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _wire_fields(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The fields of a serialized message as (number, the field's bytes with its tag, its
+    payload); ValueError if the framing is broken."""
+    pos, out = 0, []
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        body = pos
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 2:
+            length, body = _varint(data, pos)
+            pos = body + length
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise ValueError("groups are not supported")
+        if number == 0 or pos > len(data):
+            raise ValueError("truncated field")
+        out.append((number, data[start:pos], data[body:pos]))
+    return out
+
+
+class WireErrors(grpc.ServerInterceptor):
+    """Requests whose bytes do not decode get INVALID_ARGUMENT with a BadRequest (see above)
+    instead of gRPC's INTERNAL. Unary methods only (streams pass through)."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        behaviour = handler.unary_unary
+
+        def checked(request, context):
+            if isinstance(request, _Undecodable):
+                context.abort_with_status(invalid_argument(request.violations))
+            return behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(checked, request_deserializer=_lenient(handler.request_deserializer),
+                                                   response_serializer=handler.response_serializer)

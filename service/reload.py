@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from rules.evaluator import Evaluator
 from rules.loader import Bundle, LoadError, PolicyLoadError, load_bundle
@@ -41,16 +42,23 @@ class Reload:
 
 
 class LiveBundle:
-    def __init__(self, bundle: Bundle, directory: Path | None = None):
+    def __init__(self, bundle: Bundle, directory: Path | None = None, on_reload: Callable[[Reload], None] | None = None):
         self.directory = directory  # None: nothing to reload from
         self._current = Snapshot(bundle, Evaluator(bundle))
         self._reloading = threading.Lock()  # one load at a time; requests never wait for it
+        self.on_reload = on_reload  # told every reload's result (the metrics count them)
 
     @property
     def current(self) -> Snapshot:
         return self._current
 
     def reload(self) -> Reload:
+        result = self._reload()
+        if self.on_reload is not None:
+            self.on_reload(result)
+        return result
+
+    def _reload(self) -> Reload:
         with self._reloading:
             served = self._current.bundle
             if self.directory is None:
@@ -59,15 +67,16 @@ class LiveBundle:
                 bundle = load_bundle(self.directory)
             except PolicyLoadError as exc:
                 log.error("policy files refused (%d errors); still serving bundle %s", len(exc.errors),
-                          served.bundle_hash[:12])
-                for error in exc.errors:
-                    log.error("policy file error: %s", error)
+                          served.bundle_hash[:12], extra={"errors": len(exc.errors), "bundle": served.bundle_hash[:12]})
+                for error in exc.errors:  # policy files hold no personal data: their errors may be shown
+                    log.error("policy file error: %s", error, extra={"error": str(error)})
                 return self._result(False, served, served, tuple(exc.errors))
             if bundle.bundle_hash == served.bundle_hash:
                 return self._result(False, served, served)
             self._current = Snapshot(bundle, Evaluator(bundle))  # one reference swap: atomic between requests
             log.info("policy bundle %s replaces %s (%d versions)", bundle.bundle_hash[:12], served.bundle_hash[:12],
-                     _versions(bundle))
+                     _versions(bundle), extra={"bundle": bundle.bundle_hash[:12], "previous_bundle": served.bundle_hash[:12],
+                                               "versions": _versions(bundle)})
             return self._result(True, bundle, served)
 
     @staticmethod

@@ -1,31 +1,36 @@
 """The gRPC adapter: requests in, engine decisions out, errors as gRPC statuses.
 
 Every decision is recorded in the decision log before Decide returns it. Logs carry the
-decision id, policy, version, outcome and latency — never facts or explanation texts.
+decision id, policy, version, outcome and latency as fields (`extra`) — never facts or explanation
+texts, nor a name the client sent that the bundle does not know (see `_policy_label`, `_field_names`).
+
+Deadlines: Decide checks the client's deadline before deciding and again before recording; if it
+has passed (or the client has cancelled) the decision is given up with DEADLINE_EXCEEDED
+(CANCELLED) and nothing is recorded. A decision that has been recorded is returned.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc as pb_grpc
 from rules import decision_log as dlog
-from rules import markdown
+from rules import markdown, values
 from rules.decision import DecisionRequest, RequestError, Violation
 from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
 from rules.durable_host import EngineError
 
 from . import convert
-from .reload import LiveBundle
+from .observability import UNKNOWN, Metrics, RpcObserver
+from .reload import LiveBundle, Snapshot
 
 log = logging.getLogger("cms_policy.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyDecisionService"].full_name
@@ -34,29 +39,25 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 def _abort_invalid(context: grpc.ServicerContext, violations: list[Violation]) -> None:
-    detail = error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description) for v in violations])
-    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT,
-                               message="; ".join(f"{v.field}: {v.description}" for v in violations))
-    status.details.add().Pack(detail)
-    context.abort_with_status(rpc_status.to_status(status))
+    context.abort_with_status(convert.invalid_argument(violations))  # as many as fit in the trailers
 
 
 def _parse_date(text: str, field: str) -> tuple[dt.date | None, list[Violation]]:
     if not text:
         return None, []
     try:
-        return dt.date.fromisoformat(text), []
-    except ValueError:
-        return None, [Violation(field=field, description="expected a date as YYYY-MM-DD")]
+        return values.parse_date(text), []  # YYYY-MM-DD only, within the dates a fact may hold
+    except values.FactValueError as exc:
+        return None, [Violation(field=field, description=str(exc))]
 
 
 class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
     """Each call reads `live.current` once: it finishes on that bundle even if a reload swaps it."""
 
-    def __init__(self, live: LiveBundle, decision_log: DecisionLog):
+    def __init__(self, live: LiveBundle, decision_log: DecisionLog, metrics: Metrics | None = None):
         self.live = live
         self.decision_log = decision_log
+        self.metrics = metrics if metrics is not None else Metrics()
 
     def _request(self, policy: str, version: str, as_at_text: str, facts=None, message: pb.DecideRequest | None = None
                  ) -> DecisionRequest:
@@ -71,43 +72,66 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
         started = time.perf_counter()
-        evaluator = self.live.current.evaluator
+        snapshot = self.live.current
+        evaluator = snapshot.evaluator
+        policy = _policy_label(snapshot, request.policy)
+        self._check_deadline(context, "before_decide", started, policy=policy)
         try:
             asked = self._request(request.policy, request.version, request.as_at, request.facts, request)
             decision = evaluator.decide(asked)
         except RequestError as exc:
-            log.info("decide rejected policy=%s fields=%s", request.policy[:64],
-                     ",".join(v.field for v in exc.violations)[:200])
+            log.info("decision rejected", extra={"policy": policy, "fields": _field_names(snapshot, exc.violations)})
             _abort_invalid(context, exc.violations)
         except EngineError:
-            log.exception("engine failure policy=%s", request.policy[:64])
+            log.exception("engine failure", extra={"policy": policy})
             context.abort(grpc.StatusCode.INTERNAL, "the rules engine failed on this request; it has been logged")
         decided = time.perf_counter()
+        # A decision the client can no longer receive is not recorded.
+        self._check_deadline(context, "before_record", started, policy=policy, version=decision.policy.version)
         try:
             self.decision_log.record(asked, decision)
         except Exception as exc:  # never return a decision that is not recorded
-            log.error("decision not recorded id=%s policy=%s version=%s error=%s", decision.decision_id,
-                      decision.policy.policy, decision.policy.version, _error_text(exc))
+            log.error("decision not recorded", extra={**_decision_fields(decision), "error": _error_text(exc)})
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision could not be recorded; try again")
         done = time.perf_counter()
-        log.info("decision id=%s policy=%s version=%s outcome=%s bundle=%s latency_ms=%.2f record_ms=%.2f",
-                 decision.decision_id, decision.policy.policy, decision.policy.version, decision.outcome,
-                 decision.bundle_hash[:12], (done - started) * 1000, (done - decided) * 1000)
+        self.metrics.decided(decision.policy.policy, decision.policy.version, decision.outcome, done - started,
+                             done - decided)
+        log.info("decision", extra={**_decision_fields(decision), "latency_ms": _ms(done - started),
+                                    "record_ms": _ms(done - decided)})
         return convert.decision(decision)
+
+    def _check_deadline(self, context: grpc.ServicerContext, stage: str, started: float, **fields) -> None:
+        """Give up (DEADLINE_EXCEEDED, or CANCELLED) if the client's deadline has passed or the
+        client has gone: nothing after this point would reach it."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+        elif not context.is_active():
+            code = grpc.StatusCode.CANCELLED
+        else:
+            return
+        self.metrics.deadlines.labels(stage).inc()
+        log.info("decision abandoned", extra={**fields, "stage": stage, "code": code.name,
+                                              "latency_ms": _ms(time.perf_counter() - started)})
+        context.abort(code, f"the deadline passed {stage.replace('_', ' ')}; nothing was recorded"
+                      if code is grpc.StatusCode.DEADLINE_EXCEEDED else "cancelled; nothing was recorded")
 
     def _logged(self, decision_id: str, context: grpc.ServicerContext) -> dlog.LoggedDecision:
         if not decision_id:
             _abort_invalid(context, [Violation(field="decision_id", description="required")])
+        if len(decision_id) > values.MAX_NAME:
+            _abort_invalid(context, [Violation(field="decision_id", description=f"longer than {values.MAX_NAME} characters")])
+        logged_id = _id_label(decision_id)
         try:
             logged = self.decision_log.get(decision_id)
         except DecisionLogKeyError as exc:
-            log.error("decision unreadable id=%s error=%s", decision_id[:64], exc)
+            log.error("decision unreadable", extra={"decision_id": logged_id, "error": str(exc)})
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the decision cannot be decrypted: {exc}")
         except DecisionLogIntegrityError as exc:
-            log.error("decision fails its integrity check id=%s", decision_id[:64])
+            log.error("decision fails its integrity check", extra={"decision_id": logged_id})
             context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
         except DecisionLogError as exc:
-            log.error("decision log read failed id=%s error=%s", decision_id[:64], exc)
+            log.error("decision log read failed", extra={"decision_id": logged_id, "error": str(exc)})
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision log could not be read")
         if logged is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no decision with id '{decision_id[:64]}'")
@@ -115,28 +139,30 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
 
     def GetDecision(self, request: pb.GetDecisionRequest, context: grpc.ServicerContext) -> pb.LoggedDecision:
         logged = self._logged(request.decision_id, context)
-        log.info("decision fetched id=%s", logged.decision.decision_id)
+        log.info("decision fetched", extra={"decision_id": logged.decision.decision_id})
         return pb.LoggedDecision(request=convert.decide_request(logged.request),
                                  decision=convert.decision(logged.decision), bundle_hash=logged.bundle_hash)
 
     def ReplayDecision(self, request: pb.ReplayDecisionRequest, context: grpc.ServicerContext
                        ) -> pb.ReplayDecisionResponse:
+        started = time.perf_counter()
         logged = self._logged(request.decision_id, context)
         original = logged.decision
+        fields = {"decision_id": original.decision_id, "policy": original.policy.policy,
+                  "version": original.policy.version}
+        self._check_deadline(context, "before_replay", started, **fields)
         try:
             result = dlog.replay(self.live.current.evaluator, logged)
         except RequestError as exc:
-            log.info("replay refused id=%s policy=%s version=%s", original.decision_id, original.policy.policy,
-                     original.policy.version)
+            log.info("replay refused", extra=fields)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot replay: {exc}")
         except EngineError:
-            log.exception("engine failure on replay id=%s", original.decision_id)
+            log.exception("engine failure on replay", extra=fields)
             context.abort(grpc.StatusCode.INTERNAL, "the rules engine failed on this replay; it has been logged")
         # Which parts differ, never their values (they can quote facts).
-        log.log(logging.INFO if result.identical else logging.WARNING,
-                "replay id=%s policy=%s version=%s identical=%s differing=%s", original.decision_id,
-                original.policy.policy, original.policy.version, result.identical,
-                ",".join(d.split(":", 1)[0] for d in result.differences))
+        log.log(logging.INFO if result.identical else logging.WARNING, "replay", extra={
+            **fields, "identical": result.identical, "differing": [d.split(":", 1)[0] for d in result.differences],
+            "latency_ms": _ms(time.perf_counter() - started)})
         return pb.ReplayDecisionResponse(identical=result.identical, original=convert.decision(original),
                                          replayed=convert.decision(result.replayed), differences=result.differences)
 
@@ -167,15 +193,71 @@ class PolicyAdminService(pb_grpc.PolicyAdminServiceServicer):
                        ) -> pb.ReloadPoliciesResponse:
         result = self.live.reload()
         if result.refused:
-            failure = error_details_pb2.PreconditionFailure(violations=[
-                error_details_pb2.PreconditionFailure.Violation(type="POLICY_FILE", subject=f"{e.path}:{e.line}",
-                                                                description=e.message) for e in result.errors])
-            status = status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=(
-                f"policy files refused ({len(result.errors)} errors); still serving bundle {result.bundle_hash}"))
-            status.details.add().Pack(failure)
-            context.abort_with_status(rpc_status.to_status(status))
+            context.abort_with_status(convert.precondition_failure(result.errors, (  # as many as fit in the trailers
+                f"policy files refused ({len(result.errors)} errors); still serving bundle {result.bundle_hash}")))
         return pb.ReloadPoliciesResponse(changed=result.changed, bundle_hash=result.bundle_hash,
                                          previous_bundle_hash=result.previous_bundle_hash, versions=result.versions)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _decision_fields(decision) -> dict:
+    """What the logs say about a decision: ids, names and codes from the policy files, never a fact."""
+    fields = {"decision_id": decision.decision_id, "policy": decision.policy.policy,
+              "version": decision.policy.version, "outcome": decision.outcome, "bundle": decision.bundle_hash[:12]}
+    if decision.shadow is not None:
+        fields["shadow_version"] = decision.shadow.policy.version if decision.shadow.policy else None
+        fields["shadow_outcome"] = decision.shadow.outcome or None
+    return fields
+
+
+def _policy_label(snapshot: Snapshot, name: str) -> str:
+    """A policy name for a log or a metric label: one the loaded bundle knows, else "unknown" (what
+    a client sends can be anything, and labels must stay few)."""
+    return name if name in snapshot.bundle.policies else UNKNOWN
+
+
+def _id_label(decision_id: str) -> str:
+    """A decision id the client sent, for the logs: ids are 32 hex digits; anything else is not shown."""
+    return decision_id if len(decision_id) == 32 and all(c in "0123456789abcdef" for c in decision_id) else "(malformed)"
+
+
+def _field_names(snapshot: Snapshot, violations: list[Violation]) -> list[str]:
+    """The fields of a rejected request, for the logs: a name (a fact, a list item's fact) the
+    bundle does not declare is shown as `?`, since a client could put anything in a key."""
+    known = _known_names(snapshot)
+    out = []
+    for v in violations[:20]:
+        parts = []
+        for part in v.field.split("."):
+            name, bracket, index = part.partition("[")
+            safe = name in known and (not bracket or index.rstrip("]").isdigit())
+            parts.append(part if safe else "?")
+        out.append(".".join(parts))
+    return out
+
+
+_KNOWN: dict[str, frozenset[str]] = {}
+
+
+def _known_names(snapshot: Snapshot) -> frozenset[str]:
+    """Every name a request's field may rightly have under this bundle (request fields, facts,
+    lists and their items' facts)."""
+    bundle = snapshot.bundle
+    names = _KNOWN.get(bundle.bundle_hash)
+    if names is None:
+        found = {"facts", "policy", "version", "as_at", "subject", "requested_by", "reason", "shadow_version",
+                 "decision_id"}
+        for compiled in (c for name in bundle.policies for c in bundle.versions(name)):
+            pv = compiled.version
+            found.update(f.name for f in pv.facts)
+            for lst in pv.lists:
+                found.add(lst.name)
+                found.update(f.name for f in lst.facts)
+        names = _KNOWN[bundle.bundle_hash] = frozenset(found)
+    return names
 
 
 def _error_text(exc: Exception) -> str:
@@ -186,21 +268,29 @@ def _error_text(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decision_log: DecisionLog
-                 ) -> tuple[grpc.Server, int]:
+def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decision_log: DecisionLog,
+                 credentials: grpc.ServerCredentials | None = None,
+                 interceptors: Sequence[grpc.ServerInterceptor] = (),
+                 metrics: Metrics | None = None) -> tuple[grpc.Server, int]:
     """A started server on `address` ("host:port"; port 0 picks one) and the port it bound,
     answering from `live` (which the caller may reload). Every decision is recorded in
-    `decision_log` (the caller opens and closes it)."""
+    `decision_log` (the caller opens and closes it). `credentials`: TLS (service/tls.py), else
+    plaintext; `interceptors` run in order, the first outermost (e.g. service/authz.py), after
+    the RpcObserver, which counts what they refuse. Counts go to `metrics` (default: a registry of
+    its own that nothing serves)."""
+    metrics = metrics if metrics is not None else Metrics()
+    metrics.bundle_served(live.current.bundle.bundle_hash, sum(len(v) for v in live.current.bundle.policies.values()))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+                         interceptors=[RpcObserver(metrics), convert.WireErrors(), *interceptors],
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-    pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(live, decision_log), server)
+    pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(live, decision_log, metrics), server)
     pb_grpc.add_PolicyAdminServiceServicer_to_server(PolicyAdminService(live), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
     server.start()

@@ -49,9 +49,11 @@ def decision_log_path(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("decision-log") / "decisions.sqlite3"
 
 
-def start_service(workdir: Path, *args: str) -> tuple[subprocess.Popen, grpc.Channel, Path]:
+def start_service(workdir: Path, *args: str, credentials: grpc.ChannelCredentials | None = None
+                  ) -> tuple[subprocess.Popen, grpc.Channel, Path]:
     """`python -m service` on a free loopback port with its decision log in `workdir`, once it
-    reports SERVING: the process, a channel to it, and its log file."""
+    reports SERVING: the process, a channel to it, and its log file. `credentials`: connect with
+    TLS (for a service started with --tls-cert; its certificate must name 127.0.0.1)."""
     port = _free_port()
     # The service logs every decision: send it to a file (an unread pipe fills up and blocks the server).
     log_path = workdir / "service.log"
@@ -60,7 +62,8 @@ def start_service(workdir: Path, *args: str) -> tuple[subprocess.Popen, grpc.Cha
                                  "--decision-log", str(workdir / "decisions.sqlite3"), *args],
                                 cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    target = f"127.0.0.1:{port}"
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + 30
     while True:

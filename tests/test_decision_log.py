@@ -20,8 +20,8 @@ from google.protobuf import struct_pb2
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules.decision import Audience, DecisionRequest, RequestReason
-from rules.decision_log import (DecisionLog, DecisionLogIntegrityError, DecisionLogKeyError,
-                                differences, new_key_text, parse_keys)
+from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
+                                SQLiteDecisionLog, differences, new_key_text, parse_keys)
 from service import convert
 from service.reload import LiveBundle
 from service.server import build_server
@@ -176,6 +176,14 @@ def test_keys_come_from_the_environment_or_a_key_file(tmp_path, evaluator, monke
         parse_keys(base64.b64encode(b"short").decode(), "test")
     with pytest.raises(DecisionLogKeyError, match="base64"):
         parse_keys("not base64!", "test")
+
+
+def test_a_path_is_sqlite_and_a_url_made_a_path_is_refused(tmp_path):
+    with DecisionLog.open(str(tmp_path / "log.sqlite3"), [_key()]) as log:
+        assert isinstance(log, SQLiteDecisionLog) and log.where == str(tmp_path / "log.sqlite3")
+    with pytest.raises(DecisionLogError, match="as a string"):  # Path("postgresql://h/db") is "postgresql:/h/db"
+        DecisionLog.open(Path("postgresql://db.example/cms"), [_key()])
+    assert not Path("postgresql:").exists()
 
 
 def test_differences_are_short_and_readable():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.loader import PolicyLoadError, load_bundle
+from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BROKEN = sorted((FIXTURES / "broken").glob("*.yaml"))
@@ -142,3 +142,9 @@ def test_validate_cli_accepts_the_shipped_policies(tmp_path):
     result = _validate(cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith("ok: ") and "6 policies" in result.stdout
+
+
+def test_the_bundle_hash_does_not_depend_on_where_the_files_are(tmp_path, bundle):
+    copy = tmp_path / "mounted" / "elsewhere"
+    shutil.copytree(DEFAULT_POLICY_DIR, copy)
+    assert load_bundle(copy).bundle_hash == bundle.bundle_hash
