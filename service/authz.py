@@ -52,6 +52,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from cms_policy.v1 import policy_pb2 as pb
 from rules.yamlsource import YamlSourceError, read_yaml
 
+from .observability import log_fields
+
 log = logging.getLogger("cms_policy.authz")
 
 _DECISIONS = pb.DESCRIPTOR.services_by_name["PolicyDecisionService"].full_name
@@ -324,11 +326,12 @@ class AuthzInterceptor(grpc.ServerInterceptor):
 
         def checked(request, context):
             try:
-                authorisation.check(method, request, context.auth_context(), context.invocation_metadata())
+                caller = authorisation.check(method, request, context.auth_context(), context.invocation_metadata())
             except Refused as refused:
                 per_policy = PERMISSIONS.get(method, ("", False))[1]
                 _refuse(context, method, getattr(request, "policy", "") if per_policy else None, refused)
-            return behaviour(request, context)
+            with log_fields(caller=caller.name):  # which service asked, on every line of this call
+                return behaviour(request, context)
 
         return grpc.unary_unary_rpc_method_handler(checked, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)

@@ -568,3 +568,22 @@ callers:
         authorisation.identify({}, [("authorization", f"Bearer {FEE_TOKEN}")] * 2)
     assert caught.value.reason == "more than one authorization header"
     assert authorisation.identify({}, [("authorization", f"bearer  {FEE_TOKEN} ")]).name == "b"
+
+
+def test_the_calling_service_is_named_on_every_log_line_of_its_call(token_server, pki):
+    from service.observability import JsonFormatter
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.setFormatter(JsonFormatter())
+    handler.emit = lambda record: lines.append(handler.format(record))
+    service_log = logging.getLogger("cms_policy.service")
+    level = service_log.level
+    service_log.addHandler(handler)
+    service_log.setLevel(logging.INFO)
+    try:
+        token_server.stub(pki.channel_credentials(token=FEE_TOKEN)).Decide(_fee_request(), timeout=10)
+    finally:
+        service_log.removeHandler(handler)
+        service_log.setLevel(level)
+    decisions = [json.loads(line) for line in lines if json.loads(line)["message"] == "decision"]
+    assert [d["caller"] for d in decisions] == ["fee-portal"]
