@@ -101,7 +101,12 @@ def _scalar(node: yaml.ScalarNode):
     if node.tag == _BOOL and node.value.lower() not in ("true", "false"):
         return node.value  # YAML 1.2: yes/no/on/off are text, not booleans
     try:
-        return _constructor.construct_object(node)
+        value = _constructor.construct_object(node)
+        if isinstance(value, str):
+            value.encode("utf-8")  # "\ud800" escapes a lone surrogate: not text (protobuf and the engine refuse it)
+        return value
+    except UnicodeEncodeError:
+        raise YamlSourceError(node.start_mark.line + 1, "text is not valid Unicode (a lone surrogate escape)") from None
     except yaml.constructor.ConstructorError as exc:
         raise YamlSourceError(node.start_mark.line + 1, str(exc.problem)) from None
     except ValueError as exc:  # e.g. 2023-02-30 as a date, or an integer of more than 4300 digits
