@@ -113,9 +113,9 @@ def decide_everything(bundle) -> None:
             pv = compiled.version
             facts = {f.name: _plausible(f) for f in pv.facts}
             facts.update({lst.name: [{f.name: _plausible(f) for f in lst.facts}] for lst in pv.lists})
-            for given in ({}, facts):
+            for request_facts in ({}, facts):
                 try:
-                    decision = evaluator.decide(DecisionRequest(policy=name, version=pv.version, facts=given))
+                    decision = evaluator.decide(DecisionRequest(policy=name, version=pv.version, facts=request_facts))
                 except RequestError:
                     continue  # e.g. a fact the used policy needs in another form
                 assert decision.outcome and decision.rationale
