@@ -71,7 +71,7 @@ def main() -> None:
         requests = [DecisionRequest(policy="application_fee", version=pv.version, facts=c["facts"]) for c in cases]
         facts = [compiled.working_fact({f.name: values.parse(f, c["facts"][f.name])
                                          for f in pv.facts if f.name in c["facts"]}) for c in cases]
-        engine = timed(lambda f: durable_host.evaluate(compiled.ruleset, [f]), facts, n)
+        engine = timed(lambda f: durable_host.evaluate(compiled.ruleset, f), facts, n)
         decide = timed(evaluator.decide, requests, n)
         floor = statistics.median(engine)
         print(f"-- {pv.policy}/{pv.version}: {compiled.engine_rules} engine rules, {compiled.engine_tests} tests, {compiled.strata} strata")

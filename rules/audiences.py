@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import explainer
-from .checks import needs
 from .compiler import CompiledPolicy
 from .decision import PARENTS, UNDETERMINED, Audience, Decision, Explanation
 from .model import PARTIES, PLACEHOLDER, FactType, WhoseFact
@@ -99,8 +98,8 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
     else:
         # `withheld`: the outcome rests on the other parent's secrets (the deciding rule held and every
         # outcome rule before it did not). The same for every such case, so the flag gives nothing away.
-        withheld = owners.hidden_from(audience, decided_on(compiled, root))
-        explained = not owners.hidden_from(audience, compiled.sources_of(needs(compiled.rules[root].rule)))
+        withheld = owners.hidden_from(audience, compiled.decided_on[root])
+        explained = not owners.hidden_from(audience, compiled.sources_of(compiled.rules[root].reads))
         headline = wording(pv.tell.outcomes.get(decision.outcome, {}))
         said = say(headline) if headline else None
         if said is None and not withheld:
@@ -108,12 +107,11 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
             said = f"Decision: {decision.outcome_description}{amount}."
         lines.append(said or NEUTRAL)
         if explained:  # the deciding rule's own reasons reveal nothing of the other parent's
-            by_id = {r.rule.id: r.rule for r in compiled.rules}
             reasons = []
             for step in decision.trail:
-                rule = by_id[step.rule_id]
-                text = wording(rule.tell) if rule.flag is None else None
-                reason = say(text, needs(rule)) if text else None
+                cr = compiled.by_id[step.rule_id]
+                text = wording(cr.rule.tell) if cr.rule.flag is None else None
+                reason = say(text, cr.reads) if text else None
                 if reason:
                     reasons.append(reason)
             if reasons:
@@ -123,12 +121,6 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
                 lines += ["What would change it:"] + [f"- {c}" for c in changes]
     lines.append(wording(pv.tell.review) or REVIEW)
     return Explanation(audience=audience, text="\n".join(lines), withheld=withheld)
-
-
-def decided_on(compiled: CompiledPolicy, root: int) -> frozenset[str]:
-    """What an outcome reveals: under first-hit, the deciding rule held and every outcome rule
-    before it did not, so the outcome carries the sources of all of them."""
-    return compiled.sources_of(n for i, _ in compiled.outcome_candidates if i <= root for n in needs(compiled.rules[i].rule))
 
 
 def visible_to(owners: Ownership, compiled: CompiledPolicy, root: int | None, fact_owner: frozenset[str]
@@ -141,6 +133,6 @@ def visible_to(owners: Ownership, compiled: CompiledPolicy, root: int | None, fa
         return shown
     for audience in PARENTS:
         if fact_owner == {PARTY[audience]} and root is not None and not owners.hidden_from(
-                audience, decided_on(compiled, root)):
+                audience, compiled.decided_on[root]):
             shown.append(audience)
     return shown

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from . import arith, durable_host
@@ -36,7 +37,9 @@ class CompiledRule:
     index: int
     rule: Rule
     stratum: int
-    tests: tuple[str, ...]  # facts and derived values the rule reads (condition, then arithmetic)
+    tests: tuple[str, ...]  # facts and derived values the rule reads (condition, arithmetic, because-text)
+    reads: tuple[str, ...]  # those its condition and arithmetic read
+    condition_reads: tuple[str, ...]  # those its condition reads
 
     @property
     def conclusion(self) -> Any:
@@ -59,10 +62,12 @@ class CompiledList:
     def candidates(self) -> tuple[tuple[int, str], ...]:
         return tuple((r.index, r.rule.outcome) for r in self.rules)
 
-    def item_facts(self, items: list[dict[str, Any]], given: dict[str, Any]) -> list[dict]:
-        shared = {name: encode(self.kinds[name], v) for name, v in given.items() if name in self.kinds}
-        return [{**ITEM, **shared, "_n": n, **{k: encode(self.kinds[k], v) for k, v in item.items()}}
-                for n, item in enumerate(items)]
+    def judge(self, item: dict[str, Any], given: dict[str, Any]) -> dict:
+        """The engine's verdicts on one item (its own session): "true"/"false" rule indexes and
+        "used", the values each true rule read."""
+        fact = {**ITEM, **{name: encode(self.kinds[name], v) for name, v in given.items() if name in self.kinds},
+                **{k: encode(self.kinds[k], v) for k, v in item.items()}}
+        return durable_host.evaluate(self.ruleset, fact)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,20 @@ class CompiledPolicy:
     def sources_of(self, names) -> frozenset[str]:
         return frozenset().union(*(self.sources.get(n, ()) for n in names))
 
+    @cached_property
+    def by_id(self) -> dict[str, CompiledRule]:
+        return {r.rule.id: r for r in self.rules}
+
+    @cached_property
+    def decided_on(self) -> dict[int, frozenset[str]]:
+        """What each outcome rule's deciding reveals: under first-hit, it held and every outcome
+        rule before it did not, so the outcome carries the sources of all of them."""
+        out, names = {}, []
+        for index, _ in self.outcome_candidates:
+            names += self.rules[index].reads
+            out[index] = self.sources_of(names)
+        return out
+
     def working_fact(self, given: dict[str, Any]) -> dict:
         """The engine's first fact for a request's (parsed) facts."""
         fact = {**WORKING, "_k": 0}
@@ -94,11 +113,17 @@ class CompiledPolicy:
                 fact[count_key(name)] = len(value)
         return fact
 
+    def run(self, given: dict[str, Any]) -> dict:
+        """The engine's verdicts for a request's (parsed) facts: "true"/"false" rule indexes,
+        "used" (the values each true rule read), "derived" values, "via" (the rule that derived
+        each), "blocked" (the unknown rules that left one unknown) and "complete"."""
+        return durable_host.evaluate(self.ruleset, self.working_fact(given))
+
 
 def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
     types = value_types(pv)
     stratum_of = _strata(pv)
-    rules = tuple(CompiledRule(i, r, stratum_of[r.id], tuple(needs(r, types))) for i, r in enumerate(pv.rules))
+    rules = tuple(_rule(i, r, stratum_of[r.id], types) for i, r in enumerate(pv.rules))
     strata = max(r.stratum for r in rules) + 1
     ruleset = f"{pv.policy}.{pv.version}.{content_hash[:16]}"
     leaf = _LeafCompiler(pv, types)
@@ -120,8 +145,12 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
                               types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists,
                               {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels},
                               _sources(pv), specs, {n: s.about for n, s in specs.items() if _is_sensitive(s)})
-    durable_host.register(ruleset, definition, warm_facts=[{**WORKING, "_k": 0}])
+    durable_host.register(ruleset, definition, warm_fact={**WORKING, "_k": 0})
     return compiled
+
+
+def _rule(index: int, rule: Rule, stratum: int, types: dict[str, FactType]) -> CompiledRule:
+    return CompiledRule(index, rule, stratum, tuple(needs(rule, types)), tuple(needs(rule)), tuple(dict.fromkeys(tested(rule.when))))
 
 
 def _is_sensitive(spec) -> bool:
@@ -153,7 +182,7 @@ def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCom
     """The definitely-true and definitely-false engine rules of one policy rule. The true form also
     needs every value the rule's arithmetic reads (else the rule is unknown, not false)."""
     true_expr, false_expr = leaf.both(cr.rule.when) if cr.rule.when else (None, None)
-    computed = [n for n in cr.tests if n not in tested(cr.rule.when)]
+    computed = [n for n in cr.tests if n not in cr.condition_reads]
     true_parts = scope + ([true_expr] if true_expr else []) + [{"$ex": {n: 1}} for n in computed]
     out = {f"{name}.true": {"all": [{"m": _and(true_parts)}], "pri": cr.index + 1, "run": _verdict(cr, True)}}
     if false_expr is not None:
@@ -164,19 +193,19 @@ def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCom
 
 def _compile_list(pv: PolicyVersion, lst: ItemList, ruleset: str) -> CompiledList:
     kinds = {f.name: f.type for f in pv.facts} | {f.name: f.type for f in lst.facts}
-    rules = tuple(CompiledRule(i, r, 0, tuple(needs(r, kinds))) for i, r in enumerate(lst.rules))
+    rules = tuple(_rule(i, r, 0, kinds) for i, r in enumerate(lst.rules))
     leaf = _LeafCompiler(pv, kinds)
     definition: dict[str, dict] = {}
     for cr in rules:
         definition.update(_engine_rules(f"i{cr.index}", cr, [ITEM], leaf))
     # Catch-all: every item is handled even when all its rules are unknown.
     definition["item.seen"] = {"all": [{"m": ITEM}], "pri": len(rules) + 10, "run": _seen}
-    durable_host.register(ruleset, definition, warm_facts=[{**ITEM, "_n": 0}])
+    durable_host.register(ruleset, definition, warm_fact=ITEM)
     return CompiledList(lst, ruleset, rules, kinds)
 
 
-def _seen(state: dict, fact: dict, _assert) -> None:
-    state.setdefault("seen", []).append(fact["_n"])
+def _seen(state: dict, _assert) -> None:
+    pass
 
 
 def _strata(pv: PolicyVersion) -> dict[str, int]:
@@ -206,15 +235,15 @@ def _strata(pv: PolicyVersion) -> dict[str, int]:
 # --- actions ----------------------------------------------------------------
 
 def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
-    """Record the verdict (per item, for item facts) and, when true, the values the rule read."""
-    key = "true" if holds else "false"
-    tests = cr.tests
+    """Record the verdict and, when true, the values the rule read (from the fact the engine
+    matched: a rule matches only the working fact of its own stratum, the latest asserted)."""
+    key, index, tests = ("true" if holds else "false"), cr.index, cr.tests
 
-    def record(state: dict, fact: dict, _assert) -> None:
-        scope = state.setdefault("items", {}).setdefault(str(fact["_n"]), {}) if "_n" in fact else state
-        scope.setdefault(key, []).append(cr.index)
+    def record(state: dict, _assert) -> None:
+        state.setdefault(key, []).append(index)
         if holds:
-            scope.setdefault("used", {})[str(cr.index)] = {n: fact[n] for n in tests if n in fact}
+            fact = state["fact"]
+            state.setdefault("used", {})[index] = {n: fact[n] for n in tests if n in fact}
     return record
 
 
@@ -222,7 +251,8 @@ def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list,
     candidates = {d.name: [(r.index, r.conclusion) for r in rules if r.rule.derive and r.rule.derive.name == d.name]
                   for d in resolving}
 
-    def close(state: dict, fact: dict, assert_fact) -> None:
+    def close(state: dict, assert_fact) -> None:
+        fact = state["fact"]
         true, false = set(state.get("true", ())), set(state.get("false", ()))
         derived = {}
         for d in resolving:
@@ -242,9 +272,7 @@ def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list,
         if last:
             state["complete"] = True
             return
-        nxt = {k: v for k, v in fact.items() if k not in ("sid", "id")}
-        nxt.update(derived, _k=fact["_k"] + 1)
-        assert_fact(nxt)
+        assert_fact({**fact, **derived, "_k": fact["_k"] + 1})
     return close
 
 

@@ -1,85 +1,95 @@
 """The one module that touches durable_rules, and the edges it needs handled.
 
-- `Host` starts two background threads that dispatch live sessions; with
-  request threads of our own that crashes the C core, so `_run` is disabled.
+durable_rules is a C core (`durable_rules_engine`: the Rete network, sessions,
+the action queue) under a Python layer (`durable.engine`: Host, Ruleset,
+Closure). The Python layer round-trips the whole session state through JSON
+for every action it runs (about 80% of a decision's engine time) and its Host
+starts background threads that crash the C core beside request threads. So
+this module drives the C core directly, the way `Ruleset.do_actions` does,
+and keeps each session's state in Python:
+
+- A ruleset is created once per process from its definition (the same JSON
+  durable.engine would send) and warmed up with one session (a fresh ruleset
+  whose first session matched nothing crashes when the session is deleted).
+- Each decision is a fresh session: its facts are asserted, then the queued
+  actions run one by one in the engine's order (highest priority first); an
+  action may assert further facts, which the engine matches and queues. The
+  session is always deleted, even on error.
+- An action learns which rule matched, not the matched fact: the session's
+  state holds the fact asserted last under "fact" (our rulesets only ever
+  match that one), so the engine's JSON copy of the match is never parsed
+  (rule names are ours: the name is read from the start of its message).
 - One process-wide lock is held around each session: the C core is not
   thread-safe (scale with processes instead).
-- Each decision is a fresh session that is always deleted, even on error.
-- A ruleset is warmed up once at registration (a fresh ruleset whose first
-  session matched nothing crashes when the session is deleted).
-- Errors raised inside actions do not propagate; they appear in the
-  returned state under "exception" and are raised here.
 - The C core's JSON parser crashes the process (SIGSEGV) on a number written
   with an exponent (json.dumps gives `1e+16`, `Infinity`), and a string that
-  is not valid Unicode fails before the session exists (then deleting it
-  fails too): `_sendable` refuses both before a session is made. Facts reach
-  the engine as ints, text and lists of text, never floats.
+  is not valid Unicode fails before the session exists: `_sendable` refuses
+  both before a session is made. Facts reach the engine as ints, text and
+  lists of text, never floats.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import threading
-from typing import Any, Callable
+from typing import Callable
 
-from durable import engine
+import durable_rules_engine as _core
 
 
 class EngineError(RuntimeError):
     """durable_rules failed while evaluating a session."""
 
 
-class _QuietHost(engine.Host):
-    def _run(self) -> None:  # no background dispatch threads
-        pass
-
-
-_host = _QuietHost()
 _lock = threading.Lock()
 _session_ids = itertools.count(1)
-_registered: set[str] = set()
+_rulesets: dict[str, tuple[int, dict[str, Callable]]] = {}  # name -> (C handle, actions by rule name)
 _live = 0  # sessions created and not yet deleted (guarded by _lock)
+_NOT_HANDLED = 1  # the C core's result when no rule matched an asserted fact
 
-Action = Callable[[dict, dict, Callable[[dict], None]], None]
-"""An action gets the session state, the matched fact, and a function to assert a new fact."""
-
-
-def _wrap(action: Action) -> Callable[[Any], None]:
-    def run(c) -> None:
-        action(c.s._d, c.m._d, c.assert_fact)
-    return run
+Action = Callable[[dict, Callable[[dict], None]], None]
+"""An action gets the session state and a function to assert a new fact."""
 
 
-def register(name: str, rules: dict[str, dict], warm_facts: list[dict]) -> None:
+def register(name: str, rules: dict[str, dict], warm_fact: dict) -> None:
     """Register a ruleset once per process; `rules` maps rule names to
     durable_rules definitions whose "run" is an `Action`."""
     with _lock:
-        if name in _registered:
+        if name in _rulesets:
             return
-        definition = {rule: {**spec, "run": _wrap(spec["run"])} for rule, spec in rules.items()}
+        actions = {rule: spec["run"] for rule, spec in rules.items()}
+        definition = {rule: {k: v for k, v in spec.items() if k != "run"} for rule, spec in rules.items()}
         try:
-            _host.register_rulesets({name: definition})
+            handle = _core.create_ruleset(name, json.dumps(definition, ensure_ascii=False))
         except Exception as exc:  # e.g. "Could not create ruleset, error code: 113" (a capacity exceeded)
             raise EngineError(f"durable_rules cannot take ruleset {name}: {exc}") from None
-        _registered.add(name)
-    evaluate(name, warm_facts)
+        _rulesets[name] = (handle, actions)
+    evaluate(name, warm_fact)
 
 
-def _sendable(value) -> bool:
-    """Whether the C core can take `value` (see the module docstring)."""
-    if isinstance(value, float):
-        return math.isfinite(value) and "e" not in repr(value)
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_sendable(k) and _sendable(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(_sendable(v) for v in value)
-    return True
+def _bad_float(value) -> bool:
+    """Whether `value` holds a float the C core's JSON parser cannot take (see the module docstring)."""
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value) or "e" in repr(value)
+    if kind is dict:
+        return any(_bad_float(v) for v in value.values())
+    if kind is list or kind is tuple:
+        return any(_bad_float(v) for v in value)
+    return False
+
+
+def _payload(ruleset: str, value) -> str:
+    """`value` as the JSON the C core takes, or EngineError before any session is made."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")  # a lone surrogate: the binding would fail to encode it
+    except UnicodeEncodeError:
+        raise EngineError(f"a fact for {ruleset} holds text that is not valid Unicode") from None
+    if _bad_float(value):
+        raise EngineError(f"a fact for {ruleset} holds a float the engine cannot take")
+    return text
 
 
 def live_sessions() -> int:
@@ -89,31 +99,61 @@ def live_sessions() -> int:
         return _live
 
 
-def evaluate(ruleset: str, facts: list[dict]) -> dict:
-    """Assert `facts` into a fresh session, let every rule fire, and return the final state."""
-    if ruleset not in _registered:
+def evaluate(ruleset: str, fact: dict) -> dict:
+    """Assert `fact` into a fresh session, let every rule fire, and return the state the actions
+    built."""
+    if ruleset not in _rulesets:
         raise EngineError(f"ruleset {ruleset} is not registered")
-    if not all(_sendable(fact) for fact in facts):
-        raise EngineError(f"a fact for {ruleset} holds a value the engine cannot take (a float or invalid text)")
+    handle, actions = _rulesets[ruleset]
     global _live
     with _lock:
         sid = str(next(_session_ids))
+        payload = _payload(ruleset, {**fact, "sid": sid})
+        state = {"fact": fact}
+
+        def assert_fact(new: dict) -> None:
+            state["fact"] = new
+            _check(_call(ruleset, _core.assert_fact, handle, _payload(ruleset, {**new, "sid": sid})), ruleset)
+
         _live += 1
         try:
-            state = _host.assert_facts(ruleset, [{**fact, "sid": sid} for fact in facts])
-        # Never chain the engine's exception: its text includes the asserted facts (sensitive).
-        except engine.MessageNotHandledException:
-            raise EngineError(f"no rule handled the fact in {ruleset}") from None
-        except Exception as exc:  # the C core reports failures as bare exceptions
-            raise EngineError(f"durable_rules failed in {ruleset}: {type(exc).__name__}") from None
+            result = _call(ruleset, _core.assert_fact, handle, payload)
+            _check(result, ruleset)
+            offset = result[1]
+            queued = _call(ruleset, _core.start_action_for_state, handle, offset)
+            message = queued and queued[1]
+            while message:  # '{"<rule name>":{"m":{<the matched fact>}}}'
+                action = actions.get(message[2:message.find('"', 2)])
+                if action is None:
+                    raise EngineError(f"durable_rules queued an action {ruleset} does not have")
+                try:
+                    action(state, assert_fact)
+                except EngineError:
+                    raise
+                except Exception as exc:
+                    raise EngineError(f"a rule action failed in {ruleset}: {type(exc).__name__}") from exc
+                message = _call(ruleset, _core.complete_and_start_action, handle, offset)
         finally:
             try:
-                _host.delete_state(ruleset, sid)
-                _live -= 1
+                _core.delete_state(handle, sid)
             except Exception as exc:  # error code 309: the session was never made (nothing to leak)
                 if "309" not in str(exc):
                     raise EngineError(f"durable_rules could not delete a session of {ruleset}") from None
+            finally:
                 _live -= 1
-    if "exception" in state:
-        raise EngineError(f"a rule action failed in {ruleset}: {state['exception']}")
     return state
+
+
+def _call(ruleset: str, function, *args):
+    """A call into the C core; its failures (bare exceptions) become EngineError. Never chained:
+    the engine's text may include the asserted facts (sensitive)."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        raise EngineError(f"durable_rules failed in {ruleset}: {type(exc).__name__}") from None
+
+
+def _check(result: tuple[int, int], ruleset: str) -> None:
+    """Raise when no rule matched the asserted fact (the session exists all the same)."""
+    if result[0] == _NOT_HANDLED:
+        raise EngineError(f"no rule handled the fact in {ruleset}")

@@ -16,7 +16,6 @@ from . import arith, audiences, durable_host, explainer, values, whatif
 from .compiler import CompiledList, CompiledPolicy
 from .decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
                        ItemVerdict, MissingFact, Output, PolicyRef, RequestError, Shadow, TrailStep, Violation)
-from .checks import needs, tested
 from .model import Fact, FactType, ItemList, Rule, Uses
 from .hitpolicy import first_hit
 from .loader import Bundle
@@ -183,7 +182,7 @@ class Evaluator:
         count when its result is read. The date that chose the law (as_at_fact) is not varied."""
         pv = compiled.version
         tried = [i for i, _ in compiled.outcome_candidates if i <= worked.root]
-        relevant = compiled.sources_of(n for i in tried for n in needs(compiled.rules[i].rule))
+        relevant = compiled.sources_of(n for i in tried for n in compiled.rules[i].reads)
         passed_on = {n for u in pv.uses if set(u.facts()) & relevant for n in self.bundle.request_names(u.policy)}
         specs = self._specs(compiled)
         facts = {k: v for k, v in request.facts.items() if v is not None}
@@ -377,18 +376,16 @@ class Evaluator:
         return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject)
 
     def _judge_items(self, compiled: CompiledPolicy, cl: CompiledList, items: list[dict], given: dict) -> list[ItemVerdict]:
-        """Each item by the list's rules (first hit per item), each in a session of its own: the
-        items of one session share its state, where durable_rules' C core takes only about 128
-        values (about 31 items failed with error 302), and one session per item is also faster."""
-        scopes = [durable_host.evaluate(cl.ruleset, cl.item_facts([item], given)).get("items", {}).get("0", {})
-                  for item in items]
+        """Each item by the list's rules (first hit per item), each in a session of its own (a
+        session is cheap for the few rules of a list, and the verdicts need no item index)."""
+        scopes = [cl.judge(item, given) for item in items]
         verdicts = []
         for n, item in enumerate(items):
             scope = scopes[n]
             hit = first_hit(cl.candidates, set(scope.get("true", ())), set(scope.get("false", ())))
             if hit.index is not None:
                 rule = cl.rules[hit.index].rule
-                step = self._step(compiled, rule, scope["used"][str(hit.index)], cl.kinds, {})
+                step = self._step(compiled, rule, scope["used"][hit.index], cl.kinds, {})
                 verdicts.append(ItemVerdict(list=cl.spec.name, index=n, outcome=rule.outcome,
                                             outcome_description=cl.spec.outcomes[rule.outcome], step=step))
                 continue
@@ -413,7 +410,7 @@ class Evaluator:
                   pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision],
                   owners: audiences.Ownership) -> _Worked:
         pv, kinds = compiled.version, compiled.kinds
-        state = durable_host.evaluate(compiled.ruleset, [compiled.working_fact(given)])
+        state = compiled.run(given)
         if not state.get("complete"):
             raise durable_host.EngineError(f"{compiled.ruleset}: the engine did not complete the decision")
         derived = state.get("derived", {})
@@ -435,7 +432,7 @@ class Evaluator:
             roots, missing = list(hit.blockers), self._missing(compiled, hit.blockers, given, state, pending)
 
         fired = self._trail(compiled, roots + [r.index for r in flags], state, whole=hit.index is not None)
-        trail = [self._step(compiled, compiled.rules[i].rule, state["used"][str(i)], kinds, derived) for i in fired]
+        trail = [self._step(compiled, compiled.rules[i].rule, state["used"][i], kinds, derived) for i in fired]
         # The deciding rule's actions first, then those of flags, in firing order.
         actions = [a for i in sorted(fired, key=lambda i: i not in roots) for a in compiled.rules[i].rule.actions]
         flag_list = [Flag(code=r.rule.flag, description=pv.flags[r.rule.flag]) for r in flags]
@@ -474,7 +471,7 @@ class Evaluator:
                 continue
             wanted.add(index)
             rule = compiled.rules[index]
-            for name in (rule.tests if whole else tested(rule.rule.when)):
+            for name in (rule.tests if whole else rule.condition_reads):
                 if via.get(name) is not None:
                     value = compiled.rules[via[name]].conclusion
                     todo += [r.index for r in compiled.rules if r.index in fired_set and r.rule.derive
