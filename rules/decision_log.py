@@ -13,13 +13,22 @@ a backend only stores and fetches `SealedRow`s.
 `DecisionLog.open(target)` picks the backend: a `postgresql://` (or `postgres://`) URL is
 PostgreSQL, anything else a SQLite file path.
 
-SQLite durability: WAL mode with `synchronous=FULL`, autocommit: `record` returns only after the
-row is in the write-ahead log and fsynced. One connection, guarded by a lock, serves every thread.
+Group commit: `record` returns only once its row is committed and on disk, but rows that arrive
+while another commit is under way are committed together in the next transaction (one fsync for
+all of them), so concurrent requests share the cost of durability. `record_batch` commits many in
+one transaction. A failed commit fails every record in it; none of them is reported stored.
+
+SQLite durability: WAL mode with `synchronous=FULL` (the write-ahead log is fsynced at every
+commit). One connection per process, guarded by a lock, serves every thread; several processes
+(`python -m service --workers N`) share the file, taking turns to write under an exclusive lock on
+`<log>.lock` (a blocking file lock: the next writer wakes as soon as it is released, where
+SQLite's own busy handler would sleep for milliseconds).
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import hashlib
 import json
 import logging
@@ -227,6 +236,13 @@ class Sealer:
 
 # --- the interface ---------------------------------------------------------------------------
 
+@dataclass
+class _Pending:
+    rows: list[SealedRow]
+    done: bool = False
+    error: DecisionLogError | None = None
+
+
 class DecisionLog:
     """The decision log, whatever stores it: `record`, `get`, `count`, `close`, and a context
     manager. `open` picks the backend from the target; subclasses store `SealedRow`s."""
@@ -236,6 +252,9 @@ class DecisionLog:
     def __init__(self, keys: list[bytes], where: str):
         self._sealer = Sealer(keys)
         self.where = where
+        self._queue: list[_Pending] = []  # rows waiting for the next commit
+        self._queue_lock = threading.Lock()
+        self._committing = threading.Lock()  # held by the thread committing for everyone
 
     @classmethod
     def open(cls, target: str | os.PathLike, keys: list[bytes] | None = None, *, key_file: Path | None = None,
@@ -258,7 +277,34 @@ class DecisionLog:
     def record(self, request: DecisionRequest, decision: Decision) -> None:
         """Store the decision; returns only once the row is durable (committed and on disk).
         DecisionLogError if it could not be stored."""
-        self._insert(self._sealer.seal(request, decision))
+        self._commit([self._sealer.seal(request, decision)])
+
+    def record_batch(self, pairs: list[tuple[DecisionRequest, Decision]]) -> None:
+        """Store many decisions in one transaction: all durable when it returns, or none
+        (DecisionLogError)."""
+        if pairs:
+            self._commit([self._sealer.seal(request, decision) for request, decision in pairs])
+
+    def _commit(self, rows: list[SealedRow]) -> None:
+        """Group commit: queue the rows; the first thread to find no commit under way commits
+        everything queued so far, the others wait and find theirs done."""
+        mine = _Pending(rows)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._committing:
+            if not mine.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                error = None
+                try:
+                    self._insert([row for pending in batch for row in pending.rows])
+                except Exception as exc:  # reported to every caller in the batch
+                    error = exc if isinstance(exc, DecisionLogError) else DecisionLogError(
+                        f"the decision could not be recorded: {type(exc).__name__}")
+                for pending in batch:
+                    pending.done, pending.error = True, error
+        if mine.error is not None:
+            raise DecisionLogError(str(mine.error))
 
     def get(self, decision_id: str) -> LoggedDecision | None:
         """The recorded request, decision and bundle hash, or None for an unknown id."""
@@ -269,7 +315,8 @@ class DecisionLog:
         self._sealer.check_newest(self._newest_key_id(), self.where)
 
     # What a backend provides:
-    def _insert(self, row: SealedRow) -> None:
+    def _insert(self, rows: list[SealedRow]) -> None:
+        """Store the rows in one transaction, durable when it returns."""
         raise NotImplementedError
 
     def _select(self, decision_id: str) -> tuple[str, bytes, bytes, str] | None:
@@ -294,6 +341,7 @@ class SQLiteDecisionLog(DecisionLog):
         self._db = db
         self.path = path
         self._lock = threading.Lock()
+        self._writer = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)  # turns between processes
 
     @classmethod
     def open(cls, path: str | os.PathLike, keys: list[bytes] | None = None, *, key_file: Path | None = None,
@@ -351,14 +399,24 @@ class SQLiteDecisionLog(DecisionLog):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            os.close(self._writer)
 
-    def _insert(self, row: SealedRow) -> None:
-        try:
-            with self._lock:
-                self._db.execute(f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                                 row.values())
-        except sqlite3.Error as exc:
-            raise DecisionLogError(f"the decision could not be recorded: {exc}") from None
+    def _insert(self, rows: list[SealedRow]) -> None:
+        insert = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        with self._lock:
+            fcntl.flock(self._writer, fcntl.LOCK_EX)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(insert, [row.values() for row in rows])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise DecisionLogError(f"the decision could not be recorded: {exc}") from None
+            finally:
+                fcntl.flock(self._writer, fcntl.LOCK_UN)
 
     def _select(self, decision_id: str) -> tuple[str, bytes, bytes, str] | None:
         try:

@@ -6,8 +6,8 @@ data, key ids, rotation), the same interface (`DecisionLog`). Chosen by giving `
 `postgresql://` or `postgres://` URL (libpq's: `postgresql://user@host:5432/db?sslmode=verify-full`;
 the password is best left out of the URL and given by `PGPASSWORD` or a `PGPASSFILE`).
 
-Durability: every insert is its own transaction (autocommit) and `record` returns once PostgreSQL
-has acknowledged the commit, which with `synchronous_commit` on (the default; a session that finds
+Durability: each group of rows (`DecisionLog._commit`) is one transaction, and `record` returns
+once PostgreSQL has acknowledged its commit, which with `synchronous_commit` on (the default; a session that finds
 it `off` turns it on) means the commit record is flushed to the server's WAL (and, with
 synchronous replication configured, to the standbys the server waits for).
 
@@ -37,7 +37,6 @@ from typing import TypeVar
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
-from psycopg import errors as pg_errors
 
 from .decision_log import (COLUMNS, SCHEMA_VERSION, DecisionLog, DecisionLogError, DecisionLogKeyError, SealedRow,
                            resolve_keys)
@@ -237,21 +236,19 @@ class PostgresDecisionLog(DecisionLog):
                     raise DecisionLogError(f"{what}: {_first_line(exc)}") from None
         raise AssertionError("unreachable")
 
-    def _insert(self, row: SealedRow) -> None:
+    def _insert(self, rows: list[SealedRow]) -> None:
         insert = (f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})")
-        attempts = []
+        first, attempts = rows[0], []
 
         def work(conn: psycopg.Connection) -> None:
             attempts.append(1)
-            try:
-                conn.execute(insert, row.values())
-            except pg_errors.UniqueViolation:
-                # A retry after a lost acknowledgement finds the row its first try committed.
-                if len(attempts) > 1 and conn.execute("SELECT 1 FROM decisions WHERE decision_id = %s AND nonce = %s"
-                                                      " AND sealed = %s", (row.decision_id, row.nonce, row.sealed)
-                                                      ).fetchone():
-                    return
-                raise
+            # A retry after a lost acknowledgement finds the rows its first try committed (all or none).
+            if len(attempts) > 1 and conn.execute("SELECT 1 FROM decisions WHERE decision_id = %s AND nonce = %s"
+                                                  " AND sealed = %s", (first.decision_id, first.nonce, first.sealed)
+                                                  ).fetchone():
+                return
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(insert, [row.values() for row in rows])
 
         self._call("the decision could not be recorded", work)
 
