@@ -12,7 +12,7 @@ from pathlib import Path
 from rules.decision_log import DEFAULT_PATH as DEFAULT_DECISION_LOG, LOG_ENV, DecisionLog, DecisionLogError
 from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
-from . import authz, tls
+from . import authz, tls, workers
 from .observability import LOG_FORMATS, Metrics, configure_logging, is_loopback, serve_metrics
 from .reload import LiveBundle, Watcher
 from .server import build_server
@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: $CMS_POLICY_LOG_KEY, else for a SQLite log in development a key file "
                              "beside it)")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight requests on stop")
+    parser.add_argument("--workers", type=workers.count, default=1, metavar="N|auto",
+                        help="server processes sharing the port (SO_REUSEPORT), one per core with `auto`; each "
+                             "takes about one core (default: %(default)s)")
+    parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     parser.add_argument("--watch-interval", type=float, default=2.0,
                         help="seconds between looks at the policy directory for changes (default: %(default)s)")
     parser.add_argument("--no-watch", action="store_true",
@@ -53,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                              "default: no metrics endpoint)")
     parser.add_argument("--metrics-host", default="127.0.0.1",
                         help="interface for the metrics endpoint (default: %(default)s, loopback only)")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    configure_logging(args.log_format)
+    configure_logging(args.log_format, **({} if args.worker_index is None else {"worker": args.worker_index}))
+    if args.workers > 1 and args.worker_index is None:
+        # Each worker gets the same arguments; the --port and --worker-index added last win.
+        return workers.supervise(argv, args.workers, args.host, args.port, args.grace)
+    worker = args.worker_index is not None
 
     try:
         transport = tls.configure(args.host, args.tls_cert, args.tls_key, args.tls_client_ca, args.insecure_plaintext)
@@ -86,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, lambda *_: watcher.poke())
     metrics_server = None
     if args.metrics_port is not None:
+        wanted = args.metrics_port + args.worker_index if worker and args.metrics_port else args.metrics_port
         try:
-            metrics_server, metrics_port = serve_metrics(metrics, args.metrics_host, args.metrics_port)
+            metrics_server, metrics_port = serve_metrics(metrics, args.metrics_host, wanted)
         except OSError as exc:
-            print(f"metrics endpoint: cannot listen on {args.metrics_host}:{args.metrics_port}: {exc.strerror}",
+            print(f"metrics endpoint: cannot listen on {args.metrics_host}:{wanted}: {exc.strerror}",
                   file=sys.stderr)
             decision_log.close()
             return 2
@@ -99,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                 extra={"metrics_host": args.metrics_host, "metrics_port": metrics_port})
     server, port = build_server(live, f"{args.host}:{args.port}", decision_log=decision_log, metrics=metrics,
                                 credentials=transport.credentials,
-                                interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else ())
+                                interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else (),
+                                shared_port=worker,
+                                # A reload asked of one worker reaches the others through the supervisor.
+                                after_reload=(lambda: os.kill(os.getppid(), signal.SIGHUP)) if worker else None)
     versions = sum(len(v) for v in bundle.policies.values())
     log.info("serving %d policy versions on %s:%d (%s)", versions, args.host, port, transport.mode)
     for level, line in authz.startup_lines(authorisation, transport, set(bundle.policies)):

@@ -187,13 +187,16 @@ def resolve_format(name: str, stream=None) -> str:
         return "json"
 
 
-def configure_logging(log_format: str = "auto", level: int = logging.INFO, stream=None) -> str:
+def configure_logging(log_format: str = "auto", level: int = logging.INFO, stream=None, **fields) -> str:
     """Route every log record (and Python warnings) through one handler on `stream` (default:
-    standard error) in `log_format`; returns the format chosen."""
+    standard error) in `log_format`, with `fields` added to every record (e.g. the worker
+    process); returns the format chosen."""
     stream = stream if stream is not None else sys.stderr
     chosen = resolve_format(log_format, stream)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    if fields:
+        handler.addFilter(lambda record: record.__dict__.update(fields) or True)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 
 import grpc
@@ -186,8 +186,9 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
 
 
 class PolicyAdminService(pb_grpc.PolicyAdminServiceServicer):
-    def __init__(self, live: LiveBundle):
+    def __init__(self, live: LiveBundle, after_reload: Callable[[], None] | None = None):
         self.live = live
+        self.after_reload = after_reload
 
     def ReloadPolicies(self, request: pb.ReloadPoliciesRequest, context: grpc.ServicerContext
                        ) -> pb.ReloadPoliciesResponse:
@@ -195,6 +196,8 @@ class PolicyAdminService(pb_grpc.PolicyAdminServiceServicer):
         if result.refused:
             context.abort_with_status(convert.precondition_failure(result.errors, (  # as many as fit in the trailers
                 f"policy files refused ({len(result.errors)} errors); still serving bundle {result.bundle_hash}")))
+        if self.after_reload is not None:
+            self.after_reload()
         return pb.ReloadPoliciesResponse(changed=result.changed, bundle_hash=result.bundle_hash,
                                          previous_bundle_hash=result.previous_bundle_hash, versions=result.versions)
 
@@ -271,21 +274,24 @@ def _error_text(exc: Exception) -> str:
 def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decision_log: DecisionLog,
                  credentials: grpc.ServerCredentials | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (),
-                 metrics: Metrics | None = None) -> tuple[grpc.Server, int]:
+                 metrics: Metrics | None = None, shared_port: bool = False,
+                 after_reload: Callable[[], None] | None = None) -> tuple[grpc.Server, int]:
     """A started server on `address` ("host:port"; port 0 picks one) and the port it bound,
     answering from `live` (which the caller may reload). Every decision is recorded in
     `decision_log` (the caller opens and closes it). `credentials`: TLS (service/tls.py), else
     plaintext; `interceptors` run in order, the first outermost (e.g. service/authz.py), after
     the RpcObserver, which counts what they refuse. Counts go to `metrics` (default: a registry of
-    its own that nothing serves)."""
+    its own that nothing serves). `shared_port`: other processes serve the same port (service/workers.py);
+    `after_reload` runs after ReloadPolicies has loaded new files."""
     metrics = metrics if metrics is not None else Metrics()
     metrics.bundle_served(live.current.bundle.bundle_hash, sum(len(v) for v in live.current.bundle.policies.values()))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          interceptors=[RpcObserver(metrics), convert.WireErrors(), *interceptors],
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                                  ("grpc.so_reuseport", int(shared_port))])
     pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(live, decision_log, metrics), server)
-    pb_grpc.add_PolicyAdminServiceServicer_to_server(PolicyAdminService(live), server)
+    pb_grpc.add_PolicyAdminServiceServicer_to_server(PolicyAdminService(live, after_reload), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
