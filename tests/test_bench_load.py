@@ -1,0 +1,40 @@
+"""Smoke test of bench/load.py: echo and Decide, a few calls each, servers stopped afterwards."""
+from __future__ import annotations
+
+import os
+
+from bench import load
+from cms_policy.v1 import policy_pb2 as pb
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_echo_and_decide(tmp_path):
+    payloads = load.decide_payloads("application_fee", "2017")
+    assert payloads and pb.DecideRequest.FromString(payloads[0]).omit_counterfactuals
+
+    echo = load.start_echo(2)
+    try:
+        assert len(load.latency(echo.target, load.ECHO, payloads, 20, warmup=5)) == 20
+        result = load.saturate(echo.target, load.ECHO, payloads, 0.3, client_counts=(2,))
+        assert result["points"][0]["calls"] > 0 and result["points"][0]["errors"] == 0
+    finally:
+        echo.stop()
+    assert all(not p.is_alive() for p in echo.processes)
+
+    service = load.start_service(tmp_path, [])
+    try:
+        assert len(load.latency(service.target, load.DECIDE, payloads, 10, warmup=2)) == 10
+        bad = pb.DecideRequest(policy="no_such_policy").SerializeToString()
+        result = load.throughput(service.target, load.DECIDE, [bad], clients=2, seconds=0.3, warmup=0.1)
+        assert result["calls"] == 0 and result["errors"] > 0
+        assert result["first_error"].startswith("INVALID_ARGUMENT")
+    finally:
+        service.stop()
+    assert _gone(service.pid)
