@@ -25,7 +25,7 @@ from typing import Any
 from . import arith, durable_host
 from .checks import needs, tested, value_types
 from .hitpolicy import first_hit
-from .model import AllOf, AnyOf, Compare, Condition, FactType, ItemList, NotOf, PolicyVersion, Ref, Rule
+from .model import AllOf, AnyOf, Compare, Condition, Fact, FactType, ItemList, NotOf, PolicyVersion, Ref, Rule
 from .values import count_key, date_code, encode, months_code
 
 WORKING = {"_t": "w"}
@@ -89,6 +89,14 @@ class CompiledPolicy:
 
     def sources_of(self, names) -> frozenset[str]:
         return frozenset().union(*(self.sources.get(n, ()) for n in names))
+
+    @cached_property
+    def facts(self) -> dict[str, Fact]:
+        return {f.name: f for f in self.version.facts}
+
+    @cached_property
+    def item_lists(self) -> dict[str, ItemList]:
+        return {lst.name: lst for lst in self.version.lists}
 
     @cached_property
     def by_id(self) -> dict[str, CompiledRule]:

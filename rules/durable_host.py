@@ -45,8 +45,10 @@ class EngineError(RuntimeError):
 _lock = threading.Lock()
 _session_ids = itertools.count(1)
 _rulesets: dict[str, tuple[int, dict[str, Callable]]] = {}  # name -> (C handle, actions by rule name)
+_definitions: dict[str, dict] = {}  # name -> the definition as the C core got it (JSON), for reports
 _live = 0  # sessions created and not yet deleted (guarded by _lock)
 _NOT_HANDLED = 1  # the C core's result when no rule matched an asserted fact
+_json = json.JSONEncoder(ensure_ascii=False).encode
 
 Action = Callable[[dict, Callable[[dict], None]], None]
 """An action gets the session state and a function to assert a new fact."""
@@ -65,24 +67,33 @@ def register(name: str, rules: dict[str, dict], warm_fact: dict) -> None:
         except Exception as exc:  # e.g. "Could not create ruleset, error code: 113" (a capacity exceeded)
             raise EngineError(f"durable_rules cannot take ruleset {name}: {exc}") from None
         _rulesets[name] = (handle, actions)
+        _definitions[name] = definition
     evaluate(name, warm_fact)
+
+
+def registered(name: str) -> tuple[dict, dict[str, Action]]:
+    """A registered ruleset's definition (as the C core got it) and its actions by rule name."""
+    return _definitions[name], _rulesets[name][1]
 
 
 def _bad_float(value) -> bool:
     """Whether `value` holds a float the C core's JSON parser cannot take (see the module docstring)."""
-    kind = type(value)
-    if kind is float:
-        return not math.isfinite(value) or "e" in repr(value)
-    if kind is dict:
-        return any(_bad_float(v) for v in value.values())
-    if kind is list or kind is tuple:
-        return any(_bad_float(v) for v in value)
+    for v in (value.values() if type(value) is dict else value):
+        kind = type(v)
+        if kind is str or kind is int or kind is bool or v is None:
+            continue
+        if kind is float:
+            if not math.isfinite(v) or "e" in repr(v):
+                return True
+        elif kind is dict or kind is list or kind is tuple:
+            if _bad_float(v):
+                return True
     return False
 
 
 def _payload(ruleset: str, value) -> str:
     """`value` as the JSON the C core takes, or EngineError before any session is made."""
-    text = json.dumps(value, ensure_ascii=False)
+    text = _json(value)
     try:
         text.encode("utf-8")  # a lone surrogate: the binding would fail to encode it
     except UnicodeEncodeError:

@@ -279,8 +279,7 @@ class Evaluator:
         used or not, so that each version accepts or refuses a request alike (and nothing
         unchecked is recorded)."""
         pv = compiled.version
-        own = {f.name: f for f in pv.facts}
-        own_lists = {lst.name: lst for lst in pv.lists}
+        own, own_lists = compiled.facts, compiled.item_lists
         accepted, accepted_lists = self.bundle.accepted(pv.policy)
         known = self.bundle.request_names(pv.policy)
         passed_on = set().union(*(self.bundle.request_names(u.policy) for u in pv.uses))
