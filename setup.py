@@ -16,7 +16,11 @@ def generate_stubs() -> None:
 
     protos = sorted((ROOT / "protos").rglob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
-    args = ["protoc", f"-I{ROOT / 'protos'}", f"-I{include}", f"--python_out={ROOT}",
+    # google/rpc/status.proto (DecideBatchResult.error) ships with googleapis-common-protos, whose
+    # generated modules the stubs import at run time (grpcio-status depends on it).
+    import google.rpc
+    googleapis = next(Path(p).parent.parent for p in google.rpc.__path__ if (Path(p) / "status.proto").is_file())
+    args = ["protoc", f"-I{ROOT / 'protos'}", f"-I{include}", f"-I{googleapis}", f"--python_out={ROOT}",
             f"--pyi_out={ROOT}", f"--grpc_python_out={ROOT}"] + [str(p) for p in protos]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")

@@ -35,16 +35,24 @@ without the permission PERMISSION_DENIED ("caller 'fee-portal' may not call Deci
 and why, never facts or tokens. Health checks and server reflection are open: load balancers and
 orchestrators probe health without credentials, and reflection serves only the public schema.
 An RPC that this table does not know is refused (a new RPC is closed until it is listed here).
+
+DecideBatch carries many requests, each for its own policy. The interceptor lets the call through
+if the caller may decide at least one policy; the servicer then asks `request_refusal` about each
+request's policy (the interceptor binds the caller for it), and a request for a policy the caller
+may not decide gets PERMISSION_DENIED in its own result, with the message a unary Decide would
+get, logged as "request refused" with its index. The other requests are decided.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import hmac
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Iterator
 
 import grpc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,9 +66,11 @@ log = logging.getLogger("cms_policy.authz")
 
 _DECISIONS = pb.DESCRIPTOR.services_by_name["PolicyDecisionService"].full_name
 _ADMIN = pb.DESCRIPTOR.services_by_name["PolicyAdminService"].full_name
-# method -> (permission, whether it is granted per policy)
+# method -> (permission, whether it is granted per policy). A per-policy permission checked as not
+# per policy (DecideBatch) needs it for at least one policy; the servicer checks each request's.
 PERMISSIONS: dict[str, tuple[str, bool]] = {
     f"/{_DECISIONS}/Decide": ("decide", True),
+    f"/{_DECISIONS}/DecideBatch": ("decide", False),  # and each request: `request_refusal`
     f"/{_DECISIONS}/GetPolicy": ("get_policy", True),
     f"/{_DECISIONS}/ListPolicies": ("list_policies", False),
     f"/{_DECISIONS}/GetDecision": ("get_decision", False),  # reviewers: a decision holds every fact
@@ -99,9 +109,13 @@ class Allow(BaseModel):
     reload_policies: bool = False
 
     def permits(self, permission: str, policy: str | None) -> bool:
+        """Whether `permission` is granted: for `policy` if it is granted per policy, and for a
+        `policy` of None, for at least one policy."""
         granted = getattr(self, permission)
         if isinstance(granted, bool):
             return granted
+        if policy is None:
+            return bool(granted)
         return "*" in granted or policy in granted
 
 
@@ -142,6 +156,34 @@ class Refused(Exception):
     def __init__(self, code: grpc.StatusCode, message: str, reason: str, caller: str = "unknown"):
         super().__init__(message)
         self.code, self.message, self.reason, self.caller = code, message, reason, caller
+
+
+# The caller of the call being served, bound by AuthzInterceptor (None: no authorisation).
+_serving: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("cms_policy_caller", default=None)
+
+
+@contextlib.contextmanager
+def _bound(caller: Caller) -> Iterator[None]:
+    token = _serving.set(caller)
+    try:
+        yield
+    finally:
+        _serving.reset(token)
+
+
+def request_refusal(permission: str, policy: str, rpc: str, index: int) -> str | None:
+    """For one of the requests a call carries (DecideBatch's `requests[index]`): why the caller
+    of the call being served may not use `permission` for `policy`, as unary `rpc` would be
+    refused ("caller 'fee-portal' may not call Decide for policy 'service_type'"), logged as
+    "request refused"; None if it may. Without authorisation (no interceptor bound a caller)
+    every request is allowed, as every call is."""
+    caller = _serving.get()
+    if caller is None or caller.allow.permits(permission, policy):
+        return None
+    log.warning("request refused", extra={"caller": caller.name, "policy": _logged_policy(policy), "index": index,
+                                          "code": grpc.StatusCode.PERMISSION_DENIED.name,
+                                          "reason": f"not allowed {permission}"})
+    return f"caller '{caller.name}' may not call {rpc} for policy '{_printable(policy)}'"
 
 
 UNKNOWN_CALLER = ("unknown caller: present a client certificate or a bearer token (authorization: Bearer ...) "
@@ -330,7 +372,8 @@ class AuthzInterceptor(grpc.ServerInterceptor):
             except Refused as refused:
                 per_policy = PERMISSIONS.get(method, ("", False))[1]
                 _refuse(context, method, getattr(request, "policy", "") if per_policy else None, refused)
-            with log_fields(caller=caller.name):  # which service asked, on every line of this call
+            # which service asked: on every line of this call, and for DecideBatch's `request_refusal`
+            with log_fields(caller=caller.name), _bound(caller):
                 return behaviour(request, context)
 
         return grpc.unary_unary_rpc_method_handler(checked, request_deserializer=handler.request_deserializer,

@@ -252,6 +252,11 @@ def _message(lines: list[str], more: int, prefix: str = "") -> str:
 
 def invalid_argument(violations: list[Violation]) -> grpc.Status:
     """INVALID_ARGUMENT with a google.rpc.BadRequest naming each bad field (as many as fit)."""
+    return rpc_status.to_status(bad_request(violations))
+
+
+def bad_request(violations: list[Violation]) -> status_pb2.Status:
+    """`invalid_argument` as a google.rpc.Status message (e.g. one result of DecideBatch)."""
     field_violations = [error_details_pb2.BadRequest.FieldViolation(field=_cut(v.field, 200),
                                                                     description=_cut(v.description, 300))
                         for v in violations]
@@ -263,7 +268,7 @@ def invalid_argument(violations: list[Violation]) -> grpc.Status:
                                message=_message([f"{fv.field}: {fv.description}" for fv in kept[:len(kept) - bool(more)]],
                                                 more))
     status.details.add().Pack(error_details_pb2.BadRequest(field_violations=kept))
-    return rpc_status.to_status(status)
+    return status
 
 
 def precondition_failure(errors, message: str) -> grpc.Status:

@@ -7,6 +7,11 @@ texts, nor a name the client sent that the bundle does not know (see `_policy_la
 Deadlines: Decide checks the client's deadline before deciding and again before recording; if it
 has passed (or the client has cancelled) the decision is given up with DEADLINE_EXCEEDED
 (CANCELLED) and nothing is recorded. A decision that has been recorded is returned.
+
+DecideBatch decides each of its requests as Decide does (`_decide`: the same checks, decision and
+errors), keeping each request's error in its own result; then records every decision in one
+transaction (`record_batch`: all or none). It checks the deadline before the first request,
+between requests and before recording, and gives up the whole batch, recording nothing.
 """
 from __future__ import annotations
 
@@ -17,18 +22,20 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 
 import grpc
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc as pb_grpc
 from rules import decision_log as dlog
 from rules import markdown, values
-from rules.decision import DecisionRequest, RequestError, Violation
+from rules.decision import Decision, DecisionRequest, RequestError, Violation
 from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
 from rules.durable_host import EngineError
 
-from . import convert
+from . import authz, convert
 from .observability import UNKNOWN, Metrics, RpcObserver
 from .reload import LiveBundle, Snapshot
 
@@ -36,10 +43,24 @@ log = logging.getLogger("cms_policy.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyDecisionService"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyAdminService"].full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_BATCH_REQUESTS = 1000  # requests in one DecideBatch
+ENGINE_FAILED = "the rules engine failed on this request; it has been logged"
 
 
 def _abort_invalid(context: grpc.ServicerContext, violations: list[Violation]) -> None:
     context.abort_with_status(convert.invalid_argument(violations))  # as many as fit in the trailers
+
+
+def _status(code: grpc.StatusCode, message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code.value[0], message=message)
+
+
+def _abort_status(context: grpc.ServicerContext, status: status_pb2.Status) -> None:
+    """End the call with `status` (its details, if any, in the trailers)."""
+    grpc_status = rpc_status.to_status(status)
+    if status.details:
+        context.abort_with_status(grpc_status)
+    context.abort(grpc_status.code, grpc_status.details)
 
 
 def _parse_date(text: str, field: str) -> tuple[dt.date | None, list[Violation]]:
@@ -70,21 +91,39 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         return DecisionRequest(policy=policy, version=version, as_at=as_at,
                                facts=convert.facts(facts), **context)
 
+    def _decide(self, snapshot: Snapshot, request: pb.DecideRequest, **fields
+                ) -> tuple[DecisionRequest, Decision] | status_pb2.Status:
+        """One DecideRequest checked and decided under `snapshot` (not yet recorded): the request as
+        the engine took it and the decision; or, if it cannot be decided, the status Decide fails
+        with (logged as "decision rejected" or "engine failure", with `fields`)."""
+        policy = _policy_label(snapshot, request.policy)
+        try:
+            asked = self._request(request.policy, request.version, request.as_at, request.facts, request)
+            return asked, snapshot.evaluator.decide(asked)
+        except RequestError as exc:
+            log.info("decision rejected", extra={"policy": policy, "fields": _field_names(snapshot, exc.violations),
+                                                 **fields})
+            return convert.bad_request(exc.violations)  # as many as fit in the trailers
+        except EngineError:
+            log.exception("engine failure", extra={"policy": policy, **fields})
+            return _status(grpc.StatusCode.INTERNAL, ENGINE_FAILED)
+
+    def _decided(self, decision: Decision, seconds: float, record_seconds: float, **fields) -> None:
+        """Count and log a decision that has been recorded."""
+        self.metrics.decided(decision.policy.policy, decision.policy.version, decision.outcome, seconds,
+                             record_seconds)
+        log.info("decision", extra={**_decision_fields(decision), "latency_ms": _ms(seconds),
+                                    "record_ms": _ms(record_seconds), **fields})
+
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
         started = time.perf_counter()
         snapshot = self.live.current
-        evaluator = snapshot.evaluator
         policy = _policy_label(snapshot, request.policy)
         self._check_deadline(context, "before_decide", started, policy=policy)
-        try:
-            asked = self._request(request.policy, request.version, request.as_at, request.facts, request)
-            decision = evaluator.decide(asked)
-        except RequestError as exc:
-            log.info("decision rejected", extra={"policy": policy, "fields": _field_names(snapshot, exc.violations)})
-            _abort_invalid(context, exc.violations)
-        except EngineError:
-            log.exception("engine failure", extra={"policy": policy})
-            context.abort(grpc.StatusCode.INTERNAL, "the rules engine failed on this request; it has been logged")
+        result = self._decide(snapshot, request)
+        if isinstance(result, status_pb2.Status):
+            _abort_status(context, result)
+        asked, decision = result
         decided = time.perf_counter()
         # A decision the client can no longer receive is not recorded.
         self._check_deadline(context, "before_record", started, policy=policy, version=decision.policy.version)
@@ -94,11 +133,60 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             log.error("decision not recorded", extra={**_decision_fields(decision), "error": _error_text(exc)})
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision could not be recorded; try again")
         done = time.perf_counter()
-        self.metrics.decided(decision.policy.policy, decision.policy.version, decision.outcome, done - started,
-                             done - decided)
-        log.info("decision", extra={**_decision_fields(decision), "latency_ms": _ms(done - started),
-                                    "record_ms": _ms(done - decided)})
+        self._decided(decision, done - started, done - decided)
         return convert.decision(decision)
+
+    def DecideBatch(self, request: pb.DecideBatchRequest, context: grpc.ServicerContext) -> pb.DecideBatchResponse:
+        """Each request as Decide would decide it, on one bundle, its error kept in its own result;
+        then every decision recorded in one transaction, or the call fails and none is."""
+        started = time.perf_counter()
+        snapshot = self.live.current
+        count = len(request.requests)
+        if count > MAX_BATCH_REQUESTS:
+            log.info("batch rejected", extra={"items": count})
+            _abort_invalid(context, [Violation(field="requests", description=(
+                f"at most {MAX_BATCH_REQUESTS} requests in a batch, not {count}: send several batches"))])
+        self._check_deadline(context, "before_decide", started, items=count)
+        # per request: (the request as decided, its decision, seconds to decide it), or its error
+        results: list[tuple[DecisionRequest, Decision, float] | status_pb2.Status] = []
+        for index, item in enumerate(request.requests):
+            if index:
+                self._check_deadline(context, "between_items", started, items=count, index=index)
+            item_started = time.perf_counter()
+            refusal = authz.request_refusal("decide", item.policy, "Decide", index)
+            if refusal is not None:
+                results.append(_status(grpc.StatusCode.PERMISSION_DENIED, refusal))
+                continue
+            result = self._decide(snapshot, item, index=index)
+            results.append(result if isinstance(result, status_pb2.Status)
+                           else (*result, time.perf_counter() - item_started))
+        decided = [r for r in results if isinstance(r, tuple)]
+        response = pb.DecideBatchResponse(results=[
+            pb.DecideBatchResult(error=r) if isinstance(r, status_pb2.Status) else
+            pb.DecideBatchResult(decision=convert.decision(r[1])) for r in results])
+        size = response.ByteSize()
+        if size > MAX_MESSAGE_BYTES:  # gRPC would refuse to send it: fail before anything is recorded
+            log.info("batch too large", extra={"items": count, "decided": len(decided), "bytes": size})
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"the {count} results come to {size} bytes, more than a message may hold ({MAX_MESSAGE_BYTES}); "
+                "nothing was recorded: send fewer requests per batch (or set omit_counterfactuals)"))
+        self._check_deadline(context, "before_record", started, items=count)
+        recording = time.perf_counter()
+        try:
+            self.decision_log.record_batch([(asked, decision) for asked, decision, _ in decided])
+        except Exception as exc:  # never return a decision that is not recorded
+            log.error("batch not recorded", extra={"items": count, "decided": len(decided),
+                                                   "error": _error_text(exc)})
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          "the batch's decisions could not be recorded (none of them was); try again")
+        done = time.perf_counter()
+        record_seconds = done - recording
+        for index, result in enumerate(results):
+            if isinstance(result, tuple):  # each decision's own time, and the wait until it was durable
+                self._decided(result[1], result[2] + record_seconds, record_seconds, index=index)
+        log.info("batch decided", extra={"items": count, "decided": len(decided), "failed": count - len(decided),
+                                         "latency_ms": _ms(done - started), "record_ms": _ms(record_seconds)})
+        return response
 
     def _check_deadline(self, context: grpc.ServicerContext, stage: str, started: float, **fields) -> None:
         """Give up (DEADLINE_EXCEEDED, or CANCELLED) if the client's deadline has passed or the
