@@ -100,8 +100,19 @@ def _date(day: dt.date | None) -> str:
 
 
 def _value(data) -> struct_pb2.Value:
+    """A JSON value (a fact's, an output's) as a protobuf Value; scalars set directly (ParseDict
+    costs more than the rest of a decision's conversion)."""
     value = struct_pb2.Value()
-    json_format.ParseDict(data, value)
+    if data is None:
+        value.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(data, bool):
+        value.bool_value = data
+    elif isinstance(data, (int, float)):
+        value.number_value = data
+    elif isinstance(data, str):
+        value.string_value = data
+    else:
+        json_format.ParseDict(data, value)
     return value
 
 
@@ -146,14 +157,25 @@ def decision(d: Decision) -> pb.Decision:
                          for c in d.counterfactuals],
         bundle_hash=d.bundle_hash, shadow=_shadow(d.shadow) if d.shadow else None)
     if d.decided_at:
-        out.decided_at.FromJsonString(d.decided_at.replace("+00:00", "Z"))
+        out.decided_at.FromDatetime(dt.datetime.fromisoformat(d.decided_at))
     if d.amount_pence is not None:
         out.amount_pence = d.amount_pence
     return out
 
 
 def _policy_ref(ref: PolicyRef) -> pb.PolicyRef:
-    return pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "") for k, v in ref.model_dump().items()})
+    key = (ref.policy, ref.version, ref.content_hash)
+    made = _POLICY_REFS.get(key)
+    if made is None:
+        made = pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "") for k, v in ref.model_dump().items()})
+        if len(_POLICY_REFS) < 10_000:  # versions ever loaded: a few hundred at most
+            _POLICY_REFS[key] = made
+    out = pb.PolicyRef()
+    out.CopyFrom(made)
+    return out
+
+
+_POLICY_REFS: dict[tuple[str, str, str], pb.PolicyRef] = {}  # the same version's reference, made once
 
 
 def _outputs(outputs: list[Output]) -> list[pb.Output]:

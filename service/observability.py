@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import datetime as dt
 import ipaddress
 import json
 import logging
@@ -126,8 +125,10 @@ def _type_name(cls) -> str:
 
 
 def _time(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+_json_line = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -140,7 +141,7 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(key, value)
         if record.exc_info and record.exc_info[0] is not None:
             out["exception"] = _exception(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
+        return _json_line(out)
 
 
 class TextFormatter(logging.Formatter):
