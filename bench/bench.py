@@ -1,86 +1,266 @@
-"""In-process decision cost against floors measured in the same run.
+"""The benchmark: our decisions against the transport and compute floors, measured in one run.
 
-    .venv/bin/python bench/bench.py [--n 3000]
+    .venv/bin/python bench/bench.py            # about 25 minutes on 2 cores
+    .venv/bin/python bench/bench.py --quick    # a few minutes, smaller samples (not for the record)
 
-Rows (application_fee, every version, the golden requests round-robin):
-  decide     Evaluator.decide: checks, engine session, explanation
-  engine     the same compiled ruleset through durable_host.evaluate with a prepared fact (engine floor)
-  python     the 2017 rules hand-written in plain Python (compute floor; bench only, never used by the service)
-Ratios are against the engine floor, so a noisy machine shifts all rows together.
+Prints a table per section with ratios against floors measured in the same run, checks the
+targets of issue 7, and writes `bench/results/<time>.json` and `.png` (see bench/README.md).
+Machines are shared and noisy: read the ratios, not the absolute times.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import platform
-import statistics
+import resource
+import sys
+import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
-import yaml
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from rules import durable_host, values
-from rules.decision import DecisionRequest
-from rules.evaluator import Evaluator
-from rules.loader import load_bundle
+import grpc  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "application_fee"
+import inprocess  # noqa: E402
+import load  # noqa: E402
+import scaling  # noqa: E402
+from cms_policy.v1 import policy_pb2 as pb  # noqa: E402
+from rules import corpus  # noqa: E402
+from rules.decision import DecisionRequest  # noqa: E402
+from rules.evaluator import Evaluator  # noqa: E402
+from rules.loader import load_bundle  # noqa: E402
 
-
-def plain_python_2017(f: dict) -> str:
-    if f.get("application_route") == "family_based" or f.get("applicant_in_northern_ireland"):
-        return "NOT_APPLICABLE"
-    app, born = dt.date.fromisoformat(f["application_date"]), dt.date.fromisoformat(f["applicant_date_of_birth"])
-    if (app.year - born.year - ((app.month, app.day) < (born.month, born.day))) < 19:
-        return "WAIVED"
-    victim = f.get("abuse_of_applicant") or (f.get("child_abuse_witnessed") and f.get("child_abuser") in (
-        "current_or_former_partner", "applicant_family_member", "partner_family_member"))
-    reported = any(p != "someone_else" for p in f.get("abuse_reported_to", []))
-    if victim and reported and f.get("declaration") in ("at_application", "written_before_payment"):
-        return "WAIVED"
-    return "FEE_PAYABLE"
+DECIDE_BATCH = "/cms.policy.v1.PolicyDecisionService/DecideBatch"
+HEADLINE = ("application_fee", "2017")  # the fee-waiver logic (2024 abolished the fee: NO_FEE)
+BATCH_SIZE = 100
 
 
-def timed(fn, items, n) -> list[float]:
-    out = []
-    for i in range(n):
-        item = items[i % len(items)]
-        t = time.perf_counter()
-        fn(item)
-        out.append(time.perf_counter() - t)
+def machine() -> dict:
+    return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "machine": platform.machine(),
+            "python": platform.python_version(), "grpcio": grpc.__version__,
+            "protobuf": metadata.version("protobuf"), "durable_rules": metadata.version("durable_rules"),
+            "kernel": platform.release(), "load_average_at_start": os.getloadavg(),
+            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def enacted(bundle) -> list[tuple[str, str]]:
+    return [(p, c.version.version) for p in sorted(bundle.policies) for c in bundle.versions(p)
+            if c.version.status.value == "enacted"]
+
+
+# --- in-process ----------------------------------------------------------------------------------
+
+def in_process(bundle, versions, n: int) -> dict:
+    print("\n== In-process, per decision (synthetic requests, no counterfactuals) ==")
+    print(f"{'version':<34}{'handler':>9}{'no log':>9}{'decide':>9}{'engine':>9}{'raw':>9}{'floor':>8}"
+          f"{'p99 hdl':>9}{'dec/s':>8}{'overhead':>10}")
+    out = {}
+    for policy, version in versions:
+        r = inprocess.measure(bundle, policy, version, n)
+        out[f"{policy}/{version}"] = r
+        cell = {k: f"{r[k]['p50_us']:.0f}" if k in r else "-" for k in ("handler", "no log", "decide", "engine", "raw", "floor")}
+        print(f"{policy + '/' + version:<34}{cell['handler']:>9}{cell['no log']:>9}{cell['decide']:>9}{cell['engine']:>9}"
+              f"{cell['raw']:>9}{cell['floor']:>8}{r['handler']['p99_us']:>9.0f}{r['decide']['per_second']:>8.0f}"
+              f"{r['overhead_vs_raw']:>9.0%}")
+    print("(µs, p50; overhead = (no log − engine) / raw: what we add, against durable_rules' own cost)")
     return out
 
 
-def summary(name: str, samples: list[float], floor: float) -> str:
-    med = statistics.median(samples)
-    p99 = sorted(samples)[int(len(samples) * 0.99) - 1]
-    return f"{name:<22} {med * 1e6:9.1f} {p99 * 1e6:9.1f} {1 / med:10.0f} {med / floor:8.2f}x"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=3000)
-    n = parser.parse_args().n
+def memory(n: int) -> dict:
+    """RSS over `n` decisions in this process (all enacted fee and service-type versions, in turn)."""
+    print(f"\n== Memory over {n:,} decisions ==")
     bundle = load_bundle()
     evaluator = Evaluator(bundle)
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}, n={n} per row")
-    print(f"{'row':<22} {'p50 µs':>9} {'p99 µs':>9} {'per sec':>10} {'vs engine':>9}")
-    for compiled in bundle.versions("application_fee"):
-        pv = compiled.version
-        cases = [yaml.safe_load(p.read_text())["request"] for p in sorted((GOLDEN / pv.version).glob("*.yaml"))]
-        requests = [DecisionRequest(policy="application_fee", version=pv.version, facts=c["facts"]) for c in cases]
-        facts = [compiled.working_fact({f.name: values.parse(f, c["facts"][f.name])
-                                         for f in pv.facts if f.name in c["facts"]}) for c in cases]
-        engine = timed(lambda f: durable_host.evaluate(compiled.ruleset, f), facts, n)
-        decide = timed(evaluator.decide, requests, n)
-        floor = statistics.median(engine)
-        print(f"-- {pv.policy}/{pv.version}: {compiled.engine_rules} engine rules, {compiled.engine_tests} tests, {compiled.strata} strata")
-        print(summary("decide", decide, floor))
-        print(summary("engine (floor)", engine, floor))
-        if pv.version == "2017":
-            complete = [c["facts"] for c in cases if {"application_date", "applicant_date_of_birth"} <= set(c["facts"])]
-            print(summary("plain python", timed(plain_python_2017, complete, n), floor))
+    requests = [DecisionRequest(policy=p, version=v, facts=c["facts"], counterfactuals=False)
+                for p, v in (("application_fee", "2017"), ("application_fee", "2024"), ("service_type", "2012"))
+                for c in corpus.generate(p, 300)]
+    samples, warm = [], max(n // 20, 1)
+    started = time.perf_counter()
+    for i in range(n):
+        evaluator.decide(requests[i % len(requests)])
+        if i + 1 == warm or (i + 1) % max(n // 10, 1) == 0:
+            samples.append((i + 1, _rss_mb()))
+    after_warmup = samples[0][1]
+    growth = (samples[-1][1] - after_warmup) / after_warmup
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("  ".join(f"{k:,}: {mb:.1f} MB" for k, mb in samples))
+    print(f"growth after warm-up: {growth:+.1%}; peak RSS {peak:.1f} MB; {n / (time.perf_counter() - started):.0f} decisions/s")
+    return {"decisions": n, "rss_mb": samples, "growth_after_warmup": growth, "peak_rss_mb": peak}
+
+
+def _rss_mb(pid: str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- gRPC ----------------------------------------------------------------------------------------
+
+def _alternating(targets: dict[str, tuple[str, str, list[bytes]]], n: int, block: int = 250) -> dict[str, list[float]]:
+    """Sequential latency of each target, in alternating blocks (so drift in the machine's load
+    hits each alike)."""
+    out = {name: [] for name in targets}
+    for _ in range(max(n // block, 1)):
+        for name, (target, method, payloads) in targets.items():
+            out[name] += load.latency(target, method, payloads, block, warmup=20)
+    return out
+
+
+def _batches(policy: str, version: str, count: int = 20) -> list[bytes]:
+    singles = [pb.DecideRequest.FromString(p) for p in load.corpus_payloads(policy, version, BATCH_SIZE * count)]
+    return [pb.DecideBatchRequest(requests=singles[i:i + BATCH_SIZE]).SerializeToString()
+            for i in range(0, len(singles), BATCH_SIZE)]
+
+
+def over_grpc(versions, workers: int, n: int, seconds: float) -> dict:
+    print(f"\n== gRPC over loopback (server: {workers} worker processes; decision log on, SQLite, fsync) ==")
+    out: dict = {"workers": workers}
+    echo = load.start_echo(workers)
+    workdir = Path(tempfile.mkdtemp(prefix="cms-bench-grpc-"))
+    service = load.start_service(workdir, ["--workers", str(workers)])
+    try:
+        fee = load.corpus_payloads(*HEADLINE)
+        per_version = {f"{p}/{v}": load.corpus_payloads(p, v) for p, v in versions}
+        latencies = _alternating({"echo": (echo.target, load.ECHO, fee),
+                                  **{name: (service.target, load.DECIDE, payloads) for name, payloads in per_version.items()}}, n)
+        echo50, echo99 = load.percentile(latencies["echo"], .5), load.percentile(latencies["echo"], .99)
+        out["echo_latency"] = {"p50_us": echo50 * 1e6, "p99_us": echo99 * 1e6}
+        print(f"{'one client, sequential':<34}{'p50 µs':>9}{'p99 µs':>9}{'p50/echo':>10}{'p99/echo':>10}")
+        print(f"{'echo (transport floor)':<34}{echo50 * 1e6:>9.0f}{echo99 * 1e6:>9.0f}")
+        out["decide_latency"] = {}
+        for name in per_version:
+            p50, p99 = load.percentile(latencies[name], .5), load.percentile(latencies[name], .99)
+            out["decide_latency"][name] = {"p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "p50_ratio": p50 / echo50,
+                                           "p99_ratio": p99 / echo99}
+            print(f"{'Decide ' + name:<34}{p50 * 1e6:>9.0f}{p99 * 1e6:>9.0f}{p50 / echo50:>10.2f}{p99 / echo99:>10.2f}")
+
+        rss_before = {pid: _rss_mb(pid) for pid in _children(service.pid)}
+        echo_sat = load.saturate(echo.target, load.ECHO, fee, seconds)
+        decide_sat = load.saturate(service.target, load.DECIDE, fee, seconds)
+        batches = _batches(*HEADLINE)
+        batch_sat = load.saturate(service.target, DECIDE_BATCH, batches, seconds, client_counts=(2, 4, 8))
+        batch_per_second = batch_sat["per_second"] * BATCH_SIZE
+        rss_after = {pid: _rss_mb(pid) for pid in rss_before}
+        out["throughput"] = {"echo": echo_sat, "decide": decide_sat, "decide_batch": {**batch_sat,
+                             "decisions_per_second": batch_per_second, "batch_size": BATCH_SIZE},
+                             "decide_vs_echo": decide_sat["per_second"] / echo_sat["per_second"],
+                             "batch_vs_decide": batch_per_second / decide_sat["per_second"],
+                             "worker_rss_mb": {"before": rss_before, "after": rss_after}}
+        print(f"\nsaturated (N clients in 2 client processes, {seconds:.0f} s each):")
+        print(f"  echo         {echo_sat['per_second']:8.0f} calls/s ({echo_sat['clients']} clients)")
+        print(f"  Decide       {decide_sat['per_second']:8.0f} decisions/s ({decide_sat['clients']} clients)"
+              f" = {out['throughput']['decide_vs_echo']:.0%} of echo")
+        print(f"  DecideBatch  {batch_per_second:8.0f} decisions/s (batches of {BATCH_SIZE}, {batch_sat['clients']} clients)"
+              f" = {out['throughput']['batch_vs_decide']:.1f}× Decide")
+        errors = sum(p["errors"] for s in (echo_sat, decide_sat, batch_sat) for p in s["points"])
+        out["errors"] = errors
+        print(f"  errors: {errors}; worker RSS before/after load: "
+              + ", ".join(f"{rss_before[p]:.0f}→{rss_after[p]:.0f} MB" for p in rss_before))
+    finally:
+        service.stop()
+        echo.stop()
+    return out
+
+
+def _children(pid: int) -> list[str]:
+    found = Path(f"/proc/{pid}/task/{pid}/children")
+    return found.read_text().split() if found.exists() else []
+
+
+# --- targets -------------------------------------------------------------------------------------
+
+def targets(results: dict) -> list[tuple[str, bool, str]]:
+    g, ip = results["grpc"], results["in_process"]
+    headline = g["decide_latency"]["/".join(HEADLINE)]
+    fees = {k: v for k, v in g["decide_latency"].items() if k.startswith("application_fee/")}
+    rows = [
+        (f"Decide {'/'.join(HEADLINE)} p50 ≤ 2× echo", headline["p50_ratio"] <= 2, f"{headline['p50_ratio']:.2f}×"),
+        (f"Decide {'/'.join(HEADLINE)} p99 ≤ 4× echo", headline["p99_ratio"] <= 4, f"{headline['p99_ratio']:.2f}×"),
+        ("every enacted fee version p50 ≤ 2×, p99 ≤ 4× echo",
+         all(v["p50_ratio"] <= 2 and v["p99_ratio"] <= 4 for v in fees.values()),
+         ", ".join(f"{k.split('/')[1]} {v['p50_ratio']:.2f}/{v['p99_ratio']:.2f}" for k, v in fees.items())),
+        ("unary throughput ≥ 60% of echo", g["throughput"]["decide_vs_echo"] >= 0.6, f"{g['throughput']['decide_vs_echo']:.0%}"),
+        ("DecideBatch ≥ 3× unary", g["throughput"]["batch_vs_decide"] >= 3, f"{g['throughput']['batch_vs_decide']:.1f}×"),
+        ("overhead ≤ 50% of raw durable_rules (every enacted version)",
+         all(v["overhead_vs_raw"] <= 0.5 for v in ip.values()),
+         ", ".join(f"{k} {v['overhead_vs_raw']:.0%}" for k, v in ip.items())),
+        ("cost linear in rule count", results["scaling"]["rules"]["linear"],
+         f"{results['scaling']['rules']['slope_us_per_rule']:.1f} µs/rule"),
+        ("memory flat (≤ 5% after warm-up)", results["memory"]["growth_after_warmup"] <= 0.05,
+         f"{results['memory']['growth_after_warmup']:+.1%} over {results['memory']['decisions']:,}"),
+        ("1 vs 50 versions loaded: same cost (≤ 10% apart)", results["scaling"]["versions"]["p50_ratio"] <= 1.10,
+         f"{results['scaling']['versions']['p50_ratio']:.2f}×"),
+    ]
+    print("\n== Targets ==")
+    for name, ok, value in rows:
+        print(f"  {'PASS' if ok else 'MISS'}  {name}: {value}")
+    return rows
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ip, g = results["in_process"], results["grpc"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    names = list(ip)
+    for offset, (row, colour) in enumerate((("engine", "#4c72b0"), ("raw", "#dd8452"), ("no log", "#55a868"),
+                                            ("handler", "#c44e52"))):
+        left.barh([i + offset * 0.2 for i in range(len(names))], [ip[n][row]["p50_us"] for n in names], 0.2,
+                  label=row, color=colour)
+    left.set_yticks([i + 0.3 for i in range(len(names))], names, fontsize=8)
+    left.set_xlabel("µs per decision (p50)")
+    left.set_title("In process: engine, durable_rules' own API, our handler")
+    left.legend(fontsize=8)
+    ratios = {f"Decide {k} p50": v["p50_ratio"] for k, v in g["decide_latency"].items()}
+    ratios.update({"unary / echo throughput": g["throughput"]["decide_vs_echo"],
+                   "batch / unary throughput": g["throughput"]["batch_vs_decide"]})
+    right.barh(list(ratios), list(ratios.values()), color="#8172b3")
+    right.axvline(2, color="grey", ls="--", lw=1)
+    right.set_title("gRPC ratios (p50 target ≤ 2×; throughput ≥ 0.6, batch ≥ 3)")
+    right.tick_params(axis="y", labelsize=7)
+    m = results["machine"]
+    fig.suptitle(f"{m['when']} · {m['usable_cores']} cores · Python {m['python']} · grpcio {m['grpcio']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small samples: a smoke run, not a measurement")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--memory-decisions", type=int, default=None, help="decisions for the memory check")
+    args = parser.parse_args()
+    quick = args.quick
+    results: dict = {"machine": machine(), "quick": quick}
+    m = results["machine"]
+    print(f"machine: {m['usable_cores']} cores ({m['machine']}), Python {m['python']}, grpcio {m['grpcio']}, "
+          f"protobuf {m['protobuf']}, durable_rules {m['durable_rules']}, load average {m['load_average_at_start'][0]:.2f}")
+    bundle = load_bundle()
+    versions = enacted(bundle)
+    results["in_process"] = in_process(bundle, versions, 200 if quick else 2000)
+    results["grpc"] = over_grpc(versions, min(m["usable_cores"], 2) if quick else m["usable_cores"],
+                                500 if quick else 3000, 2 if quick else 8)
+    print("\n== Scaling ==")
+    results["scaling"] = {"rules": scaling.rule_count_scaling(n=300 if quick else 3000),
+                          "versions": scaling.version_count_effect(n=300 if quick else 3000)}
+    scaling.show(results["scaling"]["rules"], results["scaling"]["versions"])
+    results["memory"] = memory(args.memory_decisions or (20_000 if quick else 1_000_000))
+    results["targets"] = [{"target": t, "met": ok, "value": v} for t, ok, v in targets(results)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    chart(results, stem.with_suffix(".png"))
+    print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -193,6 +193,20 @@ def decide_payloads(policy: str, version: str | None = None, omit_counterfactual
     return out
 
 
+def corpus_payloads(policy: str, version: str, count: int = 500, omit_counterfactuals: bool = True) -> list[bytes]:
+    """Serialized DecideRequests of `count` synthetic requests (rules/corpus.py, shaped by the
+    review's figures), pinned to `version`: the realistic mix, where golden cases are edge cases."""
+    from cms_policy.v1 import policy_pb2 as pb
+    from rules import corpus
+    out = []
+    for case in corpus.generate(policy, count):
+        facts = struct_pb2.Struct()
+        facts.update(case["facts"])
+        out.append(pb.DecideRequest(policy=policy, version=version, facts=facts,
+                                    omit_counterfactuals=omit_counterfactuals).SerializeToString())
+    return out
+
+
 # --- clients -------------------------------------------------------------------------------------
 
 def latency(target: str, method: str, payloads: list[bytes], n: int, warmup: int = 200) -> list[float]:
