@@ -58,7 +58,7 @@ def enacted(bundle) -> list[tuple[str, str]]:
 def in_process(bundle, versions, n: int) -> dict:
     print("\n== In-process, per decision (synthetic requests, no counterfactuals) ==")
     print(f"{'version':<34}{'handler':>9}{'no log':>9}{'decide':>9}{'engine':>9}{'raw':>9}{'floor':>8}"
-          f"{'p99 hdl':>9}{'dec/s':>8}{'overhead':>10}")
+          f"{'p99 hdl':>9}{'dec/s':>8}{'overhead':>10}{'what if':>9}")
     out = {}
     for policy, version in versions:
         r = inprocess.measure(bundle, policy, version, n)
@@ -66,8 +66,9 @@ def in_process(bundle, versions, n: int) -> dict:
         cell = {k: f"{r[k]['p50_us']:.0f}" if k in r else "-" for k in ("handler", "no log", "decide", "engine", "raw", "floor")}
         print(f"{policy + '/' + version:<34}{cell['handler']:>9}{cell['no log']:>9}{cell['decide']:>9}{cell['engine']:>9}"
               f"{cell['raw']:>9}{cell['floor']:>8}{r['handler']['p99_us']:>9.0f}{r['decide']['per_second']:>8.0f}"
-              f"{r['overhead_vs_raw']:>9.0%}")
-    print("(µs, p50; overhead = (no log − engine) / raw: what we add, against durable_rules' own cost)")
+              f"{r['overhead_vs_raw']:>9.0%}{r['what if']['p50_us']:>9.0f}")
+    print("(µs, p50; overhead = (no log − engine) / raw: what we add, against durable_rules' own cost;"
+          " what if = decide with counterfactuals)")
     return out
 
 
@@ -158,6 +159,9 @@ def over_grpc(versions, workers: int, n: int, seconds: float) -> dict:
               f" = {out['throughput']['decide_vs_echo']:.0%} of echo")
         print(f"  DecideBatch  {batch_per_second:8.0f} decisions/s (batches of {BATCH_SIZE}, {batch_sat['clients']} clients)"
               f" = {out['throughput']['batch_vs_decide']:.1f}× Decide")
+        print("  latency under load, Decide / echo at the same clients: " + ", ".join(
+            f"{e['clients']} clients p50 {d['p50'] / e['p50']:.1f}× p99 {d['p99'] / e['p99']:.1f}×"
+            for e, d in zip(echo_sat["points"], decide_sat["points"])))
         errors = sum(p["errors"] for s in (echo_sat, decide_sat, batch_sat) for p in s["points"])
         out["errors"] = errors
         print(f"  errors: {errors}; worker RSS before/after load: "

@@ -7,6 +7,7 @@ Then, one request at a time and in turn (so noise hits every row alike):
             explanation, the decision log (SQLite, fsync; group commit), log line, protobuf out
   no log    the same with the decision log write left out
   decide    Evaluator.decide alone
+  what if   Evaluator.decide with counterfactuals (every 10th round: each re-decides the case 10-48 times)
   engine    the captured sessions through rules.durable_host (the C core, driven as the service does)
   raw       the same sessions through durable_rules' own Python API (`durable.engine.Host`, actions
             as Closures: the session state goes through JSON at every action), the same rules and
@@ -159,7 +160,8 @@ def measure(bundle: Bundle, policy: str, version: str, n: int, cases: int = 500)
                 complete.append(c["facts"])
             except (KeyError, TypeError):
                 pass
-        rows = {name: [] for name in ("handler", "no log", "decide", "engine", "raw", "floor")}
+        what_if = [r.model_copy(update={"counterfactuals": True}) for r in asked]
+        rows = {name: [] for name in ("handler", "no log", "decide", "what if", "engine", "raw", "floor")}
         context = _Context()
         for i in range(n):
             k = i % cases
@@ -172,6 +174,10 @@ def measure(bundle: Bundle, policy: str, version: str, n: int, cases: int = 500)
                 started = time.perf_counter()
                 run()
                 rows[name].append(time.perf_counter() - started)
+            if i % 10 == 0:
+                started = time.perf_counter()
+                evaluator.decide(what_if[k])
+                rows["what if"].append(time.perf_counter() - started)
             if floor and complete:
                 facts = complete[i % len(complete)]
                 started = time.perf_counter()
