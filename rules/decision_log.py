@@ -399,11 +399,15 @@ class SQLiteDecisionLog(DecisionLog):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            os.close(self._writer)
+            if self._writer is not None:
+                os.close(self._writer)
+                self._writer = None
 
     def _insert(self, rows: list[SealedRow]) -> None:
         insert = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         with self._lock:
+            if self._writer is None:
+                raise DecisionLogError("the decision could not be recorded: the decision log is closed")
             fcntl.flock(self._writer, fcntl.LOCK_EX)
             try:
                 self._db.execute("BEGIN IMMEDIATE")

@@ -11,7 +11,7 @@ and keeps each session's state in Python:
 - A ruleset is created once per process from its definition (the same JSON
   durable.engine would send) and warmed up with one session (a fresh ruleset
   whose first session matched nothing crashes when the session is deleted).
-- Each decision is a fresh session: its facts are asserted, then the queued
+- Each decision is a fresh session: its fact is asserted, then the queued
   actions run one by one in the engine's order (highest priority first); an
   action may assert further facts, which the engine matches and queues. The
   session is always deleted, even on error.
@@ -20,10 +20,12 @@ and keeps each session's state in Python:
   match that one), so the engine's JSON copy of the match is never parsed
   (rule names are ours: the name is read from the start of its message).
 - One process-wide lock is held around each session: the C core is not
-  thread-safe (scale with processes instead).
+  thread-safe (scale with processes instead: `python -m service --workers`).
+- An action's exception propagates (as EngineError, chained for the log's
+  frames); the C core's own failures never chain (their text quotes facts).
 - The C core's JSON parser crashes the process (SIGSEGV) on a number written
   with an exponent (json.dumps gives `1e+16`, `Infinity`), and a string that
-  is not valid Unicode fails before the session exists: `_sendable` refuses
+  is not valid Unicode fails before the session exists: `_payload` refuses
   both before a session is made. Facts reach the engine as ints, text and
   lists of text, never floats.
 """

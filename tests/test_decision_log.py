@@ -340,3 +340,32 @@ def test_explain_an_unknown_id_fails(server_process, decision_log_path):
     assert result.returncode == 1 and "no decision with id" in result.stderr
     result = _explain("0" * 32, "--decision-log", str(decision_log_path.parent / "absent.sqlite3"))
     assert result.returncode == 1 and "no decision log at" in result.stderr
+
+
+def test_concurrent_records_share_commits_and_all_are_stored(tmp_path, evaluator):
+    import threading
+    log = DecisionLog.open(tmp_path / "log.sqlite3", [_key()])
+    commits, insert = [], log._insert
+    log._insert = lambda rows: commits.append(len(rows)) or insert(rows)
+    decisions = [evaluator.decide(_fee_request()) for _ in range(200)]
+    threads = [threading.Thread(target=lambda part: [log.record(_fee_request(), d) for d in part],
+                                args=(decisions[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.count() == 200 and sum(commits) == 200
+    assert len(commits) < 200  # some commits carried several rows (group commit)
+    assert all(log.get(d.decision_id).decision == d for d in decisions[::20])
+    log.close()
+
+
+def test_a_batch_is_recorded_whole_or_not_at_all(tmp_path, evaluator):
+    with DecisionLog.open(tmp_path / "log.sqlite3", [_key()]) as log:
+        first, second = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
+        log.record_batch([(_fee_request(), first), (_fee_request(), second)])
+        assert log.count() == 2
+        third = evaluator.decide(_fee_request())
+        with pytest.raises(DecisionLogError, match="could not be recorded"):
+            log.record_batch([(_fee_request(), third), (_fee_request(), first)])  # first's id is taken
+        assert log.count() == 2 and log.get(third.decision_id) is None

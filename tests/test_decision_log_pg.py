@@ -352,7 +352,7 @@ def test_a_retry_after_a_lost_acknowledgement_finds_its_own_row(pg_url, sql, eva
         sql.execute(f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
                     row.values())  # as if the lost first try had committed
         assert _terminate_log_connections(sql) == 1
-        log._insert(row)  # first try: the connection is dead; the retry finds the row it would have written
+        log._insert([row])  # first try: the connection is dead; the retry finds the row it would have written
         assert log.count() == 1 and log.get(decision.decision_id).decision == decision
         with pytest.raises(DecisionLogError, match="could not be recorded: duplicate key"):
             log.record(_fee_request(), decision)  # sealed again: another nonce, so not our row
