@@ -220,14 +220,14 @@ def chart(results: dict, path: Path) -> None:
                   label=row, color=colour)
     left.set_yticks([i + 0.3 for i in range(len(names))], names, fontsize=8)
     left.set_xlabel("µs per decision (p50)")
-    left.set_title("In process: engine, durable_rules' own API, our handler")
+    left.set_title("In process: engine, durable_rules' own API, our handler", fontsize=10)
     left.legend(fontsize=8)
     ratios = {f"Decide {k} p50": v["p50_ratio"] for k, v in g["decide_latency"].items()}
     ratios.update({"unary / echo throughput": g["throughput"]["decide_vs_echo"],
                    "batch / unary throughput": g["throughput"]["batch_vs_decide"]})
     right.barh(list(ratios), list(ratios.values()), color="#8172b3")
     right.axvline(2, color="grey", ls="--", lw=1)
-    right.set_title("gRPC ratios (p50 target ≤ 2×; throughput ≥ 0.6, batch ≥ 3)")
+    right.set_title("gRPC: p50 / echo (target ≤ 2), throughput ratios (≥ 0.6, ≥ 3)", fontsize=10)
     right.tick_params(axis="y", labelsize=7)
     m = results["machine"]
     fig.suptitle(f"{m['when']} · {m['usable_cores']} cores · Python {m['python']} · grpcio {m['grpcio']}", fontsize=9)
