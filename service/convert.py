@@ -111,6 +111,9 @@ def _value(data) -> struct_pb2.Value:
         value.number_value = data
     elif isinstance(data, str):
         value.string_value = data
+    elif isinstance(data, list) and all(isinstance(v, str) for v in data):
+        value.list_value.SetInParent()  # set even when empty
+        value.list_value.extend(data)  # a list fact's choices
     else:
         json_format.ParseDict(data, value)
     return value
