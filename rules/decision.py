@@ -5,7 +5,7 @@ import datetime as dt
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .model import Citation
 
@@ -36,7 +36,7 @@ class DecisionRequest(BaseModel):
     policy: str
     version: str = ""
     as_at: dt.date | None = None
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = Field(default_factory=dict)
     subject: Audience | None = None  # the parent the decision is about (applicant, customer, evidence giver)
     requested_by: Audience | None = None  # sensitive: who asked for the decision
     reason: RequestReason | None = None
@@ -66,8 +66,8 @@ class TrailStep(BaseModel):
     rule_id: str
     concludes: str
     because: str
-    citations: list[Citation] = []
-    facts_used: list[FactUsed] = []
+    citations: list[Citation] = Field(default_factory=list)
+    facts_used: list[FactUsed] = Field(default_factory=list)
 
 
 class MissingFact(BaseModel):
@@ -95,7 +95,7 @@ class ItemVerdict(BaseModel):
     outcome: str
     outcome_description: str
     step: TrailStep | None = None  # the rule that decided it
-    missing_facts: list[MissingFact] = []
+    missing_facts: list[MissingFact] = Field(default_factory=list)
 
 
 class PolicyRef(BaseModel):
@@ -130,9 +130,9 @@ class Shadow(BaseModel):
     policy: PolicyRef | None = None  # None if the shadow version could not decide
     outcome: str = ""
     amount_pence: int | None = None
-    outputs: list[Output] = []
-    rule_ids: list[str] = []  # the shadow's trail
-    missing_facts: list[str] = []
+    outputs: list[Output] = Field(default_factory=list)
+    rule_ids: list[str] = Field(default_factory=list)  # the shadow's trail
+    missing_facts: list[str] = Field(default_factory=list)
     rationale: str = ""  # for the caseworker and the policy team, never for a parent
     agrees: bool = False  # same outcome, amount and outputs as the decision
     error: str = ""  # why the shadow version could not decide
@@ -147,17 +147,17 @@ class Decision(BaseModel):
     outcome: str
     outcome_description: str
     amount_pence: int | None = None
-    outputs: list[Output] = []
-    items: list[ItemVerdict] = []
-    flags: list[Flag] = []
-    actions: list[str] = []
+    outputs: list[Output] = Field(default_factory=list)
+    items: list[ItemVerdict] = Field(default_factory=list)
+    flags: list[Flag] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
     rationale: str
-    trail: list[TrailStep] = []
-    missing_facts: list[MissingFact] = []
-    ignored_facts: list[str] = []
-    sub_decisions: list["Decision"] = []  # decisions of other policies this one used, each with its own version
-    explanations: list[Explanation] = []  # one per audience
-    counterfactuals: list[Counterfactual] = []
+    trail: list[TrailStep] = Field(default_factory=list)
+    missing_facts: list[MissingFact] = Field(default_factory=list)
+    ignored_facts: list[str] = Field(default_factory=list)
+    sub_decisions: list["Decision"] = Field(default_factory=list)  # decisions of other policies this one used, each with its own version
+    explanations: list[Explanation] = Field(default_factory=list)  # one per audience
+    counterfactuals: list[Counterfactual] = Field(default_factory=list)
     shadow: Shadow | None = None  # asked for with `shadow_version`
 
     def golden(self) -> dict:

@@ -98,24 +98,27 @@ class Evaluator:
         return Evaluator(self.bundle, today=lambda: decided_on).decide_at(compiled, original.as_at, request)
 
     def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None,
-                subject: str | None = None) -> _Worked:
+                subject: str | None = None, brief: bool = False) -> _Worked:
+        """The decision with what explaining it needs. `brief`: the outcome, amount and missing
+        facts only, no trail, outputs or texts (for re-decisions that only compare outcomes)."""
         given, lists, ignored = self._facts(compiled, request, fixed or {})
         if subject is None and request.subject is not None:
             subject = audiences.PARTY.get(request.subject)
         owners = audiences.Ownership(compiled, given, subject)
         pending: dict[str, list[MissingFact]] = {}  # what an unknown list aggregate or used result needs
-        subs = self._use_policies(compiled, as_at, request, given, pending, owners)
+        subs = self._use_policies(compiled, as_at, request, given, pending, owners, brief)
         verdicts = self._judge_lists(compiled, lists, given, pending)
-        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, owners)
+        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, owners, brief)
 
     def _use_policies(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, given: dict,
-                      pending: dict, owners: audiences.Ownership) -> dict[str, Decision]:
+                      pending: dict, owners: audiences.Ownership, brief: bool) -> dict[str, Decision]:
         """Decide each used policy; its outcome and amount become facts of this decision (holding
         whatever sensitive information it read)."""
         subs = {}
         for use in compiled.version.uses:
             subject = given.get(use.subject) if use.subject else owners.subject
-            worked = self._sub_decision(use, as_at, request, subject if subject in audiences.PARTY.values() else None)
+            worked = self._sub_decision(use, as_at, request, subject if subject in audiences.PARTY.values() else None,
+                                        brief)
             results = (f"{use.as_}_outcome", f"{use.as_}_amount")
             if isinstance(worked, MissingFact):  # no version of it applies: its result stays unknown
                 pending.update(dict.fromkeys(results, [worked]))
@@ -152,7 +155,7 @@ class Evaluator:
         """Decide the same case under the same version with other facts."""
         def decide(facts: dict) -> whatif.Result:
             try:
-                worked = self._decide(compiled, as_at, request.model_copy(update={"facts": facts}))
+                worked = self._decide(compiled, as_at, request.model_copy(update={"facts": facts}), brief=True)
             except RequestError:
                 return whatif.Result(UNDETERMINED, len(facts))
             return whatif.Result(worked.decision.outcome, len(worked.decision.missing_facts), worked)
@@ -357,7 +360,8 @@ class Evaluator:
 
     # --- other policies and item lists ---------------------------------------
 
-    def _sub_decision(self, use: Uses, as_at, request: DecisionRequest, subject: str | None) -> _Worked | MissingFact:
+    def _sub_decision(self, use: Uses, as_at, request: DecisionRequest, subject: str | None, brief: bool
+                      ) -> _Worked | MissingFact:
         """The decision of a used policy on the same request (its own facts only), or, when no
         version of it is in force on the date, why its result is unknown."""
         names = self.bundle.request_names(use.policy)
@@ -372,7 +376,7 @@ class Evaluator:
             if any(v.field != "as_at" for v in exc.violations):
                 raise
             return MissingFact(name=f"{use.as_}_outcome", description=exc.violations[0].description)
-        return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject)
+        return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject, brief=brief)
 
     def _judge_items(self, compiled: CompiledPolicy, cl: CompiledList, items: list[dict], given: dict) -> list[ItemVerdict]:
         """Each item by the list's rules (first hit per item), each in a session of its own (a
@@ -407,7 +411,7 @@ class Evaluator:
 
     def _evaluate(self, compiled: CompiledPolicy, as_at, given: dict, ignored: list[str],
                   pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision],
-                  owners: audiences.Ownership) -> _Worked:
+                  owners: audiences.Ownership, brief: bool = False) -> _Worked:
         pv, kinds = compiled.version, compiled.kinds
         state = compiled.run(given)
         if not state.get("complete"):
@@ -424,11 +428,15 @@ class Evaluator:
             outcome, description = rule.outcome, pv.outcomes[rule.outcome]
             if rule.amount is not None:
                 amount = arith.round_half_up(arith.evaluate(rule.amount, pv, known.__getitem__))
-            outputs = [self._output(pv, name, expr, known) for name, expr in rule.outputs.items()]
+            outputs = [] if brief else [self._output(pv, name, expr, known) for name, expr in rule.outputs.items()]
             roots, missing = [hit.index], []
         else:
             outcome, description = UNDETERMINED, UNDETERMINED_TEXT
             roots, missing = list(hit.blockers), self._missing(compiled, hit.blockers, given, state, pending)
+        if brief:
+            decision = Decision(policy=_policy_ref(compiled), as_at=as_at, outcome=outcome, outcome_description=description,
+                                amount_pence=amount, missing_facts=missing, rationale="")
+            return _Worked(decision, known, owners, hit.index)
 
         fired = self._trail(compiled, roots + [r.index for r in flags], state, whole=hit.index is not None)
         trail = [self._step(compiled, compiled.rules[i].rule, state["used"][i], kinds, derived) for i in fired]
@@ -444,10 +452,7 @@ class Evaluator:
         used_subs = [subs[u.as_] for u in pv.uses if u.as_ in subs and (
             set(u.facts()) & in_trail or (set(u.facts()) & weighed and subs[u.as_].outcome != UNDETERMINED))]
         decision = Decision(
-            policy=PolicyRef(policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
-                             effective_from=pv.effective_from, effective_to=pv.effective_to,
-                             content_hash=compiled.content_hash),
-            as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
+            policy=_policy_ref(compiled), as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
             outputs=outputs, items=verdicts, flags=flag_list, actions=actions, trail=trail, missing_facts=missing,
             ignored_facts=ignored, sub_decisions=used_subs, rationale="")
         decision.rationale = explainer.rationale(pv, decision)
@@ -509,6 +514,12 @@ class Evaluator:
         for name in sorted(n for n in names if n in pending):
             out += [m for m in pending[name] if m.name not in {x.name for x in out}]
         return out
+
+
+def _policy_ref(compiled: CompiledPolicy) -> PolicyRef:
+    pv = compiled.version
+    return PolicyRef(policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
+                     effective_from=pv.effective_from, effective_to=pv.effective_to, content_hash=compiled.content_hash)
 
 
 def _check_names(*named: tuple[str, str]) -> None:
