@@ -55,10 +55,10 @@ class _Worker:
                 self.port = int(line.rsplit(":", 1)[1])
                 self.listening.set()
 
-    def wait_listening(self) -> bool:
-        """True once the worker listens; False if it exits first."""
+    def wait_listening(self, stop: threading.Event) -> bool:
+        """True once the worker listens; False if it exits first or the supervisor is told to stop."""
         while not self.listening.wait(0.1):
-            if self.process.poll() is not None:
+            if self.process.poll() is not None or stop.is_set():
                 return self.listening.is_set()
         return True
 
@@ -74,15 +74,18 @@ def supervise(argv: list[str], workers: int, host: str, port: int, grace: float)
 
     first = _Worker(0, argv, port)
     running.append(first)
-    if not first.wait_listening():
+    if not first.wait_listening(stop):
+        if stop.is_set():
+            _stop(running, grace)
         return first.process.wait()
     port = first.port
     for index in range(1, workers):
         running.append(_Worker(index, argv, port))
-    if not all(w.wait_listening() for w in running[1:]):
-        log.error("a worker could not start; stopping", extra={"workers": workers})
+    if not all(w.wait_listening(stop) for w in running[1:]):
+        if not stop.is_set():
+            log.error("a worker could not start; stopping", extra={"workers": workers})
         _stop(running, grace)
-        return 1
+        return 0 if stop.is_set() else 1
     log.info("serving with %d worker processes on %s:%d", workers, host, port,
              extra={"workers": workers, "pids": [w.process.pid for w in running]})
     print(f"listening on {host}:{port}", flush=True)
