@@ -376,7 +376,10 @@ class Evaluator:
             if any(v.field != "as_at" for v in exc.violations):
                 raise
             return MissingFact(name=f"{use.as_}_outcome", description=exc.violations[0].description)
-        return self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject, brief=brief)
+        worked = self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject, brief=brief)
+        if not brief:
+            worked.decision.rationale = explainer.rationale(compiled.version, worked.decision)
+        return worked
 
     def _judge_items(self, compiled: CompiledPolicy, cl: CompiledList, items: list[dict], given: dict) -> list[ItemVerdict]:
         """Each item by the list's rules (first hit per item), each in a session of its own (a
@@ -454,8 +457,7 @@ class Evaluator:
         decision = Decision(
             policy=_policy_ref(compiled), as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
             outputs=outputs, items=verdicts, flags=flag_list, actions=actions, trail=trail, missing_facts=missing,
-            ignored_facts=ignored, sub_decisions=used_subs, rationale="")
-        decision.rationale = explainer.rationale(pv, decision)
+            ignored_facts=ignored, sub_decisions=used_subs, rationale="")  # written by the caller
         return _Worked(decision, known, owners, hit.index)
 
     @staticmethod
