@@ -9,12 +9,13 @@ parent is told only what was decided, what to do and how to ask for a review.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from . import explainer
 from .compiler import CompiledPolicy
 from .decision import PARENTS, UNDETERMINED, Audience, Decision, Explanation
-from .model import PARTIES, PLACEHOLDER, FactType, WhoseFact
+from .model import PARTIES, PLACEHOLDER, WhoseFact
 
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}
 BOTH = frozenset(PARTIES)
@@ -69,22 +70,22 @@ class Ownership:
 
 def parent_explanations(compiled: CompiledPolicy, decision: Decision, owners: Ownership, known: dict,
                         root: int | None) -> list[Explanation]:
-    return [_parent(audience, compiled, decision, owners, known, root) for audience in PARENTS]
+    values = {**known, **{o.name: o.value for o in decision.outputs}, "amount": decision.amount_pence}
+    return [_parent(audience, compiled, decision, owners, values, root) for audience in PARENTS]
 
 
-def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, owners: Ownership, known: dict,
+def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, owners: Ownership, values: dict,
             root: int | None) -> Explanation:
     pv, me = compiled.version, PARTY[audience]
     keys = [me] + ([] if owners.subject is None else ["subject" if owners.subject == me else "other_parent"])
-    values = {**known, **{o.name: o.value for o in decision.outputs}, "amount": decision.amount_pence}
-    kinds = {**compiled.kinds, **{name: spec.type for name, spec in pv.outputs.items()}, "amount": FactType.MONEY}
+    kinds = compiled.text_kinds
 
     def wording(tell: dict) -> str | None:
         return next((tell[k] for k in keys if k in tell), None)
 
     def say(text: str, read=()) -> str | None:
         """The wording rendered, or None if it (or what it explains) reads the other parent's secrets."""
-        names = [n for n in PLACEHOLDER.findall(text) if n in compiled.kinds]
+        names = [n for n in _placeholders(text) if n in compiled.kinds]
         if owners.hidden_from(audience, compiled.sources_of([*names, *read])):
             return None
         return explainer.render(text, pv, values, kinds, compiled.labels)
@@ -121,6 +122,12 @@ def _parent(audience: Audience, compiled: CompiledPolicy, decision: Decision, ow
                 lines += ["What would change it:"] + [f"- {c}" for c in changes]
     lines.append(wording(pv.tell.review) or REVIEW)
     return Explanation(audience=audience, text="\n".join(lines), withheld=withheld)
+
+
+@functools.lru_cache(maxsize=4096)
+def _placeholders(text: str) -> tuple[str, ...]:
+    """The names a wording's {placeholders} read (the policies' wordings are few)."""
+    return tuple(PLACEHOLDER.findall(text))
 
 
 def visible_to(owners: Ownership, compiled: CompiledPolicy, root: int | None, fact_owner: frozenset[str]

@@ -95,6 +95,12 @@ class CompiledPolicy:
         return {f.name: f for f in self.version.facts}
 
     @cached_property
+    def text_kinds(self) -> dict[str, FactType]:
+        """The type of every value a parent's wording may read: facts, derived values, outputs, amount."""
+        return {**self.kinds, **{name: spec.type for name, spec in self.version.outputs.items()},
+                "amount": FactType.MONEY}
+
+    @cached_property
     def item_lists(self) -> dict[str, ItemList]:
         return {lst.name: lst for lst in self.version.lists}
 

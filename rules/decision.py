@@ -99,6 +99,7 @@ class ItemVerdict(BaseModel):
 
 
 class PolicyRef(BaseModel):
+    model_config = ConfigDict(frozen=True)  # one per version, shared by its decisions
     policy: str
     version: str
     status: str

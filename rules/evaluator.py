@@ -44,8 +44,10 @@ class Evaluator:
         decision = self.decide_at(compiled, as_at, request)
         if shadow_request is not None:
             decision.shadow = self._shadow(shadow_request, decision)
-        return decision.model_copy(update={"decision_id": uuid.uuid4().hex, "bundle_hash": self.bundle.bundle_hash,
-                                           "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")})
+        decision.decision_id = uuid.uuid4().hex
+        decision.bundle_hash = self.bundle.bundle_hash
+        decision.decided_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        return decision
 
     def _shadow_request(self, request: DecisionRequest) -> DecisionRequest | None:
         """The same request pinned to the shadow version (checked before anything is decided)."""
@@ -519,9 +521,17 @@ class Evaluator:
 
 
 def _policy_ref(compiled: CompiledPolicy) -> PolicyRef:
-    pv = compiled.version
-    return PolicyRef(policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
-                     effective_from=pv.effective_from, effective_to=pv.effective_to, content_hash=compiled.content_hash)
+    """The version's reference (frozen), made once per compiled version and shared by its decisions."""
+    ref = _REFS.get(compiled.ruleset)
+    if ref is None:
+        pv = compiled.version
+        ref = _REFS[compiled.ruleset] = PolicyRef(
+            policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
+            effective_from=pv.effective_from, effective_to=pv.effective_to, content_hash=compiled.content_hash)
+    return ref
+
+
+_REFS: dict[str, PolicyRef] = {}  # by ruleset name (policy, version and content hash)
 
 
 def _check_names(*named: tuple[str, str]) -> None:

@@ -100,9 +100,15 @@ def _date(day: dt.date | None) -> str:
 
 
 def _value(data) -> struct_pb2.Value:
-    """A JSON value (a fact's, an output's) as a protobuf Value; scalars set directly (ParseDict
-    costs more than the rest of a decision's conversion)."""
+    """A JSON value (a fact's, an output's) as a protobuf Value."""
     value = struct_pb2.Value()
+    _set_value(value, data)
+    return value
+
+
+def _set_value(value: struct_pb2.Value, data) -> None:
+    """Set `value` to a JSON value in place; scalars set directly (ParseDict costs more than the
+    rest of a decision's conversion)."""
     if data is None:
         value.null_value = struct_pb2.NULL_VALUE
     elif isinstance(data, bool):
@@ -116,7 +122,6 @@ def _value(data) -> struct_pb2.Value:
         value.list_value.extend(data)  # a list fact's choices
     else:
         json_format.ParseDict(data, value)
-    return value
 
 
 def _citations(cites) -> list[pb.Citation]:
@@ -130,9 +135,13 @@ def policy_ref(compiled: CompiledPolicy) -> pb.PolicyRef:
                         content_hash=compiled.content_hash)
 
 
-def _step(s: TrailStep) -> pb.TrailStep:
-    return pb.TrailStep(rule_id=s.rule_id, concludes=s.concludes, because=s.because, citations=_citations(s.citations),
-                        facts_used=[pb.FactUsed(name=f.name, value=_value(f.value)) for f in s.facts_used])
+def _set_step(out: pb.TrailStep, s: TrailStep) -> None:
+    """Fill `out` in place (a message added to a repeated field: nothing built twice)."""
+    out.rule_id, out.concludes, out.because = s.rule_id, s.concludes, s.because
+    for c in s.citations:
+        out.citations.add(source=c.source, provision=c.provision, url=c.url)
+    for f in s.facts_used:
+        _set_value(out.facts_used.add(name=f.name).value, f.value)
 
 
 def _missing(missing: list[MissingFact]) -> list[pb.MissingFact]:
@@ -141,29 +150,35 @@ def _missing(missing: list[MissingFact]) -> list[pb.MissingFact]:
 
 def decision(d: Decision) -> pb.Decision:
     out = pb.Decision(
-        decision_id=d.decision_id,
-        policy=_policy_ref(d.policy),
-        as_at=_date(d.as_at), outcome=d.outcome, outcome_description=d.outcome_description,
-        outputs=_outputs(d.outputs),
-        items=[pb.ItemVerdict(list=v.list, index=v.index, outcome=v.outcome, outcome_description=v.outcome_description,
-                              step=_step(v.step) if v.step else None, missing_facts=_missing(v.missing_facts))
-               for v in d.items],
+        decision_id=d.decision_id, as_at=_date(d.as_at), outcome=d.outcome, outcome_description=d.outcome_description,
         flags=[pb.Flag(code=f.code, description=f.description) for f in d.flags],
-        actions=d.actions, rationale=d.rationale, trail=[_step(s) for s in d.trail],
-        missing_facts=_missing(d.missing_facts), ignored_facts=d.ignored_facts,
-        sub_decisions=[decision(sub) for sub in d.sub_decisions],
+        actions=d.actions, rationale=d.rationale, missing_facts=_missing(d.missing_facts),
+        ignored_facts=d.ignored_facts, sub_decisions=[decision(sub) for sub in d.sub_decisions],
         explanations=[pb.Explanation(audience=e.audience.value, text=e.text, withheld=e.withheld)
                       for e in d.explanations],
-        counterfactuals=[pb.Counterfactual(fact=c.fact, value=_value(c.value), direction=c.direction, outcome=c.outcome,
-                                           text=c.text, shown_to=[a.value for a in c.shown_to],
-                                           parent_text=c.parent_text)
-                         for c in d.counterfactuals],
         bundle_hash=d.bundle_hash, shadow=_shadow(d.shadow) if d.shadow else None)
-    if d.decided_at:
-        out.decided_at.FromDatetime(dt.datetime.fromisoformat(d.decided_at))
+    out.policy.CopyFrom(_policy_ref(d.policy))
+    _add_outputs(out.outputs, d.outputs)
+    for v in d.items:
+        item = out.items.add(list=v.list, index=v.index, outcome=v.outcome, outcome_description=v.outcome_description,
+                             missing_facts=_missing(v.missing_facts))
+        if v.step:
+            _set_step(item.step, v.step)
+    for s in d.trail:
+        _set_step(out.trail.add(), s)
+    for c in d.counterfactuals:
+        _set_value(out.counterfactuals.add(fact=c.fact, direction=c.direction, outcome=c.outcome, text=c.text,
+                                           shown_to=[a.value for a in c.shown_to], parent_text=c.parent_text).value,
+                   c.value)
+    if d.decided_at:  # set directly: Timestamp.FromDatetime is slow Python
+        since = dt.datetime.fromisoformat(d.decided_at) - _EPOCH
+        out.decided_at.seconds, out.decided_at.nanos = since.days * 86400 + since.seconds, since.microseconds * 1000
     if d.amount_pence is not None:
         out.amount_pence = d.amount_pence
     return out
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _policy_ref(ref: PolicyRef) -> pb.PolicyRef:
@@ -173,22 +188,22 @@ def _policy_ref(ref: PolicyRef) -> pb.PolicyRef:
         made = pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "") for k, v in ref.model_dump().items()})
         if len(_POLICY_REFS) < 10_000:  # versions ever loaded: a few hundred at most
             _POLICY_REFS[key] = made
-    out = pb.PolicyRef()
-    out.CopyFrom(made)
-    return out
+    return made  # copied by whoever sets it in a message
 
 
 _POLICY_REFS: dict[tuple[str, str, str], pb.PolicyRef] = {}  # the same version's reference, made once
 
 
-def _outputs(outputs: list[Output]) -> list[pb.Output]:
-    return [pb.Output(name=o.name, value=_value(o.value), text=o.text, description=o.description) for o in outputs]
+def _add_outputs(into, outputs: list[Output]) -> None:
+    for o in outputs:
+        _set_value(into.add(name=o.name, text=o.text, description=o.description).value, o.value)
 
 
 def _shadow(s: Shadow) -> pb.Shadow:
-    out = pb.Shadow(policy=_policy_ref(s.policy) if s.policy else None, outcome=s.outcome, outputs=_outputs(s.outputs),
+    out = pb.Shadow(policy=_policy_ref(s.policy) if s.policy else None, outcome=s.outcome,
                     rule_ids=s.rule_ids, missing_facts=s.missing_facts, rationale=s.rationale, agrees=s.agrees,
                     error=s.error)
+    _add_outputs(out.outputs, s.outputs)
     if s.amount_pence is not None:
         out.amount_pence = s.amount_pence
     return out
