@@ -33,6 +33,7 @@ class Ownership:
     given: dict
     subject: str | None  # "receiving_parent" / "paying_parent", or None when not known
     used: dict[str, frozenset[str]] = field(default_factory=dict)  # a used result -> whose secrets it read
+    _seen: dict[frozenset[str], frozenset[str]] = field(default_factory=dict, repr=False)
 
     def whose(self, about) -> frozenset[str]:
         """The parents an `about` may name (both when it cannot be told)."""
@@ -60,12 +61,19 @@ class Ownership:
                 out |= self.whose(self.compiled.secret[name])
         return frozenset(out)
 
+    def _secrets_of(self, sources: frozenset[str]) -> frozenset[str]:
+        """`secrets`, worked out once per set of sources (both parents' texts ask the same)."""
+        found = self._seen.get(sources)
+        if found is None:
+            found = self._seen[sources] = self.secrets(sources)
+        return found
+
     def all_secrets(self) -> frozenset[str]:
         """Whose sensitive information this decision may have read (for a policy that uses it)."""
         return self.secrets(set(self.compiled.secret) | set(self.used))
 
-    def hidden_from(self, audience: Audience, sources) -> bool:
-        return bool(self.secrets(sources) - {PARTY[audience]})
+    def hidden_from(self, audience: Audience, sources: frozenset[str]) -> bool:
+        return bool(self._secrets_of(sources) - {PARTY[audience]})
 
 
 def parent_explanations(compiled: CompiledPolicy, decision: Decision, owners: Ownership, known: dict,

@@ -8,7 +8,7 @@ into a Decision.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ class Evaluator:
         decision = self.decide_at(compiled, as_at, request)
         if shadow_request is not None:
             decision.shadow = self._shadow(shadow_request, decision)
-        decision.decision_id = uuid.uuid4().hex
+        decision.decision_id = _new_id()
         decision.bundle_hash = self.bundle.bundle_hash
         decision.decided_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         return decision
@@ -293,16 +293,16 @@ class Evaluator:
         facts = {**request.facts, **fixed}
         given, lists, ignored, problems = {}, {}, [], []
         for name in sorted(facts):
-            raw, field = facts[name], values.field("facts", name)
+            raw = facts[name]
             if name not in known:
-                problems.append(Violation(field=field, description=f"unknown fact for {request.policy}"))
+                problems.append(Violation(field=values.field("facts", name), description=f"unknown fact for {request.policy}"))
             elif raw is None:
                 continue  # null means "not known", the same as leaving it out
             elif name in own:
                 try:
                     given[name] = values.parse(own[name], raw)
                 except values.FactValueError as exc:
-                    problems.append(Violation(field=field, description=str(exc)))
+                    problems.append(Violation(field=values.field("facts", name), description=str(exc)))
             elif name in own_lists:
                 lists[name] = self._items(name, own_lists[name], accepted_lists[name], raw, ignored, problems)
             else:  # a fact of another version, or of a policy this one uses (which reads it)
@@ -312,7 +312,7 @@ class Evaluator:
                     try:
                         values.parse(accepted[name], raw)
                     except values.FactValueError as exc:
-                        problems.append(Violation(field=field, description=str(exc)))
+                        problems.append(Violation(field=values.field("facts", name), description=str(exc)))
                 if name not in passed_on:
                     ignored.append(name)
         if problems:
@@ -518,6 +518,12 @@ class Evaluator:
         for name in sorted(n for n in names if n in pending):
             out += [m for m in pending[name] if m.name not in {x.name for x in out}]
         return out
+
+
+def _new_id() -> str:
+    """A random (version 4) UUID's 32 hex digits, as uuid.uuid4().hex gives without building a UUID."""
+    n = int.from_bytes(os.urandom(16), "big")
+    return f"{n & ~(0xF000 << 64) & ~(0xC000 << 48) | 0x4000 << 64 | 0x8000 << 48:032x}"
 
 
 def _policy_ref(compiled: CompiledPolicy) -> PolicyRef:
