@@ -142,10 +142,12 @@ def over_grpc(versions, workers: int, n: int, seconds: float) -> dict:
             print(f"{'Decide ' + name:<34}{p50 * 1e6:>9.0f}{p99 * 1e6:>9.0f}{p50 / echo50:>10.2f}{p99 / echo99:>10.2f}")
 
         rss_before = {pid: _rss_mb(pid) for pid in _children(service.pid)}
-        echo_sat = load.saturate(echo.target, load.ECHO, fee, seconds)
-        decide_sat = load.saturate(service.target, load.DECIDE, fee, seconds)
-        batches = _batches(*HEADLINE)
-        batch_sat = load.saturate(service.target, DECIDE_BATCH, batches, seconds, client_counts=(2, 4, 8))
+        # In turn, twice, so that a busy spell on the machine does not fall on one of them only.
+        sat = load.saturate_in_turn({"echo": (echo.target, load.ECHO, fee, (4, 8, 16, 32)),
+                                     "decide": (service.target, load.DECIDE, fee, (4, 8, 16, 32)),
+                                     "batch": (service.target, DECIDE_BATCH, _batches(*HEADLINE), (2, 4, 8))},
+                                    seconds, rounds=2)
+        echo_sat, decide_sat, batch_sat = sat["echo"], sat["decide"], sat["batch"]
         batch_per_second = batch_sat["per_second"] * BATCH_SIZE
         rss_after = {pid: _rss_mb(pid) for pid in rss_before}
         out["throughput"] = {"echo": echo_sat, "decide": decide_sat, "decide_batch": {**batch_sat,
@@ -153,14 +155,15 @@ def over_grpc(versions, workers: int, n: int, seconds: float) -> dict:
                              "decide_vs_echo": decide_sat["per_second"] / echo_sat["per_second"],
                              "batch_vs_decide": batch_per_second / decide_sat["per_second"],
                              "worker_rss_mb": {"before": rss_before, "after": rss_after}}
-        print(f"\nsaturated (N clients in 2 client processes, {seconds:.0f} s each):")
+        print(f"\nsaturated (N clients in 2 client processes; echo, Decide, DecideBatch in turn, twice,"
+              f" {seconds / 2:.0f} s a point; the best):")
         print(f"  echo         {echo_sat['per_second']:8.0f} calls/s ({echo_sat['clients']} clients)")
         print(f"  Decide       {decide_sat['per_second']:8.0f} decisions/s ({decide_sat['clients']} clients)"
               f" = {out['throughput']['decide_vs_echo']:.0%} of echo")
         print(f"  DecideBatch  {batch_per_second:8.0f} decisions/s (batches of {BATCH_SIZE}, {batch_sat['clients']} clients)"
               f" = {out['throughput']['batch_vs_decide']:.1f}× Decide")
         print("  latency under load, Decide / echo at the same clients: " + ", ".join(
-            f"{e['clients']} clients p50 {d['p50'] / e['p50']:.1f}× p99 {d['p99'] / e['p99']:.1f}×"
+            f"{e['clients']} clients (round {e['round'] + 1}) p50 {d['p50'] / e['p50']:.1f}× p99 {d['p99'] / e['p99']:.1f}×"
             for e, d in zip(echo_sat["points"], decide_sat["points"])))
         errors = sum(p["errors"] for s in (echo_sat, decide_sat, batch_sat) for p in s["points"])
         out["errors"] = errors

@@ -4,6 +4,7 @@
     latency(target, method, payloads, n)                      -> per-call seconds, one client
     throughput(target, method, payloads, clients, seconds)     -> calls/s with p50/p99 and errors
     saturate(target, method, payloads, seconds)                -> the best calls/s over client counts
+    saturate_in_turn({name: (target, method, payloads, counts)}, seconds) -> the same, targets taking turns
 
 Both servers are measured by the same client code on raw bytes (identity serializers), so the
 client's cost is the same for each; build Decide payloads with decide_payloads(). Client and
@@ -319,7 +320,24 @@ def saturate(target: str, method: str, payloads: list[bytes], seconds: float,
              client_counts=(4, 8, 16, 32), processes: int = 2) -> dict:
     """throughput() at each client count: the best per_second, the clients that gave it, and
     every point."""
-    points = [throughput(target, method, payloads, c, seconds, processes) for c in client_counts]
+    return _best([throughput(target, method, payloads, c, seconds, processes) for c in client_counts])
+
+
+def saturate_in_turn(targets: dict[str, tuple[str, str, list[bytes], tuple[int, ...]]], seconds: float,
+                     rounds: int = 2, processes: int = 2) -> dict[str, dict]:
+    """saturate() for each of `targets` (name: target, method, payloads, client counts), the targets
+    taking turns for `rounds` rounds of `seconds / rounds` a point, so that drift in the machine's
+    load hits each alike: by name, the best per_second over every round and client count, and
+    every point (with its round)."""
+    points: dict[str, list[dict]] = {name: [] for name in targets}
+    for round_ in range(rounds):
+        for name, (target, method, payloads, counts) in targets.items():
+            points[name] += [{**throughput(target, method, payloads, c, seconds / rounds, processes), "round": round_}
+                             for c in counts]
+    return {name: _best(found) for name, found in points.items()}
+
+
+def _best(points: list[dict]) -> dict:
     best = max(points, key=lambda p: p["per_second"])
     return {"per_second": best["per_second"], "clients": best["clients"], "points": points}
 

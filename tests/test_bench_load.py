@@ -24,6 +24,10 @@ def test_echo_and_decide(tmp_path):
         assert len(load.latency(echo.target, load.ECHO, payloads, 20, warmup=5)) == 20
         result = load.saturate(echo.target, load.ECHO, payloads, 0.3, client_counts=(2,))
         assert result["points"][0]["calls"] > 0 and result["points"][0]["errors"] == 0
+        in_turn = load.saturate_in_turn({"a": (echo.target, load.ECHO, payloads, (2,)),
+                                         "b": (echo.target, load.ECHO, payloads[:1], (1, 2))}, 0.4, rounds=2)
+        assert [(p["round"], p["clients"]) for p in in_turn["b"]["points"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+        assert in_turn["a"]["per_second"] == max(p["per_second"] for p in in_turn["a"]["points"]) > 0
     finally:
         echo.stop()
     assert all(not p.is_alive() for p in echo.processes)
