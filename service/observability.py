@@ -103,9 +103,8 @@ def _message(record: logging.LogRecord) -> str:
 
 
 def _fields(record: logging.LogRecord) -> dict:
-    fields = dict(_bound.get())
-    fields.update((k, _scrub(v)) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_"))
-    return fields
+    return {**_bound.get(), **{k: _scrub(v) for k, v in record.__dict__.items()
+                               if k not in _STANDARD and not k.startswith("_")}}
 
 
 def _exception(exc_info) -> dict:
@@ -146,8 +145,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out = {"time": _time(record), "level": record.levelname, "logger": record.name, "message": _message(record)}
-        for key, value in _fields(record).items():
-            out.setdefault(key, value)
+        out.update({k: v for k, v in _fields(record).items() if k not in out})
         if record.exc_info and record.exc_info[0] is not None:
             out["exception"] = _exception(record.exc_info)
         return _json_line(out)
