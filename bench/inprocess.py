@@ -1,7 +1,8 @@
 """In-process cost of one decision, beside the engine's own cost, measured in the same run.
 
 For each request the engine sessions its decision runs are captured (ruleset and first fact).
-Then, one request at a time and in turn (so noise hits every row alike):
+Then, one request at a time and in turn, the order turning each round (so noise, and the cold
+caches after the handler's fsync, hit every row alike):
 
   handler   the service's Decide handler without gRPC: protobuf in, validation, decision,
             explanation, the decision log (SQLite, fsync; group commit), log line, protobuf out
@@ -163,14 +164,16 @@ def measure(bundle: Bundle, policy: str, version: str, n: int, cases: int = 500)
         what_if = [r.model_copy(update={"counterfactuals": True}) for r in asked]
         rows = {name: [] for name in ("handler", "no log", "decide", "what if", "engine", "raw", "floor")}
         context = _Context()
+        turns = (("handler", lambda: logged.Decide(messages[k], context)),
+                 ("no log", lambda: unlogged.Decide(messages[k], context)),
+                 ("decide", lambda: evaluator.decide(asked[k])),
+                 ("engine", lambda: [durable_host.evaluate(r, f) for r, f in captured[k]]),
+                 ("raw", lambda: [_raw_evaluate(r, f) for r, f in captured[k]]))
         for i in range(n):
             k = i % cases
-            for name, run in (
-                    ("handler", lambda: logged.Decide(messages[k], context)),
-                    ("no log", lambda: unlogged.Decide(messages[k], context)),
-                    ("decide", lambda: evaluator.decide(asked[k])),
-                    ("engine", lambda: [durable_host.evaluate(r, f) for r, f in captured[k]]),
-                    ("raw", lambda: [_raw_evaluate(r, f) for r, f in captured[k]])):
+            # The order turns each round: the row after the handler's fsync may find cold caches,
+            # and no row should always be that one.
+            for name, run in turns[i % len(turns):] + turns[:i % len(turns)]:
                 started = time.perf_counter()
                 run()
                 rows[name].append(time.perf_counter() - started)
