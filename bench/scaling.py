@@ -27,7 +27,7 @@ from rules.decision import DecisionRequest
 from rules.evaluator import Evaluator
 from rules.loader import DEFAULT_POLICY_DIR, load_bundle
 
-BLOCK = 500  # timed calls in a row before the next measurement takes its turn
+BLOCK = 100  # timed calls in a row before the next measurement takes its turn
 CITE = {"source": "Synthetic benchmark guidance"}
 ENUMS = {"case_type": ["new_application", "change_of_circumstances", "annual_review", "mandatory_reconsideration",
                        "enforcement"],
