@@ -1,6 +1,7 @@
 """gRPC load: our Decide RPC against a transport floor, an echo server built like ours.
 
-    start_echo(workers) / start_service(workdir, extra_args)  -> servers with .target and .stop()
+    start_echo(workers, durable_dir=None)                     -> echo servers with .target and .stop()
+    start_service(workdir, extra_args)                         -> our service, the same
     latency(target, method, payloads, n)                      -> per-call seconds, one client
     throughput(target, method, payloads, clients, seconds)     -> calls/s with p50/p99 and errors
     saturate(target, method, payloads, seconds)                -> the best calls/s over client counts
@@ -54,17 +55,46 @@ def percentile(samples: list[float], q: float) -> float:
 
 # --- servers -------------------------------------------------------------------------------------
 
-def _echo_worker(port: int, ready) -> None:
+DURABLE_ROW_BYTES = 3000  # about a sealed decision (fee 2017: 2,992 bytes)
+
+
+def _durable_echo(path: Path):
+    """An echo handler that first commits a row of DURABLE_ROW_BYTES to SQLite at `path` as our
+    decision log does (WAL, synchronous=FULL: fsync before the reply; a random text key and an
+    index on time), one commit per call."""
+    import sqlite3
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE rows (id TEXT PRIMARY KEY, at TEXT NOT NULL, body BLOB NOT NULL)")
+    db.execute("CREATE INDEX rows_by_time ON rows (at)")
+    lock = threading.Lock()
+
+    def echo(request: bytes, context) -> bytes:
+        body = request * (DURABLE_ROW_BYTES // max(len(request), 1) + 1)
+        with lock:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO rows VALUES (?, ?, ?)",
+                       (os.urandom(16).hex(), repr(time.time()), body[:DURABLE_ROW_BYTES]))
+            db.execute("COMMIT")
+        return request
+    return echo
+
+
+def _echo_worker(port: int, ready, durable_dir: str | None = None) -> None:
     """One echo server process: grpc.server as service/server.py build_server makes it (same pool
-    and options, no interceptors), sharing `port` with its siblings through SO_REUSEPORT."""
+    and options, no interceptors), sharing `port` with its siblings through SO_REUSEPORT. With
+    `durable_dir`, each call is first made durable there (_durable_echo, a file per process)."""
     from service.server import MAX_MESSAGE_BYTES
     try:
+        handler = (_durable_echo(Path(durable_dir) / f"echo-{os.getpid()}.sqlite3") if durable_dir
+                   else lambda request, context: request)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="rpc"),
                              options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.so_reuseport", 1)])
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)})])
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(handler)})])
         server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
     except Exception as exc:
@@ -93,15 +123,18 @@ class EchoServer:
                 p.join()
 
 
-def start_echo(workers: int) -> EchoServer:
+def start_echo(workers: int, durable_dir: str | os.PathLike | None = None) -> EchoServer:
     """`workers` echo server processes on one free loopback port, once every one has bound it and
-    the port answers."""
+    the port answers. With `durable_dir` (an existing directory), every call commits a row to SQLite
+    there before it replies: the transport and durability floor of a service that records each
+    request."""
     port = free_port()
     ready = _spawn.Queue()
     echo = EchoServer(f"127.0.0.1:{port}")
     try:
         for _ in range(workers):
-            proc = _spawn.Process(target=_echo_worker, args=(port, ready), daemon=True)
+            proc = _spawn.Process(target=_echo_worker, args=(port, ready, durable_dir and str(durable_dir)),
+                                 daemon=True)
             proc.start()
             echo.processes.append(proc)
         for _ in range(workers):

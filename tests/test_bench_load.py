@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from bench import load
 from cms_policy.v1 import policy_pb2 as pb
@@ -31,6 +32,15 @@ def test_echo_and_decide(tmp_path):
     finally:
         echo.stop()
     assert all(not p.is_alive() for p in echo.processes)
+
+    durable = load.start_echo(1, durable_dir=tmp_path)
+    try:
+        assert len(load.latency(durable.target, load.ECHO, payloads[:1], 3, warmup=0)) == 3
+    finally:
+        durable.stop()
+    (log,) = tmp_path.glob("echo-*.sqlite3")
+    with sqlite3.connect(log) as db:  # the warm-up call, the 3 measured ones and start_echo's ping
+        assert db.execute("SELECT count(*), min(length(body)) FROM rows").fetchone() == (5, load.DURABLE_ROW_BYTES)
 
     service = load.start_service(tmp_path, [])
     try:
