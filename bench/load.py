@@ -1,4 +1,4 @@
-"""gRPC load: our Decide RPC against a transport floor, an echo server built like ours.
+"""gRPC load: our Decide RPC against floors: an echo server built like ours, and one that records each call durably.
 
     start_echo(workers, durable_dir=None)                     -> echo servers with .target and .stop()
     start_service(workdir, extra_args)                         -> our service, the same

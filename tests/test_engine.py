@@ -193,3 +193,39 @@ def test_engine_errors_carry_no_fact_values(bundle):
         durable_host.evaluate(ruleset, {"_t": "other", "abuse_of_applicant": "SECRET-VALUE"})
     assert "SECRET-VALUE" not in str(caught.value) and caught.value.__cause__ is None
     assert caught.value.__context__ is None or caught.value.__suppress_context__
+
+
+def _seen(state: dict, assert_fact) -> None:
+    state["seen"] = True
+
+
+def _tiny_ruleset(name: str) -> tuple[str, dict, dict]:
+    return name, {"seen": {"all": [{"m": {"_t": "w"}}], "run": _seen}}, {"_t": "w"}
+
+
+def test_a_ruleset_refused_once_is_tried_again(monkeypatch, caplog):
+    from rules import durable_host
+    real, calls = durable_host._core.create_ruleset, []
+
+    def refuse_once(name, text):
+        calls.append(name)
+        if len(calls) == 1:
+            raise Exception("Could not create ruleset, error code: 102")
+        return real(name, text)
+    monkeypatch.setattr(durable_host._core, "create_ruleset", refuse_once)
+    name, rules, fact = _tiny_ruleset("test.refused-once")
+    durable_host.register(name, rules, fact)
+    assert len(calls) == 2 and durable_host.evaluate(name, fact)["seen"] is True
+    assert "refused ruleset test.refused-once once" in caplog.text
+
+
+def test_a_ruleset_refused_twice_is_an_engine_error(monkeypatch):
+    from rules import durable_host
+
+    def refuse(name, text):
+        raise Exception("Could not create ruleset, error code: 113")
+    monkeypatch.setattr(durable_host._core, "create_ruleset", refuse)
+    name, rules, fact = _tiny_ruleset("test.refused-always")
+    with pytest.raises(durable_host.EngineError, match="cannot take ruleset test.refused-always.*113"):
+        durable_host.register(name, rules, fact)
+    assert name not in durable_host._rulesets
