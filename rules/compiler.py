@@ -354,7 +354,10 @@ class _LeafCompiler:
             t, f = _or([{name: v} for v in value]), _and([{"$neq": {name: v}} for v in value])
             t, f = (t, f) if op == "in" else (f, t)
         else:  # any_in, on a list fact
-            t = {"$iany": {name: _or([{"$i": v} for v in value])}}
+            # One $iany per value, never an $or inside $iany: durable_rules 2.0.28 reads a field of
+            # that $or's node it never set (rete.c createForwardAlpha), so create_ruleset refused the
+            # ruleset (error 102) whenever the heap held 0x09 or 0x0C there.
+            t = _or([{"$iany": {name: {"$i": v}}} for v in value])
             f = _or([{count_key(name): 0}, {"$iall": {name: _and([{"$neq": {"$i": v}} for v in value])}}])
         return _and(guards + [t]), _and(guards + [f])
 

@@ -28,12 +28,14 @@ and keeps each session's state in Python:
   is not valid Unicode fails before the session exists: `_payload` refuses
   both before a session is made. Facts reach the engine as ints, text and
   lists of text, never floats.
+- `create_ruleset` reads a field it never set on the node of an `$or` put
+  directly inside `$iany`/`$iall` (rete.c), and refuses the ruleset (error
+  102) when the heap held 0x09 or 0x0C there: the compiler never emits one.
 """
 from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import threading
 from typing import Callable
@@ -45,7 +47,6 @@ class EngineError(RuntimeError):
     """durable_rules failed while evaluating a session."""
 
 
-_log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _session_ids = itertools.count(1)
 _rulesets: dict[str, tuple[int, dict[str, Callable]]] = {}  # name -> (C handle, actions by rule name)
@@ -66,20 +67,10 @@ def register(name: str, rules: dict[str, dict], warm_fact: dict) -> None:
             return
         actions = {rule: spec["run"] for rule, spec in rules.items()}
         definition = {rule: {k: v for k, v in spec.items() if k != "run"} for rule, spec in rules.items()}
-        text = json.dumps(definition, ensure_ascii=False)
         try:
-            handle = _core.create_ruleset(name, text)
-        except Exception as first:
-            # Once in a full test run (1,287 tests), a definition that loads in a fresh process
-            # and in 600 fresh loads in a row was refused with error 102 (an unexpected JSON type):
-            # the C core grows its node pool one node at a time with realloc, so a stale pointer
-            # into it would read whatever the heap held. A second try sees another heap; a
-            # definition it really cannot take (e.g. 113, a capacity exceeded) fails again.
-            try:
-                handle = _core.create_ruleset(name, text)
-            except Exception as exc:
-                raise EngineError(f"durable_rules cannot take ruleset {name}: {exc}") from None
-            _log.warning("durable_rules refused ruleset %s once (%s), then took it", name, first)
+            handle = _core.create_ruleset(name, json.dumps(definition, ensure_ascii=False))
+        except Exception as exc:  # e.g. "Could not create ruleset, error code: 113" (a capacity exceeded)
+            raise EngineError(f"durable_rules cannot take ruleset {name}: {exc}") from None
         _rulesets[name] = (handle, actions)
         _definitions[name] = definition
     evaluate(name, warm_fact)
