@@ -254,7 +254,10 @@ def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
     key, index, tests = ("true" if holds else "false"), cr.index, cr.tests
 
     def record(state: dict, _assert) -> None:
-        state.setdefault(key, []).append(index)
+        verdicts = state.setdefault(key, [])
+        if index in verdicts:  # an $or fires its rule once for each branch that holds: one verdict
+            return
+        verdicts.append(index)
         if holds:
             fact = state["fact"]
             state.setdefault("used", {})[index] = {n: fact[n] for n in tests if n in fact}

@@ -277,3 +277,27 @@ def test_any_in_compiles_to_one_iany_per_value(bundle):
             for item in expr:
                 yield from walk(item, inside_iany)
     assert sum(1 for spec in definition.values() for p in spec["all"] for _ in walk(p["m"])) >= 11
+
+
+@pytest.mark.parametrize("version", ["2014", "2017"])
+def test_a_report_to_every_appropriate_person_decides_as_a_report_to_one(evaluator, bundle, version):
+    """Each value of the list is its own engine node now: a fact that matches all of them at once
+    (the most the engine walks for one fact) still decides, and as one match does."""
+    fee = next(p for p in bundle.versions("application_fee") if p.version.version == version)
+    everyone = list(fee.version.parameters["appropriate_persons"].value)
+    asked = dict(abuse_of_applicant=True, declaration="at_application")
+    one, every = decide(evaluator, version, abuse_reported_to=["police"], **asked), \
+        decide(evaluator, version, abuse_reported_to=everyone, **asked)
+    assert one.outcome == every.outcome == "WAIVED"
+    assert [s.rule_id for s in every.trail] == [s.rule_id for s in one.trail]
+
+
+def test_a_rule_whose_condition_holds_two_ways_is_in_the_trail_once(evaluator):
+    """Both branches of collect-and-pay.agreed's `any` hold: the engine fires the rule for each."""
+    decision = evaluator.decide(DecisionRequest(policy="service_type", version="2012", facts=dict(
+        decision_date="2019-05-01", receiving_parent_requests="collect_and_pay",
+        paying_parent_requests="collect_and_pay", paying_parent_agrees_to_collect_and_pay=True,
+        abuse_disclosed=False)))
+    assert decision.outcome == "COLLECT_AND_PAY"
+    assert [s.rule_id for s in decision.trail] == [
+        "charges.in-force", "charges.in-force-receiving", "collect-and-pay.agreed"]
