@@ -31,6 +31,8 @@ and keeps each session's state in Python:
 - `create_ruleset` reads a field it never set on the node of an `$or` put
   directly inside `$iany`/`$iall` (rete.c), and refuses the ruleset (error
   102) when the heap held 0x09 or 0x0C there: the compiler never emits one.
+- A rule whose `$or` holds by several branches fires once per branch (the
+  compiler's actions record one verdict per rule).
 """
 from __future__ import annotations
 
