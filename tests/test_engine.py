@@ -3,6 +3,11 @@ first-hit resolution, date arithmetic, determinism and session hygiene."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -244,12 +249,6 @@ print(json.dumps({"inner_or": refusals(inner_or), "shipped": shipped}))
 
 @pytest.mark.parametrize("perturb", ["246", "243"])
 def test_every_shipped_ruleset_is_taken_whatever_the_heap_holds(perturb):
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     env = {**os.environ, "MALLOC_PERTURB_": perturb,
            "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1000000000:glibc.malloc.top_pad=0"}
     run = subprocess.run([sys.executable, "-c", _PERTURBED_LOAD], capture_output=True, text=True, env=env,
@@ -281,8 +280,8 @@ def test_any_in_compiles_to_one_iany_per_value(bundle):
 
 @pytest.mark.parametrize("version", ["2014", "2017"])
 def test_a_report_to_every_appropriate_person_decides_as_a_report_to_one(evaluator, bundle, version):
-    """Each value of the list is its own engine node now: a fact that matches all of them at once
-    (the most the engine walks for one fact) still decides, and as one match does."""
+    """Each value of the list is its own engine node: a fact that matches all of them at once
+    (the most the engine walks for one fact) decides as a fact that matches one does."""
     fee = next(p for p in bundle.versions("application_fee") if p.version.version == version)
     everyone = list(fee.version.parameters["appropriate_persons"].value)
     asked = dict(abuse_of_applicant=True, declaration="at_application")
