@@ -37,7 +37,8 @@ import re
 import secrets
 import sqlite3
 import threading
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,10 +184,11 @@ class SealedRow:
     sealed: bytes
 
     def values(self) -> tuple:
-        return astuple(self)
+        return _column_values(self)  # not dataclasses.astuple: it deep-copies every field (30 µs a row)
 
 
 COLUMNS = tuple(f.name for f in fields(SealedRow))
+_column_values = attrgetter(*COLUMNS)
 
 
 class Sealer:
