@@ -144,24 +144,33 @@ def _set_step(out: pb.TrailStep, s: TrailStep) -> None:
         _set_value(out.facts_used.add(name=f.name).value, f.value)
 
 
-def _missing(missing: list[MissingFact]) -> list[pb.MissingFact]:
-    return [pb.MissingFact(name=m.name, description=m.description, question=m.question) for m in missing]
+def _add_missing(into, missing: list[MissingFact]) -> None:
+    for m in missing:
+        into.add(name=m.name, description=m.description, question=m.question)
 
 
-def decision(d: Decision) -> pb.Decision:
-    out = pb.Decision(
-        decision_id=d.decision_id, as_at=_date(d.as_at), outcome=d.outcome, outcome_description=d.outcome_description,
-        flags=[pb.Flag(code=f.code, description=f.description) for f in d.flags],
-        actions=d.actions, rationale=d.rationale, missing_facts=_missing(d.missing_facts),
-        ignored_facts=d.ignored_facts, sub_decisions=[decision(sub) for sub in d.sub_decisions],
-        explanations=[pb.Explanation(audience=e.audience.value, text=e.text, withheld=e.withheld)
-                      for e in d.explanations],
-        bundle_hash=d.bundle_hash, shadow=_shadow(d.shadow) if d.shadow else None)
+def decision(d: Decision, out: pb.Decision | None = None) -> pb.Decision:
+    """`d` as a protobuf Decision: filled into `out` in place if given (e.g. a batch result's,
+    where building one and setting it would copy it), else into a new one."""
+    out = pb.Decision() if out is None else out
+    out.decision_id, out.as_at, out.outcome = d.decision_id, _date(d.as_at), d.outcome
+    out.outcome_description, out.rationale, out.bundle_hash = d.outcome_description, d.rationale, d.bundle_hash
+    for f in d.flags:
+        out.flags.add(code=f.code, description=f.description)
+    out.actions.extend(d.actions)
+    _add_missing(out.missing_facts, d.missing_facts)
+    out.ignored_facts.extend(d.ignored_facts)
+    for sub in d.sub_decisions:
+        decision(sub, out.sub_decisions.add())
+    for e in d.explanations:
+        out.explanations.add(audience=e.audience.value, text=e.text, withheld=e.withheld)
+    if d.shadow:
+        _set_shadow(out.shadow, d.shadow)
     out.policy.CopyFrom(_policy_ref(d.policy))
     _add_outputs(out.outputs, d.outputs)
     for v in d.items:
-        item = out.items.add(list=v.list, index=v.index, outcome=v.outcome, outcome_description=v.outcome_description,
-                             missing_facts=_missing(v.missing_facts))
+        item = out.items.add(list=v.list, index=v.index, outcome=v.outcome, outcome_description=v.outcome_description)
+        _add_missing(item.missing_facts, v.missing_facts)
         if v.step:
             _set_step(item.step, v.step)
     for s in d.trail:
@@ -199,14 +208,16 @@ def _add_outputs(into, outputs: list[Output]) -> None:
         _set_value(into.add(name=o.name, text=o.text, description=o.description).value, o.value)
 
 
-def _shadow(s: Shadow) -> pb.Shadow:
-    out = pb.Shadow(policy=_policy_ref(s.policy) if s.policy else None, outcome=s.outcome,
-                    rule_ids=s.rule_ids, missing_facts=s.missing_facts, rationale=s.rationale, agrees=s.agrees,
-                    error=s.error)
+def _set_shadow(out: pb.Shadow, s: Shadow) -> None:
+    out.SetInParent()
+    if s.policy:
+        out.policy.CopyFrom(_policy_ref(s.policy))
+    out.outcome, out.rationale, out.agrees, out.error = s.outcome, s.rationale, s.agrees, s.error
+    out.rule_ids.extend(s.rule_ids)
+    out.missing_facts.extend(s.missing_facts)
     _add_outputs(out.outputs, s.outputs)
     if s.amount_pence is not None:
         out.amount_pence = s.amount_pence
-    return out
 
 
 def _fact_spec(f) -> pb.FactSpec:

@@ -161,9 +161,12 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             results.append(result if isinstance(result, status_pb2.Status)
                            else (*result, time.perf_counter() - item_started))
         decided = [r for r in results if isinstance(r, tuple)]
-        response = pb.DecideBatchResponse(results=[
-            pb.DecideBatchResult(error=r) if isinstance(r, status_pb2.Status) else
-            pb.DecideBatchResult(decision=convert.decision(r[1])) for r in results])
+        response = pb.DecideBatchResponse()
+        for r in results:  # filled in place: a message set as a field is copied
+            if isinstance(r, status_pb2.Status):
+                response.results.add(error=r)
+            else:
+                convert.decision(r[1], response.results.add().decision)
         size = response.ByteSize()
         if size > MAX_MESSAGE_BYTES:  # gRPC would refuse to send it: fail before anything is recorded
             log.info("batch too large", extra={"items": count, "decided": len(decided), "bytes": size})
