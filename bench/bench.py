@@ -119,12 +119,15 @@ def _batches(policy: str, version: str, count: int = 20) -> list[bytes]:
             for i in range(0, len(singles), BATCH_SIZE)]
 
 
-def over_grpc(versions, workers: int, n: int, seconds: float) -> dict:
+def over_grpc(versions, workers: int, n: int, seconds: float, busy_seconds: float) -> dict:
+    """Latency and saturation of Decide against the echo floors; the busy echo burns
+    `busy_seconds` of CPU per call (Decide's handler time without the log, measured in process)."""
     print(f"\n== gRPC over loopback (server: {workers} worker processes; decision log on, SQLite, fsync) ==")
     out: dict = {"workers": workers}
     echo = load.start_echo(workers)
     workdir = Path(tempfile.mkdtemp(prefix="cms-bench-grpc-"))
     durable_echo = load.start_echo(workers, durable_dir=workdir)
+    busy_echo = load.start_echo(workers, busy_seconds=busy_seconds)
     service = load.start_service(workdir, ["--workers", str(workers)])
     try:
         fee = load.corpus_payloads(*HEADLINE)
@@ -155,20 +158,26 @@ def over_grpc(versions, workers: int, n: int, seconds: float) -> dict:
         rss_before = {pid: _rss_mb(pid) for pid in _children(service.pid)}
         # In turn, twice, so that a busy spell on the machine does not fall on one of them only.
         sat = load.saturate_in_turn({"echo": (echo.target, load.ECHO, fee, (4, 8, 16, 32)),
+                                     "busy echo": (busy_echo.target, load.ECHO, fee, (4, 8, 16, 32)),
                                      "decide": (service.target, load.DECIDE, fee, (4, 8, 16, 32)),
                                      "batch": (service.target, DECIDE_BATCH, _batches(*HEADLINE), (2, 4, 8))},
                                     seconds, rounds=2)
-        echo_sat, decide_sat, batch_sat = sat["echo"], sat["decide"], sat["batch"]
+        echo_sat, busy_sat, decide_sat, batch_sat = sat["echo"], sat["busy echo"], sat["decide"], sat["batch"]
         batch_per_second = batch_sat["per_second"] * BATCH_SIZE
         rss_after = {pid: _rss_mb(pid) for pid in rss_before}
-        out["throughput"] = {"echo": echo_sat, "decide": decide_sat, "decide_batch": {**batch_sat,
+        out["throughput"] = {"echo": echo_sat, "busy_echo": {**busy_sat, "busy_us": busy_seconds * 1e6},
+                             "decide": decide_sat, "decide_batch": {**batch_sat,
                              "decisions_per_second": batch_per_second, "batch_size": BATCH_SIZE},
                              "decide_vs_echo": decide_sat["per_second"] / echo_sat["per_second"],
+                             "busy_echo_vs_echo": busy_sat["per_second"] / echo_sat["per_second"],
                              "batch_vs_decide": batch_per_second / decide_sat["per_second"],
                              "worker_rss_mb": {"before": rss_before, "after": rss_after}}
-        print(f"\nsaturated (N clients in 2 client processes; echo, Decide, DecideBatch in turn, twice,"
+        print(f"\nsaturated (N clients in 2 client processes; echo, busy echo, Decide, DecideBatch in turn, twice,"
               f" {seconds / 2:.0f} s a point; the best):")
         print(f"  echo         {echo_sat['per_second']:8.0f} calls/s ({echo_sat['clients']} clients)")
+        print(f"  busy echo    {busy_sat['per_second']:8.0f} calls/s ({busy_sat['clients']} clients)"
+              f" = {out['throughput']['busy_echo_vs_echo']:.0%} of echo: each call burns {busy_seconds * 1e6:.0f} µs"
+              " of CPU, Decide's handler without the log in process (the ceiling of a Python handler that costs that)")
         print(f"  Decide       {decide_sat['per_second']:8.0f} decisions/s ({decide_sat['clients']} clients)"
               f" = {out['throughput']['decide_vs_echo']:.0%} of echo")
         print(f"  DecideBatch  {batch_per_second:8.0f} decisions/s (batches of {BATCH_SIZE}, {batch_sat['clients']} clients)"
@@ -176,12 +185,13 @@ def over_grpc(versions, workers: int, n: int, seconds: float) -> dict:
         print("  latency under load, Decide / echo at the same clients: " + ", ".join(
             f"{e['clients']} clients (round {e['round'] + 1}) p50 {d['p50'] / e['p50']:.1f}× p99 {d['p99'] / e['p99']:.1f}×"
             for e, d in zip(echo_sat["points"], decide_sat["points"])))
-        errors = sum(p["errors"] for s in (echo_sat, decide_sat, batch_sat) for p in s["points"])
+        errors = sum(p["errors"] for s in (echo_sat, busy_sat, decide_sat, batch_sat) for p in s["points"])
         out["errors"] = errors
         print(f"  errors: {errors}; worker RSS before/after load: "
               + ", ".join(f"{rss_before[p]:.0f}→{rss_after[p]:.0f} MB" for p in rss_before))
     finally:
         service.stop()
+        busy_echo.stop()
         durable_echo.stop()
         echo.stop()
     return out
@@ -204,7 +214,9 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
         ("every enacted fee version p50 ≤ 2×, p99 ≤ 4× echo",
          all(v["p50_ratio"] <= 2 and v["p99_ratio"] <= 4 for v in fees.values()),
          ", ".join(f"{k.split('/')[1]} {v['p50_ratio']:.2f}/{v['p99_ratio']:.2f}" for k, v in fees.items())),
-        ("unary throughput ≥ 60% of echo", g["throughput"]["decide_vs_echo"] >= 0.6, f"{g['throughput']['decide_vs_echo']:.0%}"),
+        ("unary throughput ≥ 60% of echo", g["throughput"]["decide_vs_echo"] >= 0.6,
+         f"{g['throughput']['decide_vs_echo']:.0%} (the busy echo, burning Decide's handler CPU: "
+         f"{g['throughput']['busy_echo_vs_echo']:.0%})"),
         ("DecideBatch ≥ 3× unary", g["throughput"]["batch_vs_decide"] >= 3, f"{g['throughput']['batch_vs_decide']:.1f}×"),
         ("overhead ≤ 50% of raw durable_rules (every enacted version)",
          all(v["overhead_vs_raw"] <= 0.5 for v in ip.values()),
@@ -240,6 +252,7 @@ def chart(results: dict, path: Path) -> None:
     ratios = {f"Decide {k} p50": v["p50_ratio"] for k, v in g["decide_latency"].items()}
     ratios[f"Decide {'/'.join(HEADLINE)} p50 / durable echo"] = g["decide_latency"]["/".join(HEADLINE)]["p50_vs_durable_echo"]
     ratios.update({"unary / echo throughput": g["throughput"]["decide_vs_echo"],
+                   "busy echo / echo throughput": g["throughput"]["busy_echo_vs_echo"],
                    "batch / unary throughput": g["throughput"]["batch_vs_decide"]})
     right.barh(list(ratios), list(ratios.values()), color="#8172b3")
     right.axvline(2, color="grey", ls="--", lw=1)
@@ -267,7 +280,8 @@ def main() -> int:
     versions = enacted(bundle)
     results["in_process"] = in_process(bundle, versions, 200 if quick else 2000)
     results["grpc"] = over_grpc(versions, min(m["usable_cores"], 2) if quick else m["usable_cores"],
-                                500 if quick else 3000, 2 if quick else 8)
+                                500 if quick else 3000, 2 if quick else 8,
+                                busy_seconds=results["in_process"]["/".join(HEADLINE)]["no log"]["p50_us"] / 1e6)
     print("\n== Scaling ==")
     results["scaling"] = {"rules": scaling.rule_count_scaling(n=300 if quick else 3000),
                           "versions": scaling.version_count_effect(n=300 if quick else 3000)}

@@ -1,6 +1,7 @@
-"""gRPC load: our Decide RPC against floors: an echo server built like ours, and one that records each call durably.
+"""gRPC load: our Decide RPC against floors: an echo server built like ours, one that records each
+call durably, and one that burns a given CPU time per call.
 
-    start_echo(workers, durable_dir=None)                     -> echo servers with .target and .stop()
+    start_echo(workers, durable_dir=None, busy_seconds=0)     -> echo servers with .target and .stop()
     start_service(workdir, extra_args)                         -> our service, the same
     latency(target, method, payloads, n)                      -> per-call seconds, one client
     throughput(target, method, payloads, clients, seconds)     -> calls/s with p50/p99 and errors
@@ -81,14 +82,26 @@ def _durable_echo(path: Path):
     return echo
 
 
-def _echo_worker(port: int, ready, durable_dir: str | None = None) -> None:
+def _busy_echo(seconds: float):
+    """An echo handler that first runs Python for `seconds` of its thread's CPU time, holding the
+    GIL as a handler's own work does."""
+    def echo(request: bytes, context) -> bytes:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        return request
+    return echo
+
+
+def _echo_worker(port: int, ready, durable_dir: str | None = None, busy_seconds: float = 0.0) -> None:
     """One echo server process: grpc.server as service/server.py build_server makes it (same pool
     and options, no interceptors), sharing `port` with its siblings through SO_REUSEPORT. With
-    `durable_dir`, each call is first made durable there (_durable_echo, a file per process)."""
+    `durable_dir`, each call is first made durable there (_durable_echo, a file per process); with
+    `busy_seconds`, each call first burns that much CPU (_busy_echo)."""
     from service.server import MAX_MESSAGE_BYTES
     try:
         handler = (_durable_echo(Path(durable_dir) / f"echo-{os.getpid()}.sqlite3") if durable_dir
-                   else lambda request, context: request)
+                   else _busy_echo(busy_seconds) if busy_seconds else lambda request, context: request)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="rpc"),
                              options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -123,18 +136,19 @@ class EchoServer:
                 p.join()
 
 
-def start_echo(workers: int, durable_dir: str | os.PathLike | None = None) -> EchoServer:
+def start_echo(workers: int, durable_dir: str | os.PathLike | None = None, busy_seconds: float = 0.0) -> EchoServer:
     """`workers` echo server processes on one free loopback port, once every one has bound it and
     the port answers. With `durable_dir` (an existing directory), every call commits a row to SQLite
     there before it replies: the transport and durability floor of a service that records each
-    request."""
+    request. With `busy_seconds`, every call first burns that much CPU in Python: the ceiling of a
+    Python gRPC server whose handler costs that much."""
     port = free_port()
     ready = _spawn.Queue()
     echo = EchoServer(f"127.0.0.1:{port}")
     try:
         for _ in range(workers):
-            proc = _spawn.Process(target=_echo_worker, args=(port, ready, durable_dir and str(durable_dir)),
-                                 daemon=True)
+            proc = _spawn.Process(target=_echo_worker, daemon=True,
+                                  args=(port, ready, durable_dir and str(durable_dir), busy_seconds))
             proc.start()
             echo.processes.append(proc)
         for _ in range(workers):

@@ -42,6 +42,13 @@ def test_echo_and_decide(tmp_path):
     with sqlite3.connect(log) as db:  # the warm-up call, the 3 measured ones and start_echo's ping
         assert db.execute("SELECT count(*), min(length(body)) FROM rows").fetchone() == (5, load.DURABLE_ROW_BYTES)
 
+    busy = load.start_echo(1, busy_seconds=0.02)
+    try:  # each call burns 20 ms of the worker's CPU before it replies
+        samples = load.latency(busy.target, load.ECHO, payloads[:1], 3, warmup=0)
+    finally:
+        busy.stop()
+    assert len(samples) == 3 and min(samples) >= 0.02
+
     service = load.start_service(tmp_path, [])
     try:
         assert len(load.latency(service.target, load.DECIDE, payloads, 10, warmup=2)) == 10
