@@ -29,6 +29,8 @@ from service.observability import JsonFormatter, Metrics
 from service.reload import LiveBundle
 from service.server import MAX_BATCH_REQUESTS, build_server
 
+from .eventually import eventually
+
 FEE_FACTS = {"application_route": "direct_pay", "applicant_in_northern_ireland": False,
              "application_date": "2019-03-15", "applicant_date_of_birth": "1985-07-20",
              "abuse_of_applicant": True, "abuse_reported_to": ["police"], "declaration": "at_application"}
@@ -206,6 +208,7 @@ def test_a_batch_logs_each_decision_and_a_summary_and_counts_each_decision(local
     response = local.stub.DecideBatch(_batch(*requests), timeout=60)
     assert [r.WhichOneof("result") for r in response.results] == ["decision", "error", "decision"]
     assert local.rows() == 2
+    eventually(lambda: [line for line in service_lines if line["message"] == "batch decided"])
     batch_lines = [line for line in service_lines if line.get("rpc") == "DecideBatch"]
     decisions = [line for line in batch_lines if line["message"] == "decision"]
     assert [(d["index"], d["decision_id"], d["policy"], d["outcome"]) for d in decisions] == [
@@ -261,10 +264,8 @@ def test_a_deadline_passing_mid_batch_abandons_it_and_records_nothing(local, ser
     assert recorded == 1 and took > 0.02, f"the slow decision took only {took:.3f}s"
     error = _failure(lambda: local.stub.DecideBatch(_batch(*[slow] * 8), timeout=1.5 * took))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    limit = time.monotonic() + 30
-    while not [line for line in service_lines if line["message"] == "decision abandoned"] and time.monotonic() < limit:
-        time.sleep(0.02)  # the server notices at its next check, after the item under way
-    [abandoned] = [line for line in service_lines if line["message"] == "decision abandoned"]
+    # the server notices at its next check, after the item under way
+    [abandoned] = eventually(lambda: [line for line in service_lines if line["message"] == "decision abandoned"])
     assert (abandoned["stage"], abandoned["code"], abandoned["items"]) == ("between_items", "DEADLINE_EXCEEDED", 8)
     assert 1 <= abandoned["index"] < 8
     assert local.rows() == recorded

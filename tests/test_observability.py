@@ -372,7 +372,7 @@ def test_a_decision_past_its_deadline_is_given_up_and_not_recorded(running):
     started = time.monotonic()
     full = running.stub.Decide(slow, timeout=60)
     took = time.monotonic() - started
-    assert full.counterfactuals and took > 0.05, f"the slow decision took only {took:.3f}s"
+    assert full.counterfactuals and took > 0.02, f"the slow decision took only {took:.3f}s"
     rows = running.rows()
     errors = running.scrape()
 

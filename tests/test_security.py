@@ -32,6 +32,7 @@ from service.reload import LiveBundle
 from service.server import build_server
 
 from .conftest import ROOT, start_service, stop_service
+from .eventually import eventually
 
 FEE_FACTS = {"application_route": "direct_pay", "applicant_in_northern_ireland": False,
              "application_date": "2019-03-15", "applicant_date_of_birth": "1985-07-20",
@@ -582,8 +583,8 @@ def test_the_calling_service_is_named_on_every_log_line_of_its_call(token_server
     service_log.setLevel(logging.INFO)
     try:
         token_server.stub(pki.channel_credentials(token=FEE_TOKEN)).Decide(_fee_request(), timeout=10)
+        decisions = eventually(lambda: [json.loads(line) for line in lines if json.loads(line)["message"] == "decision"])
     finally:
         service_log.removeHandler(handler)
         service_log.setLevel(level)
-    decisions = [json.loads(line) for line in lines if json.loads(line)["message"] == "decision"]
     assert [d["caller"] for d in decisions] == ["fee-portal"]
