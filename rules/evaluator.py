@@ -237,6 +237,8 @@ class Evaluator:
 
     def _ask_order(self, compiled: CompiledPolicy, as_at, request: DecisionRequest,
                    missing: list[MissingFact]) -> list[MissingFact]:
+        if len(missing) < 2:  # nothing to order: no retries (most undetermined decisions lack one fact)
+            return missing
         facts = {k: v for k, v in request.facts.items() if v is not None}
         by_name = {m.name: m for m in missing}
         order = whatif.ask_order(facts, list(by_name), self._specs(compiled), self._marks(compiled, facts),
