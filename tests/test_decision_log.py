@@ -19,6 +19,7 @@ from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
+from rules import decision_log
 from rules.decision import Audience, DecisionRequest, RequestReason
 from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
                                 SQLiteDecisionLog, differences, new_key_text, parse_keys)
@@ -358,6 +359,36 @@ def test_concurrent_records_share_commits_and_all_are_stored(tmp_path, evaluator
     assert len(commits) < 200  # some commits carried several rows (group commit)
     assert all(log.get(d.decision_id).decision == d for d in decisions[::20])
     log.close()
+
+
+def test_checkpoints_run_beside_the_commits_and_keep_the_write_ahead_log_small(tmp_path, evaluator, monkeypatch):
+    """No commit checkpoints (SQLite's automatic checkpoint took milliseconds inside one commit in
+    every few hundred): a thread does, after commits, and under writes that never pause it restarts
+    the write-ahead log once it holds CHECKPOINT_FRAMES frames (without that, it grew without end)."""
+    import threading
+    monkeypatch.setattr(decision_log, "CHECKPOINT_PAUSE", 0.05)
+    monkeypatch.setattr(decision_log, "CHECKPOINT_FRAMES", 200)
+    path = tmp_path / "log.sqlite3"
+    request = _fee_request(counterfactuals=False)
+    decision = evaluator.decide(request)
+    log = DecisionLog.open(path, [_key()])
+    assert log._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    ids = iter(range(1_000_000))  # next() on one iterator is atomic in CPython
+
+    def write() -> None:  # back to back until 6,000 rows (over 20 MB of log, had it never restarted)
+        while (n := next(ids)) < 6000:
+            log.record(request, decision.model_copy(update={"decision_id": f"{n:032x}"}))
+
+    writers = [threading.Thread(target=write) for _ in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    assert log.count() == 6000
+    assert os.path.getsize(f"{path}-wal") < 8_000_000
+    assert log.get(f"{5999:032x}").decision == decision.model_copy(update={"decision_id": f"{5999:032x}"})
+    log.close()
+    assert not log._checkpointer.is_alive()
 
 
 def test_a_batch_is_recorded_whole_or_not_at_all(tmp_path, evaluator):
