@@ -109,20 +109,37 @@ class PolicyRef(BaseModel):
     content_hash: str
 
 
-class Explanation(BaseModel):
-    audience: Audience
-    text: str
-    withheld: bool = False  # the reasons would reveal the other parent's sensitive information
-
-
 class Counterfactual(BaseModel):
     fact: str
     value: Any  # JSON form of the value that changes the outcome
     direction: str = ""  # "" (this value), "at_least" or "at_most" (a threshold)
     outcome: str
-    text: str  # for the caseworker
+    text: str = ""  # for the caseworker ("" in a parent's own list)
     shown_to: list[Audience] = [Audience.CASEWORKER]
-    parent_text: str = ""  # the same in a parent's words (in the text of a parent it is shown to)
+    parent_text: str = ""  # the same in a parent's words
+
+
+class Explanation(BaseModel):
+    """The decision for one audience. A parent's is worked out only from what that parent may know
+    (their own facts, facts about nobody) and what they are lawfully told (outcome, amount, outputs),
+    so it is the same whatever the other parent's sensitive facts are."""
+    audience: Audience
+    text: str
+    withheld: bool = False  # the outcome rests on the other parent's sensitive information: no reasons
+    notify: bool = True  # False: send this parent nothing yet (pending on the other parent's information)
+    counterfactuals: list[Counterfactual] = Field(default_factory=list)  # a parent's own "what would change it"
+    questions: list[MissingFact] = Field(default_factory=list)  # what a parent is asked next (UNDETERMINED)
+
+
+class DisclosureRisk(BaseModel):
+    """For the caseworker: told this outcome, `parent` could infer some of the other parent's
+    sensitive information, because the rules that decided it read it."""
+    parent: Audience  # who could infer it
+    whose: Audience | None = None  # whose information it is (None: not known whose)
+    facts: list[str] = Field(default_factory=list)  # the sensitive facts (and lists) the outcome rests on
+    rule_id: str  # the rule that decided the outcome
+    infers: str  # what that parent could infer, in words
+    advice: str  # what to do before that parent is told anything
 
 
 class Shadow(BaseModel):
@@ -160,6 +177,17 @@ class Decision(BaseModel):
     explanations: list[Explanation] = Field(default_factory=list)  # one per audience
     counterfactuals: list[Counterfactual] = Field(default_factory=list)
     shadow: Shadow | None = None  # asked for with `shadow_version`
+    disclosure_risks: list[DisclosureRisk] = Field(default_factory=list)  # for the caseworker, never a parent
+
+    def for_parent(self, audience: Audience) -> Decision:
+        """The decision as one parent may see it: the outcome, amount and outputs, their own
+        explanation, counterfactuals and next questions, the id, time and policy reference; nothing
+        else (no rationale, trail, items, flags, actions, sub-decisions, shadow or other texts)."""
+        mine = next(e for e in self.explanations if e.audience is audience)
+        return Decision(decision_id=self.decision_id, decided_at=self.decided_at, policy=self.policy,
+                        outcome=self.outcome, outcome_description=self.outcome_description,
+                        amount_pence=self.amount_pence, outputs=self.outputs, rationale="", explanations=[mine],
+                        counterfactuals=mine.counterfactuals, missing_facts=mine.questions)
 
     def golden(self) -> dict:
         """The decision as golden files pin it: everything but its id, time, the bundle it came
@@ -172,13 +200,18 @@ class Decision(BaseModel):
 
 
 _NOT_PINNED = {"decision_id", "decided_at", "bundle_hash", "shadow"}
-_OPTIONAL = ("outputs", "items", "sub_decisions", "explanations", "counterfactuals")
+_OPTIONAL = ("outputs", "items", "sub_decisions", "explanations", "counterfactuals", "disclosure_risks")
+_PARENT_ONLY = ("counterfactuals", "questions")  # of an explanation: only a parent's has them
 
 
 def _drop_empty(data: dict) -> None:
     for key in _OPTIONAL:
         if not data.get(key):
             data.pop(key, None)
+    for explanation in data.get("explanations", ()):
+        for key in _PARENT_ONLY:
+            if not explanation.get(key):
+                explanation.pop(key, None)
     for sub in data.get("sub_decisions", ()):
         for key in _NOT_PINNED:
             sub.pop(key, None)
