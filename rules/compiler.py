@@ -109,14 +109,10 @@ class CompiledPolicy:
         return {r.rule.id: r for r in self.rules}
 
     @cached_property
-    def decided_on(self) -> dict[int, frozenset[str]]:
-        """What each outcome rule's deciding reveals: under first-hit, it held and every outcome
-        rule before it did not, so the outcome carries the sources of all of them."""
-        out, names = {}, []
-        for index, _ in self.outcome_candidates:
-            names += self.rules[index].reads
-            out[index] = self.sources_of(names)
-        return out
+    def outcome_results(self) -> tuple[tuple[int, Any], ...]:
+        """(index, what it states: outcome, amount, outputs) of the outcome rules, in order: their
+        conclusions as a parent is told them, without the caseworker's actions."""
+        return tuple((index, conclusion[:3]) for index, conclusion in self.outcome_candidates)
 
     def working_fact(self, given: dict[str, Any]) -> dict:
         """The engine's first fact for a request's (parsed) facts."""

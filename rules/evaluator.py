@@ -14,7 +14,7 @@ from typing import Any
 
 from . import arith, audiences, durable_host, explainer, values, whatif
 from .compiler import CompiledList, CompiledPolicy
-from .decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
+from .decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
                        ItemVerdict, MissingFact, Output, PolicyRef, RequestError, Shadow, TrailStep, Violation)
 from .model import Fact, FactType, ItemList, Rule, Uses
 from .hitpolicy import first_hit
@@ -25,11 +25,11 @@ UNDETERMINED_TEXT = "the decision needs facts that were not given"
 
 @dataclass
 class _Worked:
-    """A decision with what explaining it needs: every known value, whose information each value
-    holds, and the deciding rule (None when UNDETERMINED)."""
+    """A decision with what explaining it needs: every known value, the subject (a party, or None)
+    and the deciding rule (None when UNDETERMINED)."""
     decision: Decision
     known: dict
-    owners: audiences.Ownership
+    subject: str | None
     root: int | None
 
 
@@ -82,10 +82,36 @@ class Evaluator:
             decision.missing_facts = self._ask_order(compiled, as_at, request, decision.missing_facts)
         elif request.counterfactuals:
             decision.counterfactuals = self._counterfactuals(compiled, as_at, request, worked)
-        decision.rationale = explainer.rationale(compiled.version, decision, request)
-        decision.explanations = [Explanation(audience=Audience.CASEWORKER, text=decision.rationale),
-                                 *audiences.parent_explanations(compiled, decision, worked.owners, worked.known, worked.root)]
+        declared = self.bundle.declared(compiled.version.policy)
+        readings = [self._reading(compiled, as_at, request, worked, declared, reader) for reader in PARENTS]
+        parents = [audiences.parent_explanation(compiled, decision, request, r) for r in readings]
+        audiences.mark_shown(decision.counterfactuals, parents)
+        decision.disclosure_risks = audiences.disclosure_risks(
+            declared, compiled, request, decision, worked.root, readings,
+            {u.policy: self.bundle.request_names(u.policy) for u in compiled.version.uses})
+        decision.rationale = explainer.rationale(compiled.version, decision, request,
+                                                 audiences.caseworker_lines(parents))
+        decision.explanations = [Explanation(audience=Audience.CASEWORKER, text=decision.rationale), *parents]
         return decision
+
+    def _reading(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, worked: _Worked,
+                 declared: dict, reader: Audience) -> audiences.Reading:
+        """The decision as `reader` may know it: decided again on their reader's request (unless it
+        is the whole request), with their own counterfactuals or questions worked out on it alone."""
+        facts = audiences.reader_facts(declared, request, reader)
+        own = request if len(facts) == len(request.facts) else request.model_copy(update={"facts": facts})
+        # The whole request's decision serves when it is decided: on the same facts a parent's first
+        # hit (which ignores actions) picks the same rule. Otherwise decide again as the parent would.
+        same = own is request and worked.root is not None
+        seen = worked if same else self._decide(compiled, as_at, own, for_parent=True)
+        reading = audiences.Reading(reader, facts, seen.decision, seen.known)
+        if worked.decision.outcome == UNDETERMINED:
+            reading.questions = audiences.own_questions(declared, request, reader, seen.decision.missing_facts)
+        elif reading.settled and request.counterfactuals and compiled.version.tell.counterfactuals:
+            mine = audiences.own_facts(declared, request, reader)
+            reading.changes = [c.model_copy(update={"text": "", "shown_to": [reader]}) for c in
+                               self._counterfactuals(compiled, as_at, own, seen, only=mine)]
+        return reading
 
     def replay(self, request: DecisionRequest, original: Decision) -> Decision:
         """Decide a logged request again with the version and as-at date the original used;
@@ -100,32 +126,31 @@ class Evaluator:
         return Evaluator(self.bundle, today=lambda: decided_on).decide_at(compiled, original.as_at, request)
 
     def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None,
-                subject: str | None = None, brief: bool = False) -> _Worked:
+                subject: str | None = None, brief: bool = False, for_parent: bool = False) -> _Worked:
         """The decision with what explaining it needs. `brief`: the outcome, amount and missing
-        facts only, no trail, outputs or texts (for re-decisions that only compare outcomes)."""
+        facts only, no trail, outputs or texts (for re-decisions that only compare outcomes).
+        `for_parent`: an unknown rule blocks a decision only if it would state another outcome,
+        amount or outputs (not merely other actions), as a parent's reading needs."""
         given, lists, ignored = self._facts(compiled, request, fixed or {})
         if subject is None and request.subject is not None:
             subject = audiences.PARTY.get(request.subject)
-        owners = audiences.Ownership(compiled, given, subject)
         pending: dict[str, list[MissingFact]] = {}  # what an unknown list aggregate or used result needs
-        subs = self._use_policies(compiled, as_at, request, given, pending, owners, brief)
+        subs = self._use_policies(compiled, as_at, request, given, pending, subject, brief)
         verdicts = self._judge_lists(compiled, lists, given, pending)
-        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, owners, brief)
+        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, subject, brief, for_parent)
 
     def _use_policies(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, given: dict,
-                      pending: dict, owners: audiences.Ownership, brief: bool) -> dict[str, Decision]:
-        """Decide each used policy; its outcome and amount become facts of this decision (holding
-        whatever sensitive information it read)."""
+                      pending: dict, subject: str | None, brief: bool) -> dict[str, Decision]:
+        """Decide each used policy; its outcome and amount become facts of this decision."""
         subs = {}
         for use in compiled.version.uses:
-            subject = given.get(use.subject) if use.subject else owners.subject
-            worked = self._sub_decision(use, as_at, request, subject if subject in audiences.PARTY.values() else None,
+            theirs = given.get(use.subject) if use.subject else subject
+            worked = self._sub_decision(use, as_at, request, theirs if theirs in audiences.PARTY.values() else None,
                                         brief)
             results = (f"{use.as_}_outcome", f"{use.as_}_amount")
             if isinstance(worked, MissingFact):  # no version of it applies: its result stays unknown
                 pending.update(dict.fromkeys(results, [worked]))
                 continue
-            owners.used.update(dict.fromkeys(results, worked.owners.all_secrets()))
             sub = subs[use.as_] = worked.decision
             if sub.outcome == UNDETERMINED:
                 pending.update(dict.fromkeys(results, sub.missing_facts))
@@ -153,11 +178,12 @@ class Evaluator:
 
     # --- what would change it, and what to ask first -------------------------
 
-    def _retry(self, compiled: CompiledPolicy, as_at, request: DecisionRequest):
+    def _retry(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, for_parent: bool = False):
         """Decide the same case under the same version with other facts."""
         def decide(facts: dict) -> whatif.Result:
             try:
-                worked = self._decide(compiled, as_at, request.model_copy(update={"facts": facts}), brief=True)
+                worked = self._decide(compiled, as_at, request.model_copy(update={"facts": facts}), brief=True,
+                                      for_parent=for_parent)
             except RequestError:
                 return whatif.Result(UNDETERMINED, len(facts))
             return whatif.Result(worked.decision.outcome, len(worked.decision.missing_facts), worked)
@@ -181,27 +207,28 @@ class Evaluator:
         return marks
 
     def _counterfactuals(self, compiled: CompiledPolicy, as_at, request: DecisionRequest,
-                         worked: _Worked) -> list[Counterfactual]:
+                         worked: _Worked, only: set[str] | None = None) -> list[Counterfactual]:
         """Single-fact changes that give another outcome, one line per fact and new outcome. Only facts
         that a rule tried before (or as) the deciding one reads can change it; facts of a used policy
-        count when its result is read. The date that chose the law (as_at_fact) is not varied."""
+        count when its result is read. The date that chose the law (as_at_fact) is not varied.
+        `only`: the facts that may be varied (a parent's own)."""
         pv = compiled.version
         tried = [i for i, _ in compiled.outcome_candidates if i <= worked.root]
         relevant = compiled.sources_of(n for i in tried for n in compiled.rules[i].reads)
         passed_on = {n for u in pv.uses if set(u.facts()) & relevant for n in self.bundle.request_names(u.policy)}
         specs = self._specs(compiled)
         facts = {k: v for k, v in request.facts.items() if v is not None}
-        names = [n for n in specs if n in facts and n != pv.as_at_fact and (n in relevant or n in passed_on)]
+        names = [n for n in specs if n in facts and n != pv.as_at_fact and (n in relevant or n in passed_on)
+                 and (only is None or n in only)]
         found = whatif.changes(facts, [specs[n] for n in names], self._marks(compiled, facts),
-                               worked.decision.outcome, self._retry(compiled, as_at, request))
+                               worked.decision.outcome, self._retry(compiled, as_at, request, only is not None))
         groups: dict[tuple, list[whatif.Change]] = {}
         for change in found:
             groups.setdefault((change.fact.name, change.direction, change.result.outcome), []).append(change)
-        return [self._counterfactual(compiled, group, facts[group[0].fact.name], worked) for group in groups.values()]
+        return [self._counterfactual(group, facts[group[0].fact.name]) for group in groups.values()]
 
     @staticmethod
-    def _counterfactual(compiled: CompiledPolicy, group: list[whatif.Change], current, worked: _Worked
-                        ) -> Counterfactual:
+    def _counterfactual(group: list[whatif.Change], current) -> Counterfactual:
         """One fact's changes that give the same new outcome, in words."""
         first, spec = group[0], group[0].fact
 
@@ -223,17 +250,13 @@ class Evaluator:
             beyond = {"at_least": " or more", "at_most": " or less"}.get(first.direction, "")
             phrase = "were " + explainer.join([shown(c.value) for c in group], "or") + beyond
         new = first.result.detail.decision
-        others = [c.result.detail for c in group]
-        owner = worked.owners.whose(spec.about)
-        shown_to = [a for a in audiences.visible_to(others[0].owners, compiled, others[0].root, owner)
-                    if all(a in audiences.visible_to(o.owners, compiled, o.root, owner) for o in others)]
         return Counterfactual(
             fact=spec.name, value=first.value if len(group) == 1 else [c.value for c in group],
             direction=first.direction, outcome=new.outcome,
             text=f"If {spec.name} {phrase} (it is {shown(current)}): {new.outcome} — {new.outcome_description}.",
             parent_text=f'If the answer to "{spec.question or spec.description}" {phrase}, the decision would be: '
                         f"{new.outcome_description}.",
-            shown_to=shown_to)
+            shown_to=[Audience.CASEWORKER])
 
     def _ask_order(self, compiled: CompiledPolicy, as_at, request: DecisionRequest,
                    missing: list[MissingFact]) -> list[MissingFact]:
@@ -418,7 +441,7 @@ class Evaluator:
 
     def _evaluate(self, compiled: CompiledPolicy, as_at, given: dict, ignored: list[str],
                   pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision],
-                  owners: audiences.Ownership, brief: bool = False) -> _Worked:
+                  subject: str | None, brief: bool = False, for_parent: bool = False) -> _Worked:
         pv, kinds = compiled.version, compiled.kinds
         state = compiled.run(given)
         if not state.get("complete"):
@@ -427,7 +450,7 @@ class Evaluator:
         known = {**given, **derived}
 
         true, false = set(state.get("true", ())), set(state.get("false", ()))
-        hit = first_hit(compiled.outcome_candidates, true, false)
+        hit = first_hit(compiled.outcome_results if for_parent else compiled.outcome_candidates, true, false)
         flags = [r for r in compiled.rules if r.rule.flag and r.index in true]
         amount, outputs = None, []
         if hit.index is not None:
@@ -443,7 +466,7 @@ class Evaluator:
         if brief:
             decision = Decision(policy=_policy_ref(compiled), as_at=as_at, outcome=outcome, outcome_description=description,
                                 amount_pence=amount, missing_facts=missing, rationale="")
-            return _Worked(decision, known, owners, hit.index)
+            return _Worked(decision, known, subject, hit.index)
 
         fired = self._trail(compiled, roots + [r.index for r in flags], state, whole=hit.index is not None)
         trail = [self._step(compiled, compiled.rules[i].rule, state["used"][i], kinds, derived) for i in fired]
@@ -462,7 +485,7 @@ class Evaluator:
             policy=_policy_ref(compiled), as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
             outputs=outputs, items=verdicts, flags=flag_list, actions=actions, trail=trail, missing_facts=missing,
             ignored_facts=ignored, sub_decisions=used_subs, rationale="")  # written by the caller
-        return _Worked(decision, known, owners, hit.index)
+        return _Worked(decision, known, subject, hit.index)
 
     @staticmethod
     def _output(pv, name: str, expr, known: dict) -> Output:

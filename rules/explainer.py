@@ -68,9 +68,10 @@ _ASKED = {"CASEWORKER": "the Child Maintenance Service", "RECEIVING_PARENT": "th
           "PAYING_PARENT": "the paying parent"}
 
 
-def rationale(pv: PolicyVersion, d: Decision, request=None) -> str:
+def rationale(pv: PolicyVersion, d: Decision, request=None, parents: list[str] = ()) -> str:
     """The caseworker's explanation: everything, with rule ids and citations. `request` adds who
-    asked for the decision (sensitive: never in a parent's text)."""
+    asked for the decision (sensitive: never in a parent's text); `parents`, what each parent is
+    told when it is not the whole story."""
     head = f"{d.outcome}: {d.outcome_description}" + (f" ({money(d.amount_pence)})" if d.amount_pence is not None else "")
     lines = [f"{head}.", f"Policy: {pv.title} [{pv.policy}/{pv.version}, {pv.status.value}]."]
     if request is not None and request.requested_by is not None:
@@ -105,6 +106,11 @@ def rationale(pv: PolicyVersion, d: Decision, request=None) -> str:
     if d.flags:
         lines.append("Flags for the caseworker:")
         lines += [f"- {f.code}: {f.description}" for f in d.flags]
+    if d.disclosure_risks:
+        lines.append("Disclosure risks:")
+        lines += [f"- {r.infers} [{r.rule_id}]. {r.advice}" for r in d.disclosure_risks]
+    if parents:
+        lines += ["Parents:", *parents]
     return "\n".join(lines)
 
 

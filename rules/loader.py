@@ -51,6 +51,7 @@ class Bundle:
         self._lists = {name: self._list_schema(name) for name in policies}
         self._request_names = {name: self._reachable_names(name) for name in policies}
         self._accepted = {name: self._accepted_specs(name) for name in policies}
+        self._declared = {name: self._declarations(name) for name in policies}
 
     def versions(self, policy: str) -> list[CompiledPolicy]:
         return sorted(self.policies.get(policy, {}).values(),
@@ -87,6 +88,26 @@ class Bundle:
         some version (of `policy` or a policy it uses) allows. None where two policies disagree
         on its type (no value can suit both: the version deciding it says what is wrong)."""
         return self._accepted.get(policy, ({}, {}))
+
+    def declared(self, policy: str) -> dict[str, list[tuple]]:
+        """Every fact and list a request for `policy` may carry, each with every declaration of it
+        (any version of `policy` or of a policy it uses) as (spec, subject fact): the subject fact
+        names the parent a used policy's `subject` is (None: the request's own subject)."""
+        return self._declared.get(policy, {})
+
+    def _declarations(self, policy: str) -> dict[str, list[tuple]]:
+        out: dict[str, list[tuple]] = {}
+        todo, seen = [(policy, None)], set()
+        while todo:
+            name, subject_fact = todo.pop()
+            if (name, subject_fact) in seen:
+                continue
+            seen.add((name, subject_fact))
+            for c in self.versions(name):
+                for spec in (*c.version.facts, *c.version.lists):
+                    out.setdefault(spec.name, []).append((spec, subject_fact))
+                todo += [(u.policy, u.subject or subject_fact) for u in c.version.uses]
+        return out
 
     def _reachable(self, policy: str) -> list[str]:
         """`policy` and every policy it uses, recursively."""

@@ -373,6 +373,9 @@ class ParentTexts(Strict):
     outcomes: dict[Annotated[str, Field(pattern=OUTCOME)], Tell] = {}
     review: Tell = {}
     counterfactuals: bool = True  # tell a parent what of their own would change it (not e.g. for safety routing)
+    # Outcomes that are not yet a decision (a referral): a parent whose view of one rests on the other
+    # parent's information is sent nothing until it is decided (a text would mark the case).
+    pending: tuple[Annotated[str, Field(pattern=OUTCOME)], ...] = ("REFER_TO_DECISION_MAKER",)
 
 
 class PolicyVersion(Strict):

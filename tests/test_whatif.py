@@ -44,11 +44,17 @@ def test_reporting_the_abuse_would_waive_the_fee(evaluator):
     assert "also included" in reported.text and "police" in reported.text
     # Under 19 on the application date: born on or after 16 March 2000 (reg 4(2)).
     assert _by_fact(d)[("applicant_date_of_birth", "at_least", "WAIVED")].value == "2000-03-16"
-    # The applicant's own facts are told to the applicant, and only to them.
-    assert reported.shown_to == [Audience.CASEWORKER, Audience.RECEIVING_PARENT]
-    receiving = next(e.text for e in d.explanations if e.audience is Audience.RECEIVING_PARENT)
+    # A parent is never told that another answer about abuse or its reporting would change it (it
+    # would coach an answer); their own other facts, going forward, they are told, and only they.
+    assert reported.shown_to == [Audience.CASEWORKER]
+    born = _by_fact(d)[("applicant_date_of_birth", "at_least", "WAIVED")]
+    assert born.shown_to == [Audience.CASEWORKER, Audience.RECEIVING_PARENT]
+    receiving = next(e for e in d.explanations if e.audience is Audience.RECEIVING_PARENT)
     paying = next(e.text for e in d.explanations if e.audience is Audience.PAYING_PARENT)
-    assert reported.parent_text in receiving and "What would change it" not in paying
+    assert reported.parent_text not in receiving.text and born.parent_text in receiving.text
+    theirs = {c.fact for c in receiving.counterfactuals}
+    assert "applicant_date_of_birth" in theirs and not theirs & {"abuse_reported_to", "abuse_of_applicant"}
+    assert "What would change it" not in paying
 
 
 def test_the_date_that_chose_the_law_is_not_varied(evaluator):
