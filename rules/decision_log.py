@@ -1,14 +1,18 @@
 """The decision log: every decision, durable and encrypted, in an embedded SQLite database (one
 service process) or in PostgreSQL (several replicas: `rules/decision_log_pg.py`).
 
-One row per decision. The columns an auditor sorts and counts by are in the clear (id, time,
-policy, version, content hash, bundle hash, outcome, shadow version and outcome); none of them
-identifies a person. The request (every fact, sensitive ones included) and the whole decision
-(rationale, trail, explanations and counterfactuals, which quote the facts) are one JSON document
-sealed with AES-256-GCM: a random 12-byte nonce per row, the decision id as associated data (a
-sealed document cannot be moved to another row), and the id of the key that sealed it, so keys
-can rotate (the first key seals, every key given can open). `Sealer` does that for every backend;
-a backend only stores and fetches `SealedRow`s.
+One row per decision. In the clear only what says nothing about a case's circumstances: id,
+time, policy, version, content hash, bundle hash, and the shadow version the caller asked for. Not
+the outcome nor the shadow's: joined to the case system by the decision id, an outcome such as
+`EMERGENCY_ESCALATION` or any `abuse_evidence` one is itself a domestic-abuse flag (counts by
+outcome come from the metrics, which carry no ids). The request (every fact, sensitive ones
+included) and the whole decision (outcome, rationale, trail, explanations and counterfactuals,
+which quote the facts) are one JSON document sealed with AES-256-GCM: a random 12-byte nonce per
+row, the decision id as associated data (a sealed document cannot be moved to another row), and
+the id of the key that sealed it, so keys can rotate (the first key seals, every key given can
+open). The document is padded to a power of two (`_pad`) first: a disclosure's texts lengthen a
+decision, and a ciphertext is as long as its plaintext. `Sealer` does that for every backend; a
+backend only stores and fetches `SealedRow`s.
 
 `DecisionLog.open(target)` picks the backend: a `postgresql://` (or `postgres://`) URL is
 PostgreSQL, anything else a SQLite file path.
@@ -60,8 +64,9 @@ LOG_ENV = "CMS_POLICY_DECISION_LOG"  # where the log is, when no --decision-log 
 KEY_ENV = "CMS_POLICY_LOG_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
-SCHEMA_VERSION = 2  # 2: shadow_version, shadow_outcome
+SCHEMA_VERSION = 3  # 2: shadow_version, shadow_outcome; 3: no outcome nor shadow_outcome in the clear
 PAYLOAD_FORMAT = 1
+PAD_FROM = 4096  # bytes: the smallest padded document (see _pad)
 CHECKPOINT_PAUSE = 0.2  # seconds between a process's background checkpoints, at least
 CHECKPOINT_FRAMES = 1000  # frames in the write-ahead log before it is restarted (SQLite's own default)
 
@@ -73,15 +78,18 @@ CREATE TABLE IF NOT EXISTS decisions (
     version      TEXT NOT NULL,
     content_hash TEXT NOT NULL,  -- sha256 of the policy version file
     bundle_hash  TEXT NOT NULL,  -- sha256 over every policy file loaded at the time
-    outcome      TEXT NOT NULL,
     shadow_version TEXT,         -- the version decided alongside (shadow evaluation), if asked
-    shadow_outcome TEXT,         -- its outcome: count agreement without the key
     key_id       TEXT NOT NULL,  -- which key sealed the row
     nonce        BLOB NOT NULL,
-    sealed       BLOB NOT NULL   -- AES-256-GCM of {"request": ..., "decision": ...}
+    sealed       BLOB NOT NULL   -- AES-256-GCM of {"request": ..., "decision": ...}, padded (_pad)
 );
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
 """
+# From schema N to N + 1, each in the one transaction that migrates (`_migrate`).
+_MIGRATIONS = {
+    1: ["ALTER TABLE decisions ADD COLUMN shadow_version TEXT", "ALTER TABLE decisions ADD COLUMN shadow_outcome TEXT"],
+    2: ["ALTER TABLE decisions DROP COLUMN outcome", "ALTER TABLE decisions DROP COLUMN shadow_outcome"],
+}
 _URL = re.compile(r"(?i)^postgres(?:ql)?://")
 
 
@@ -181,9 +189,7 @@ class SealedRow:
     version: str
     content_hash: str
     bundle_hash: str
-    outcome: str
     shadow_version: str | None
-    shadow_outcome: str | None
     key_id: str
     nonce: bytes
     sealed: bytes
@@ -194,6 +200,15 @@ class SealedRow:
 
 COLUMNS = tuple(f.name for f in fields(SealedRow))
 _column_values = attrgetter(*COLUMNS)
+
+
+def _pad(document: bytes) -> bytes:
+    """The JSON `document` followed by spaces up to the next power of two, PAD_FROM bytes at least,
+    so that a sealed row's length tells only its size class (4, 8, 16 KiB…), not whether its texts
+    name abuse. JSON ignores whitespace after the value, so reading needs no change and rows sealed
+    before padding open as they always did."""
+    size = max(PAD_FROM, 1 << (len(document) - 1).bit_length())
+    return document + b" " * (size - len(document))
 
 
 class Sealer:
@@ -210,16 +225,15 @@ class Sealer:
         if not decision.decision_id:
             raise ValueError("a decision needs its id to be recorded")
         # {"format":…,"request":…,"decision":…}, each model serialised by pydantic's own (fast) encoder
-        payload = b"".join((b'{"format":%d,"request":' % PAYLOAD_FORMAT, request.model_dump_json().encode(),
-                            b',"decision":', decision.model_dump_json().encode(), b"}"))
+        payload = _pad(b"".join((b'{"format":%d,"request":' % PAYLOAD_FORMAT, request.model_dump_json().encode(),
+                                 b',"decision":', decision.model_dump_json().encode(), b"}")))
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = self._aeads[self.sealing_id].encrypt(nonce, payload, decision.decision_id.encode())
         return SealedRow(decision_id=decision.decision_id, decided_at=decision.decided_at,
                          policy=decision.policy.policy, version=decision.policy.version,
                          content_hash=decision.policy.content_hash, bundle_hash=decision.bundle_hash,
-                         outcome=decision.outcome, shadow_version=request.shadow_version or None,
-                         shadow_outcome=(decision.shadow.outcome or None) if decision.shadow else None,
-                         key_id=self.sealing_id, nonce=nonce, sealed=sealed)
+                         shadow_version=request.shadow_version or None, key_id=self.sealing_id, nonce=nonce,
+                         sealed=sealed)
 
     def unseal(self, decision_id: str, kid: str, nonce: bytes, sealed: bytes, bundle_hash: str) -> LoggedDecision:
         aead = self._aeads.get(kid)
@@ -385,14 +399,12 @@ class SQLiteDecisionLog(DecisionLog):
             db.execute("PRAGMA wal_autocheckpoint = 0")  # the background thread checkpoints
             db.executescript(_SCHEMA)
             stored = db.execute("PRAGMA user_version").fetchone()[0]
-            if stored == 1:  # a log made before shadow evaluation
-                db.executescript("BEGIN; ALTER TABLE decisions ADD COLUMN shadow_version TEXT;"
-                                 " ALTER TABLE decisions ADD COLUMN shadow_outcome TEXT;"
-                                 f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-            elif stored == 0:
+            if stored == 0:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif stored != SCHEMA_VERSION:
+            elif stored > SCHEMA_VERSION:
                 raise DecisionLogError(f"{path}: decision log schema {stored}, this code reads {SCHEMA_VERSION}")
+            elif stored < SCHEMA_VERSION:
+                _migrate(db, path)
             decision_log = cls(db, path, keys)
             decision_log._check_key()
         except sqlite3.DatabaseError as exc:
@@ -482,6 +494,35 @@ class SQLiteDecisionLog(DecisionLog):
                 return self._db.execute("SELECT count(*) FROM decisions").fetchone()[0]
         except sqlite3.Error as exc:
             raise DecisionLogError(f"the decision log could not be read: {exc}") from None
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring an older log to SCHEMA_VERSION in one transaction, one process at a time (workers
+    may open the file together). A dropped column's values must leave the file, not only the
+    table: the space they free is zeroed (secure_delete), and the pages that held them, still in
+    the database file until a checkpoint copies the new ones over, are overwritten at once."""
+    writer = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(writer, fcntl.LOCK_EX)  # released by closing
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            stored = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            for version in range(stored, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA secure_delete = OFF")  # the log deletes nothing else
+        if stored < SCHEMA_VERSION:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            log.info("migrated the decision log %s from schema %d to %d", path, stored, SCHEMA_VERSION)
+    finally:
+        os.close(writer)
 
 
 # --- replaying ----------------------------------------------------------------

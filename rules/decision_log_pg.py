@@ -1,7 +1,7 @@
 """The decision log in PostgreSQL, for several replicas of the service sharing one log.
 
-The same table as the SQLite log (`decisions`, the same clear columns, `decided_at` as a
-`timestamptz`), the same sealing (`decision_log.Sealer`: AES-256-GCM, the decision id as associated
+The same table as the SQLite log (`decisions`, the same clear columns — none says anything about a
+case's circumstances — `decided_at` as a `timestamptz`), the same sealing (`decision_log.Sealer`: AES-256-GCM, the decision id as associated
 data, key ids, rotation), the same interface (`DecisionLog`). Chosen by giving `--decision-log` a
 `postgresql://` or `postgres://` URL (libpq's: `postgresql://user@host:5432/db?sslmode=verify-full`;
 the password is best left out of the URL and given by `PGPASSWORD` or a `PGPASSFILE`).
@@ -20,8 +20,8 @@ the database cannot be reached, `record` raises DecisionLogError (Decide answers
 the next call connects again.
 
 Schema: created if absent under an advisory lock (replicas may start together), with its version
-in `decision_log_schema`; an older schema is migrated (`_MIGRATIONS`), a newer one refused. The
-role the service runs as needs only SELECT and INSERT once the schema exists.
+in `decision_log_schema`; an older schema is migrated (`_MIGRATIONS`, as the table's owner), a
+newer one refused. The role the service runs as needs only SELECT and INSERT once the schema exists.
 """
 from __future__ import annotations
 
@@ -63,21 +63,23 @@ _CREATE = [
         version        text NOT NULL,
         content_hash   text NOT NULL,
         bundle_hash    text NOT NULL,
-        outcome        text NOT NULL,
         shadow_version text,
-        shadow_outcome text,
         key_id         text NOT NULL,
         nonce          bytea NOT NULL,
         sealed         bytea NOT NULL)""",
     "CREATE INDEX decisions_by_time ON decisions (decided_at)",
     "COMMENT ON TABLE decisions IS 'CMS policy decision log: one row per decision; request and decision sealed "
     "with AES-256-GCM (column sealed, associated data decision_id, key named by key_id)'",
-    "COMMENT ON COLUMN decisions.shadow_outcome IS 'outcome of the shadow version decided alongside, if asked'",
     "CREATE TABLE decision_log_schema (version integer NOT NULL)",
     "COMMENT ON TABLE decision_log_schema IS 'schema version of the decisions table (one row)'",
 ]
 # From schema N to N + 1. The PostgreSQL log starts at schema 2 (it has had the shadow columns from the first).
-_MIGRATIONS: dict[int, list[str]] = {}
+_MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE decisions DROP COLUMN outcome, DROP COLUMN shadow_outcome",
+        # A dropped column's values stay in every row on disk until the table is rewritten: rewrite it
+        # (CLUSTER, unlike VACUUM FULL, may run in the migration's transaction; grants are kept).
+        "CLUSTER decisions USING decisions_by_time"],
+}
 
 
 def redact(url: str) -> str:

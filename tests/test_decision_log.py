@@ -4,6 +4,7 @@ reviewer by `python -m rules explain`."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
@@ -22,7 +24,7 @@ from cms_policy.v1 import policy_pb2_grpc
 from rules import decision_log
 from rules.decision import Audience, DecisionRequest, RequestReason
 from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
-                                SQLiteDecisionLog, differences, new_key_text, parse_keys)
+                                SQLiteDecisionLog, differences, key_id, new_key_text, parse_keys, replay)
 from service import convert
 from service.reload import LiveBundle
 from service.server import build_server
@@ -34,6 +36,25 @@ GOLDEN = ROOT / "tests" / "golden"
 FEE_FACTS = {"application_route": "direct_pay", "applicant_in_northern_ireland": False,
              "application_date": "2019-03-15", "applicant_date_of_birth": "1985-07-20",
              "abuse_of_applicant": True, "abuse_reported_to": ["police"], "declaration": "at_application"}
+
+# Abuse disclosed but not reported: the 2017 fee is payable, the review would waive it.
+UNREPORTED = {**FEE_FACTS, "abuse_reported_to": [], "legal_warning_before_abuse_question": False}
+CLEAR_COLUMNS = ["decision_id", "decided_at", "policy", "version", "content_hash", "bundle_hash", "shadow_version",
+                 "key_id"]
+# The table as schema 2 made it: outcome and shadow outcome in the clear.
+SCHEMA_2_COLUMNS = CLEAR_COLUMNS[:6] + ["outcome", "shadow_version", "shadow_outcome", "key_id", "nonce", "sealed"]
+
+
+def _schema_2_row(key: bytes, request: DecisionRequest, decision) -> tuple:
+    """A row as schema 2 stored it (in SCHEMA_2_COLUMNS' order): outcomes in the clear, the
+    document sealed unpadded."""
+    payload = json.dumps({"format": 1, "request": request.model_dump(mode="json"),
+                          "decision": decision.model_dump(mode="json")}).encode()
+    nonce = os.urandom(12)
+    return (decision.decision_id, decision.decided_at, decision.policy.policy, decision.policy.version,
+            decision.policy.content_hash, decision.bundle_hash, decision.outcome, request.shadow_version or None,
+            decision.shadow.outcome if decision.shadow else None, key_id(key), nonce,
+            AESGCM(key).encrypt(nonce, payload, decision.decision_id.encode()))
 
 
 def _fee_request(**kw) -> DecisionRequest:
@@ -76,18 +97,19 @@ def test_record_then_get_gives_back_request_decision_and_bundle_hash(tmp_path, e
     assert logged.bundle_hash == evaluator.bundle.bundle_hash
 
 
-def test_the_log_is_wal_with_full_sync_and_clear_index_columns(tmp_path, evaluator):
+def test_the_log_is_wal_and_only_what_describes_no_case_is_in_the_clear(tmp_path, evaluator):
     path = tmp_path / "log.sqlite3"
-    decision = evaluator.decide(_fee_request())
-    with DecisionLog.open(path, [_key()]) as log:
-        log.record(_fee_request(), decision)
+    request = _fee_request(shadow_version="review-2023")
+    decision = evaluator.decide(request)
+    with DecisionLog.open(path, [key := _key()]) as log:
+        log.record(request, decision)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    row = db.execute("SELECT decision_id, decided_at, policy, version, content_hash, bundle_hash, outcome"
-                     " FROM decisions").fetchone()
+    assert [c[1] for c in db.execute("PRAGMA table_info(decisions)")] == CLEAR_COLUMNS + ["nonce", "sealed"]
+    row = db.execute(f"SELECT {', '.join(CLEAR_COLUMNS)} FROM decisions").fetchone()
     db.close()
-    assert row == (decision.decision_id, decision.decided_at, "application_fee", "2017",
-                   decision.policy.content_hash, evaluator.bundle.bundle_hash, "WAIVED")
+    assert row == (decision.decision_id, decision.decided_at, "application_fee", "2017", decision.policy.content_hash,
+                   evaluator.bundle.bundle_hash, "review-2023", key_id(key))
 
 
 def test_no_sensitive_fact_or_text_is_stored_in_clear(tmp_path, evaluator):
@@ -104,7 +126,77 @@ def test_no_sensitive_fact_or_text_is_stored_in_clear(tmp_path, evaluator):
     for raw in (stored(), (log.close(), stored())[1]):  # and after the checkpoint on close
         for secret in (b"police", b"abuse", b"victim", b"1985-07-20", b"reported"):
             assert secret not in raw, secret
-        assert b"WAIVED" in raw  # the clear index column is there, so we did read the data
+        assert b"application_fee" in raw  # the clear columns are there, so we did read the data
+        assert b"WAIVED" not in raw  # an outcome joined to a case by its id tells its circumstances
+
+
+def test_a_sealed_document_is_padded_so_its_length_does_not_tell_abuse_from_none(tmp_path, evaluator):
+    """An abuse disclosure adds its own texts to a decision: sealed as they were, the lengths of
+    these two told them apart. Padded to the same size bucket they do not."""
+    facts = {"decision_date": "2019-05-01", "receiving_parent_requests": "direct_pay",
+             "paying_parent_requests": "direct_pay", "abuse_disclosed_by": "receiving_parent"}
+    requests = [DecisionRequest(policy="service_type", version="2012", facts={**facts, "abuse_disclosed": abuse})
+                for abuse in (True, False)]
+    decisions = [evaluator.decide(r) for r in requests]
+    unpadded = [len(r.model_dump_json()) + len(d.model_dump_json()) for r, d in zip(requests, decisions)]
+    assert unpadded[0] - unpadded[1] > 500  # the scan has teeth
+    path = tmp_path / "log.sqlite3"
+    with DecisionLog.open(path, [_key()]) as log:
+        log.record_batch(list(zip(requests, decisions)))
+        assert [log.get(d.decision_id).decision for d in decisions] == decisions
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT length(sealed) FROM decisions").fetchall() == [(8192 + 16,)] * 2  # + the GCM tag
+    db.close()
+
+
+def test_padding_fills_a_power_of_two_from_4_kib_with_json_whitespace():
+    for size, bucket in ((2, 4096), (4096, 4096), (4097, 8192), (70_000, 131_072)):
+        document = b'{"x":"' + b"a" * (size - 8) + b'"}'
+        padded = decision_log._pad(document)
+        assert len(padded) == bucket and padded.startswith(document) and json.loads(padded) == json.loads(document)
+
+
+def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_file(tmp_path, evaluator):
+    path, key = tmp_path / "old.sqlite3", _key()
+    requests = [_fee_request(), DecisionRequest(policy="application_fee", as_at="2019-03-15", facts=UNREPORTED,
+                                                shadow_version="review-2023")]
+    decisions = [evaluator.decide(r) for r in requests]
+    outcomes = [b"WAIVED", b"FEE_PAYABLE"]
+    assert [decisions[0].outcome, decisions[1].outcome, decisions[1].shadow.outcome] == ["WAIVED", "FEE_PAYABLE",
+                                                                                        "WAIVED"]
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(f"""
+        CREATE TABLE decisions (decision_id TEXT PRIMARY KEY, decided_at TEXT NOT NULL, policy TEXT NOT NULL,
+            version TEXT NOT NULL, content_hash TEXT NOT NULL, bundle_hash TEXT NOT NULL, outcome TEXT NOT NULL,
+            shadow_version TEXT, shadow_outcome TEXT, key_id TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
+        CREATE INDEX decisions_by_time ON decisions (decided_at);
+        PRAGMA user_version = 2;""")
+    db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [_schema_2_row(key, r, d) for r, d in zip(requests, decisions)])
+    db.commit()
+    old_lengths = db.execute("SELECT decision_id, length(sealed) FROM decisions").fetchall()
+    db.close()
+
+    def stored() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("old.sqlite3"))
+
+    assert all(outcome in stored() for outcome in outcomes)  # the scan has teeth
+    with DecisionLog.open(path, [key]) as log:
+        for outcome in outcomes:  # not in the table, nor left in the file's free space or its write-ahead log
+            assert outcome not in stored(), outcome
+        for decision in decisions:
+            logged = log.get(decision.decision_id)
+            assert logged.decision == decision and replay(evaluator, logged).identical
+        log.record(_fee_request(), evaluator.decide(_fee_request()))
+        assert log.count() == 3
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert [c[1] for c in db.execute("PRAGMA table_info(decisions)")] == CLEAR_COLUMNS + ["nonce", "sealed"]
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").fetchall() == \
+        [("decisions_by_time",)]
+    assert db.execute("SELECT decision_id, length(sealed) FROM decisions LIMIT 2").fetchall() == old_lengths
+    db.close()
 
 
 def test_the_wrong_key_is_refused_with_a_clear_error(tmp_path, evaluator):

@@ -83,7 +83,7 @@ def test_an_unknown_shadow_version_is_a_bad_request(evaluator):
     assert "known: 2014, 2017" in caught.value.violations[0].description
 
 
-def test_the_log_keeps_the_shadow_and_counts_it_in_the_clear(tmp_path, evaluator):
+def test_the_log_keeps_the_shadow_sealed_and_only_its_version_in_the_clear(tmp_path, evaluator):
     request = _request(shadow_version="review-2023")
     decision = evaluator.decide(request)
     path = tmp_path / "log.sqlite3"
@@ -94,8 +94,8 @@ def test_the_log_keeps_the_shadow_and_counts_it_in_the_clear(tmp_path, evaluator
         result = replay(evaluator, logged)  # the shadow is not part of the decision replayed
         assert result.identical and result.replayed.shadow is None
     db = sqlite3.connect(path)
-    assert db.execute("SELECT outcome, shadow_version, shadow_outcome FROM decisions").fetchall() == \
-        [("FEE_PAYABLE", "review-2023", "WAIVED")]
+    assert db.execute("SELECT shadow_version FROM decisions").fetchall() == [("review-2023",)]
+    assert not {"outcome", "shadow_outcome"} & {c[1] for c in db.execute("PRAGMA table_info(decisions)")}
     db.close()
     report = render(logged)
     assert "Shadow (review-2023, not acted on)\n" in report and "Differs from the decision.\nWAIVED" in report
@@ -115,8 +115,9 @@ def test_a_log_from_before_shadows_is_upgraded_in_place(tmp_path, evaluator):
         log.record(_request(), decision)
         assert log.get(decision.decision_id).decision == decision
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-    assert db.execute("SELECT shadow_version, shadow_outcome FROM decisions").fetchall() == [(None, None)]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT shadow_version FROM decisions").fetchall() == [(None,)]
+    assert not {"outcome", "shadow_outcome"} & {c[1] for c in db.execute("PRAGMA table_info(decisions)")}
     db.close()
 
 
