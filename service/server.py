@@ -1,7 +1,7 @@
 """The gRPC adapter: requests in, engine decisions out, errors as gRPC statuses.
 
 Every decision is recorded in the decision log before Decide returns it. Logs carry the
-decision id, policy, version, outcome and latency as fields (`extra`) — never facts or explanation
+decision id, policy, version and latency as fields (`extra`) — never facts, outcomes or explanation
 texts, nor a name the client sent that the bundle does not know (see `_policy_label`, `_field_names`).
 A decision's log line is written once its reply has been sent (`_log_after_reply`); its metrics
 are counted before.
@@ -315,12 +315,13 @@ def _ms(seconds: float) -> float:
 
 
 def _decision_fields(decision) -> dict:
-    """What the logs say about a decision: ids, names and codes from the policy files, never a fact."""
+    """What the logs say about a decision: its id and names from the policy files, never a fact nor
+    an outcome (beside the id, which the case system holds, an outcome such as an escalation for
+    abuse tells the case's circumstances; the metrics count outcomes, without ids)."""
     fields = {"decision_id": decision.decision_id, "policy": decision.policy.policy,
-              "version": decision.policy.version, "outcome": decision.outcome, "bundle": decision.bundle_hash[:12]}
+              "version": decision.policy.version, "bundle": decision.bundle_hash[:12]}
     if decision.shadow is not None:
         fields["shadow_version"] = decision.shadow.policy.version if decision.shadow.policy else None
-        fields["shadow_outcome"] = decision.shadow.outcome or None
     return fields
 
 

@@ -211,9 +211,10 @@ def test_a_batch_logs_each_decision_and_a_summary_and_counts_each_decision(local
     eventually(lambda: [line for line in service_lines if line["message"] == "batch decided"])
     batch_lines = [line for line in service_lines if line.get("rpc") == "DecideBatch"]
     decisions = [line for line in batch_lines if line["message"] == "decision"]
-    assert [(d["index"], d["decision_id"], d["policy"], d["outcome"]) for d in decisions] == [
-        (0, response.results[0].decision.decision_id, "application_fee", "WAIVED"),
-        (2, response.results[2].decision.decision_id, "application_fee", "NO_FEE")]
+    assert [(d["index"], d["decision_id"], d["policy"], d["version"]) for d in decisions] == [
+        (0, response.results[0].decision.decision_id, "application_fee", "2017"),
+        (2, response.results[2].decision.decision_id, "application_fee", "2024")]
+    assert not any("outcome" in d for d in decisions)
     assert all(d["latency_ms"] >= d["record_ms"] > 0 for d in decisions)
     [rejected] = [line for line in batch_lines if line["message"] == "decision rejected"]
     assert rejected["index"] == 1 and rejected["fields"] == ["facts.application_date"]
