@@ -12,10 +12,24 @@ from grpc_status import rpc_status
 from cms_policy.v1 import policy_pb2 as pb
 from rules import arith, values
 from rules.compiler import CompiledPolicy
-from rules.decision import (PARENTS, Audience, Decision, DecisionRequest, MissingFact, Output, PolicyRef, RequestError,
-                            RequestReason, Shadow, TrailStep, Violation)
+from rules.decision import (PARENTS, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
+                            MissingFact, Output, PolicyRef, RequestError, RequestReason, Shadow, TrailStep, Violation)
 from rules.explainer import describe
-from rules.model import Rule
+from rules.model import About, Rule, WhoseFact
+
+# Whose view of a decision a request asks for (None: the full decision).
+VIEWS: dict[int, Audience | None] = {pb.VIEW_UNSPECIFIED: None, pb.VIEW_RECEIVING_PARENT: Audience.RECEIVING_PARENT,
+                                     pb.VIEW_PAYING_PARENT: Audience.PAYING_PARENT}
+
+
+def view_problems(view: int) -> list[Violation]:
+    return [] if view in VIEWS else [Violation(field="view", description="unknown view")]
+
+
+def viewed(d: Decision, view: int) -> Decision:
+    """The decision as `view` shows it (a view `view_problems` has passed): a parent's, or in full."""
+    parent = VIEWS[view]
+    return d.for_parent(parent) if parent else d
 
 
 def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dict:
@@ -38,6 +52,7 @@ def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dic
             out["reason"] = RequestReason(pb.RequestReason.Name(message.reason))
         else:
             problems.append(Violation(field="reason", description="unknown reason"))
+    problems += view_problems(message.view)  # the response's, not the engine's: checked here with the rest
     return out
 
 
@@ -163,7 +178,10 @@ def decision(d: Decision, out: pb.Decision | None = None) -> pb.Decision:
     for sub in d.sub_decisions:
         decision(sub, out.sub_decisions.add())
     for e in d.explanations:
-        out.explanations.add(audience=e.audience.value, text=e.text, withheld=e.withheld)
+        _set_explanation(out.explanations.add(), e)
+    for r in d.disclosure_risks:
+        out.disclosure_risks.add(parent=r.parent.value, whose=r.whose.value if r.whose else 0, facts=r.facts,
+                                 rule_id=r.rule_id, infers=r.infers, advice=r.advice)
     if d.shadow:
         _set_shadow(out.shadow, d.shadow)
     out.policy.CopyFrom(_policy_ref(d.policy))
@@ -175,10 +193,7 @@ def decision(d: Decision, out: pb.Decision | None = None) -> pb.Decision:
             _set_step(item.step, v.step)
     for s in d.trail:
         _set_step(out.trail.add(), s)
-    for c in d.counterfactuals:
-        _set_value(out.counterfactuals.add(fact=c.fact, direction=c.direction, outcome=c.outcome, text=c.text,
-                                           shown_to=[a.value for a in c.shown_to], parent_text=c.parent_text).value,
-                   c.value)
+    _add_counterfactuals(out.counterfactuals, d.counterfactuals)
     if d.decided_at:  # set directly: Timestamp.FromDatetime is slow Python
         since = dt.datetime.fromisoformat(d.decided_at) - _EPOCH
         out.decided_at.seconds, out.decided_at.nanos = since.days * 86400 + since.seconds, since.microseconds * 1000
@@ -188,6 +203,19 @@ def decision(d: Decision, out: pb.Decision | None = None) -> pb.Decision:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _set_explanation(out: pb.Explanation, e: Explanation) -> None:
+    # `hold`, not `notify`: proto3's default (false) must mean what a message from before the field meant
+    out.audience, out.text, out.withheld, out.hold = e.audience.value, e.text, e.withheld, not e.notify
+    _add_counterfactuals(out.counterfactuals, e.counterfactuals)
+    _add_missing(out.questions, e.questions)
+
+
+def _add_counterfactuals(into, counterfactuals: list[Counterfactual]) -> None:
+    for c in counterfactuals:
+        _set_value(into.add(fact=c.fact, direction=c.direction, outcome=c.outcome, text=c.text,
+                            shown_to=[a.value for a in c.shown_to], parent_text=c.parent_text).value, c.value)
 
 
 def _policy_ref(ref: PolicyRef) -> pb.PolicyRef:
@@ -220,9 +248,23 @@ def _set_shadow(out: pb.Shadow, s: Shadow) -> None:
         out.amount_pence = s.amount_pence
 
 
-def _fact_spec(f) -> pb.FactSpec:
+def _fact_spec(f, lst=None) -> pb.FactSpec:
+    """A fact, or an item's fact of list `lst`: an item's value is the list's information (the engine
+    traces it to the list), as whose and as sensitive as the list."""
     return pb.FactSpec(name=f.name, type=f.type.value, description=f.description, question=f.question,
-                       allowed=list(f.allowed), sensitive=f.sensitive)
+                       allowed=list(f.allowed), sensitive=_sensitive(lst) if lst else f.sensitive,
+                       about=_about(lst.about if lst else f.about))
+
+
+def _sensitive(lst) -> bool:
+    """As the engine counts a list (rules/compiler.py)."""
+    return lst.sensitive or any(f.sensitive for f in lst.facts)
+
+
+def _about(about: About) -> str:
+    if isinstance(about, WhoseFact):
+        return f"fact:{about.fact}"
+    return about or ""
 
 
 def _rule_spec(pv, r: Rule) -> pb.RuleSpec:
@@ -257,7 +299,8 @@ def policy_detail(compiled: CompiledPolicy) -> pb.PolicyVersionDetail:
         rules=[_rule_spec(pv, r) for r in pv.rules],
         as_at_fact=pv.as_at_fact or "",
         lists=[pb.ItemListSpec(name=lst.name, description=lst.description, question=lst.question,
-                               sensitive=lst.sensitive, facts=[_fact_spec(f) for f in lst.facts],
+                               sensitive=_sensitive(lst), about=_about(lst.about),
+                               facts=[_fact_spec(f, lst) for f in lst.facts],
                                outcomes=[pb.Code(code=k, description=v) for k, v in lst.outcomes.items()],
                                rules=[_rule_spec(pv, r) for r in lst.rules]) for lst in pv.lists],
         uses=[pb.UsesSpec(policy=u.policy, version=u.version, set=_struct(u.set), **{"as": u.as_}) for u in pv.uses],

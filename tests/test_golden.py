@@ -41,11 +41,15 @@ def _normalise(data: dict) -> dict:
     """Proto3 leaves out empty fields; put back what the engine model spells as None."""
     data["policy"] = {k: (v or None) if k.startswith("effective") else v for k, v in data["policy"].items()}
     data["as_at"] = data.get("as_at") or None
+    data.setdefault("rationale", "")  # empty in a parent's view
     steps = data.get("trail", []) + [v["step"] for v in data.get("items", []) if "step" in v]
     for step in steps:
         step["citations"] = [Citation(**c).model_dump() for c in step.get("citations", [])]
     for v in data.get("items", []):
         v.setdefault("index", 0)
+    for e in data.get("explanations", []):
+        e["notify"] = not e.pop("hold", False)  # the model's `notify` is the message's `hold` negated
+        e.setdefault("text", "")  # nothing to send yet
     data["sub_decisions"] = [_normalise(sub) for sub in data.get("sub_decisions", [])]
     return data
 
