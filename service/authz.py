@@ -18,6 +18,10 @@ keys; errors as `path:line: message`):
       reviewers:
         certificate: [spiffe://cms.internal/reviewers]
         allow: {get_decision: true, replay_decision: true}
+      parent-portal:
+        token_sha256: [<...>]
+        views: [receiving_parent, paying_parent]   # only a parent's view of a decision
+        allow: {decide: [application_fee], get_decision: true}
       operations:
         token_sha256: [<...>]
         allow: {reload_policies: true}
@@ -36,11 +40,16 @@ and why, never facts or tokens. Health checks and server reflection are open: lo
 orchestrators probe health without credentials, and reflection serves only the public schema.
 An RPC that this table does not know is refused (a new RPC is closed until it is listed here).
 
-DecideBatch carries many requests, each for its own policy. The interceptor lets the call through
-if the caller may decide at least one policy; the servicer then asks `request_refusal` about each
-request's policy (the interceptor binds the caller for it), and a request for a policy the caller
-may not decide gets PERMISSION_DENIED in its own result, with the message a unary Decide would
-get, logged as "request refused" with its index. The other requests are decided.
+`views` limits the views of a decision (DecideRequest.view, GetDecisionRequest.view) a caller may
+ask for: `full`, `receiving_parent`, `paying_parent`; absent, every view. A caller without `full`
+is refused Decide and GetDecision for the full decision and ReplayDecision (which returns two).
+
+DecideBatch carries many requests, each for its own policy and view. The interceptor lets the
+call through if the caller may decide at least one policy; the servicer then asks `request_refusal`
+about each request's policy and view (the interceptor binds the caller for it), and a request for a
+policy the caller may not decide, or a view it may not see, gets PERMISSION_DENIED in its own
+result, with the message a unary Decide would get, logged as "request refused" with its index. The
+other requests are decided.
 """
 from __future__ import annotations
 
@@ -52,7 +61,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator
+from typing import Annotated, Iterator, Literal
 
 import grpc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -77,6 +86,13 @@ PERMISSIONS: dict[str, tuple[str, bool]] = {
     f"/{_DECISIONS}/ReplayDecision": ("replay_decision", False),
     f"/{_ADMIN}/ReloadPolicies": ("reload_policies", False),
 }
+# Methods that return decisions: True, the request's `view`; False, always the full decision.
+# DecideBatch's requests are checked one by one (`request_refusal`).
+VIEWED: dict[str, bool] = {f"/{_DECISIONS}/Decide": True, f"/{_DECISIONS}/GetDecision": True,
+                           f"/{_DECISIONS}/ReplayDecision": False}
+# A View as the authorisation file names it.
+VIEWS = {pb.VIEW_UNSPECIFIED: "full", pb.VIEW_RECEIVING_PARENT: "receiving_parent",
+         pb.VIEW_PAYING_PARENT: "paying_parent"}
 # Open to every caller: health (probes carry no credentials) and reflection (the public schema).
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                            "grpc.reflection.v1.ServerReflection"})
@@ -97,6 +113,7 @@ def _listed(value):
 
 Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=1024)]], BeforeValidator(_listed)]
 Policies = list[Annotated[str, Field(pattern=_POLICY.pattern)]]
+Views = Annotated[list[Literal["full", "receiving_parent", "paying_parent"]], BeforeValidator(_listed), Field(min_length=1)]
 
 
 class Allow(BaseModel):
@@ -124,6 +141,7 @@ class CallerSpec(BaseModel):
     certificate: Names = []
     token_sha256: Names = []
     allow: Allow = Allow()
+    views: Views | None = None  # the views of a decision it may ask for; absent, every view
 
     @field_validator("token_sha256")
     @classmethod
@@ -150,6 +168,12 @@ class AuthzConfig(BaseModel):
 class Caller:
     name: str
     allow: Allow
+    views: frozenset[str] | None = None  # None: every view
+
+    def sees(self, view: int) -> bool:
+        """Whether the caller may ask for this View (an unknown one only when every view is allowed:
+        the servicer refuses it as INVALID_ARGUMENT)."""
+        return self.views is None or VIEWS.get(view) in self.views
 
 
 class Refused(Exception):
@@ -171,19 +195,31 @@ def _bound(caller: Caller) -> Iterator[None]:
         _serving.reset(token)
 
 
-def request_refusal(permission: str, policy: str, rpc: str, index: int) -> str | None:
+def request_refusal(permission: str, policy: str, view: int, rpc: str, index: int) -> str | None:
     """For one of the requests a call carries (DecideBatch's `requests[index]`): why the caller
-    of the call being served may not use `permission` for `policy`, as unary `rpc` would be
-    refused ("caller 'fee-portal' may not call Decide for policy 'service_type'"), logged as
-    "request refused"; None if it may. Without authorisation (no interceptor bound a caller)
+    of the call being served may not use `permission` for `policy`, or see `view`, as unary `rpc`
+    would be refused ("caller 'fee-portal' may not call Decide for policy 'service_type'"), logged
+    as "request refused"; None if it may. Without authorisation (no interceptor bound a caller)
     every request is allowed, as every call is."""
     caller = _serving.get()
-    if caller is None or caller.allow.permits(permission, policy):
+    if caller is None:
+        return None
+    if not caller.allow.permits(permission, policy):
+        reason = f"not allowed {permission}"
+        message = f"caller '{caller.name}' may not call {rpc} for policy '{_printable(policy)}'"
+    elif not caller.sees(view):
+        message, reason = _view_refusal(caller, rpc, view)
+    else:
         return None
     log.warning("request refused", extra={"caller": caller.name, "policy": _logged_policy(policy), "index": index,
-                                          "code": grpc.StatusCode.PERMISSION_DENIED.name,
-                                          "reason": f"not allowed {permission}"})
-    return f"caller '{caller.name}' may not call {rpc} for policy '{_printable(policy)}'"
+                                          "code": grpc.StatusCode.PERMISSION_DENIED.name, "reason": reason})
+    return message
+
+
+def _view_refusal(caller: Caller, rpc: str, view: int) -> tuple[str, str]:
+    """The message and the logged reason of a refused view."""
+    name = VIEWS.get(view, str(view))
+    return f"caller '{caller.name}' may not call {rpc} with view '{name}'", f"not allowed view {name}"
 
 
 UNKNOWN_CALLER = ("unknown caller: present a client certificate or a bearer token (authorization: Bearer ...) "
@@ -195,7 +231,8 @@ class Authorisation:
 
     def __init__(self, config: AuthzConfig, source: str = "(authz)"):
         self.source = source
-        self.callers = {name: Caller(name, spec.allow) for name, spec in config.callers.items()}
+        self.callers = {name: Caller(name, spec.allow, frozenset(spec.views) if spec.views else None)
+                        for name, spec in config.callers.items()}
         self._by_certificate = {n: self.callers[name] for name, spec in config.callers.items() for n in spec.certificate}
         self._tokens = [(bytes.fromhex(d), self.callers[name])
                         for name, spec in config.callers.items() for d in spec.token_sha256]
@@ -253,6 +290,9 @@ class Authorisation:
             target = f" for policy '{_printable(policy)}'" if per_policy else ""
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"caller '{caller.name}' may not call {rpc}{target}",
                           f"not allowed {permission}", caller.name)
+        view = _asked_view(method, request)
+        if view is not None and not caller.sees(view):
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, *_view_refusal(caller, rpc, view), caller.name)
         return caller
 
     def startup_lines(self, transport) -> list[tuple[int, str]]:
@@ -322,6 +362,13 @@ def load(path: Path, client_certificates: bool = True) -> Authorisation:
     if errors:
         raise AuthzConfigError(errors)
     return Authorisation(config, shown)
+
+
+def _asked_view(method: str, request) -> int | None:
+    """The View a call asks for; None for a call that returns no decision."""
+    if method not in VIEWED:
+        return None
+    return request.view if VIEWED[method] else pb.VIEW_UNSPECIFIED
 
 
 def _printable(text: str | None, limit: int = 64) -> str:

@@ -14,6 +14,10 @@ DecideBatch decides each of its requests as Decide does (`_decide`: the same che
 errors), keeping each request's error in its own result; then records every decision in one
 transaction (`record_batch`: all or none). It checks the deadline before the first request,
 between requests and before recording, and gives up the whole batch, recording nothing.
+
+Views: the full decision is decided and recorded whatever a request's `view`; the response holds
+what that view shows (`Decision.for_parent` for a parent's). GetDecision with a parent's view
+returns no request: the recorded request holds the other parent's facts.
 """
 from __future__ import annotations
 
@@ -138,7 +142,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision could not be recorded; try again")
         done = time.perf_counter()
         _log_after_reply(context, [self._decided(decision, done - started, done - decided)])
-        return convert.decision(decision)
+        return convert.decision(convert.viewed(decision, request.view))
 
     def DecideBatch(self, request: pb.DecideBatchRequest, context: grpc.ServicerContext) -> pb.DecideBatchResponse:
         """Each request as Decide would decide it, on one bundle, its error kept in its own result;
@@ -157,7 +161,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             if index:
                 self._check_deadline(context, "between_items", started, items=count, index=index)
             item_started = time.perf_counter()
-            refusal = authz.request_refusal("decide", item.policy, "Decide", index)
+            refusal = authz.request_refusal("decide", item.policy, item.view, "Decide", index)
             if refusal is not None:
                 results.append(_status(grpc.StatusCode.PERMISSION_DENIED, refusal))
                 continue
@@ -166,11 +170,11 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
                            else (*result, time.perf_counter() - item_started))
         decided = [r for r in results if isinstance(r, tuple)]
         response = pb.DecideBatchResponse()
-        for r in results:  # filled in place: a message set as a field is copied
+        for r, item in zip(results, request.requests):  # filled in place: a message set as a field is copied
             if isinstance(r, status_pb2.Status):
                 response.results.add(error=r)
             else:
-                convert.decision(r[1], response.results.add().decision)
+                convert.decision(convert.viewed(r[1], item.view), response.results.add().decision)
         size = response.ByteSize()
         if size > MAX_MESSAGE_BYTES:  # gRPC would refuse to send it: fail before anything is recorded
             log.info("batch too large", extra={"items": count, "decided": len(decided), "bytes": size})
@@ -234,8 +238,13 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         return logged
 
     def GetDecision(self, request: pb.GetDecisionRequest, context: grpc.ServicerContext) -> pb.LoggedDecision:
+        problems = convert.view_problems(request.view)
+        if problems:
+            _abort_invalid(context, problems)
         logged = self._logged(request.decision_id, context)
         log.info("decision fetched", extra={"decision_id": logged.decision.decision_id})
+        if request.view:  # a parent's: the request holds the other parent's facts
+            return pb.LoggedDecision(decision=convert.decision(convert.viewed(logged.decision, request.view)))
         return pb.LoggedDecision(request=convert.decide_request(logged.request),
                                  decision=convert.decision(logged.decision), bundle_hash=logged.bundle_hash)
 
@@ -361,7 +370,7 @@ def _known_names(snapshot: Snapshot) -> frozenset[str]:
     names = _KNOWN.get(bundle.bundle_hash)
     if names is None:
         found = {"facts", "policy", "version", "as_at", "subject", "requested_by", "reason", "shadow_version",
-                 "decision_id"}
+                 "decision_id", "view"}
         for compiled in (c for name in bundle.policies for c in bundle.versions(name)):
             pv = compiled.version
             found.update(f.name for f in pv.facts)
