@@ -6,17 +6,20 @@ it holds only their own facts and facts about nobody. It also uses what they are
 the outcome, amount and outputs. Two requests that differ only in the other parent's secrets
 give the same reader's request, so the same view. The engine's three-valued logic is monotone
 (more facts never undo a definite verdict), so a decision that the reader's request settles is
-the one the whole request gets, and everything it says is true of the case.
+the one the whole request gets, and everything it says is true of the case. Where it does not
+settle it, the outcome they are told may still be explained by a rule stating it that holds on
+their facts (`Evaluator._told_rule`): a function of what they know and are told, and true.
 
-When the reader's request does not settle the outcome, the outcome rests on the other parent's
-information. That parent then gets one fixed text for the outcome, or nothing yet when the outcome
-is pending (`tell.pending`). The caseworker gets a disclosure risk when the rules that decided it
-read that information.
+Otherwise the outcome rests on the other parent's information: that parent gets one fixed text
+for the outcome, or nothing yet when the outcome is pending (`tell.pending`). Whenever their facts
+alone do not decide the outcome and the rules that decided it read the other parent's
+information, the caseworker gets a disclosure risk.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+
 from . import explainer
 from .compiler import CompiledPolicy
 from .decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
@@ -71,11 +74,13 @@ class Reading:
     facts: dict  # the reader's request's facts
     decision: Decision  # the decision on them (UNDETERMINED when they do not settle it)
     known: dict  # every value that decision knows
+    decides: bool = True  # their facts alone decide it (not only explain the outcome they are told)
     changes: list[Counterfactual] = field(default_factory=list)  # the reader's own "what would change it"
     questions: list[MissingFact] = field(default_factory=list)  # the reader's own facts still needed
 
     @property
     def settled(self) -> bool:
+        """Their facts explain the outcome: they decide it, or a rule stating it holds on them."""
         return self.decision.outcome != UNDETERMINED
 
 
@@ -108,7 +113,9 @@ def parent_explanation(compiled: CompiledPolicy, decision: Decision, request: De
         if decision.outcome in pv.tell.pending:
             return Explanation(audience=reading.reader, text="", withheld=True, notify=False)
         return Explanation(audience=reading.reader, text="\n".join([headline or NEUTRAL, review]), withheld=True)
-    if headline is None:
+    if headline is None and not reading.decides:  # no wording for them, and the outcome is not theirs alone
+        headline = NEUTRAL
+    elif headline is None:
         amount = f" ({explainer.money(decision.amount_pence)})" if decision.amount_pence is not None else ""
         headline = f"Decision: {decision.outcome_description}{amount}."
     lines = [headline]
@@ -140,7 +147,7 @@ def mark_shown(counterfactuals: list[Counterfactual], explanations: list[Explana
 def disclosure_risks(declared: dict[str, list[tuple]], compiled: CompiledPolicy, request: DecisionRequest,
                      decision: Decision, root: int | None, readings: list[Reading],
                      request_names: dict[str, set[str]]) -> list[DisclosureRisk]:
-    """For each parent whose reader's request does not settle the outcome: the other parent's
+    """For each parent whose reader's request does not decide the outcome: the other parent's
     sensitive facts that the rules behind the outcome read (the deciding rule, the rules that
     derived what it read, the items and used decisions it read). Empty when those rules read
     none: the outcome then rests on such information only by rules that did not apply."""
@@ -152,7 +159,7 @@ def disclosure_risks(declared: dict[str, list[tuple]], compiled: CompiledPolicy,
             read |= request_names[use.policy]
     out = []
     for reading in readings:
-        if reading.settled:
+        if reading.decides:
             continue
         facts = sorted(name for name in read if name in request.facts and name not in reading.facts)
         if facts:

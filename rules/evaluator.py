@@ -17,7 +17,7 @@ from .compiler import CompiledList, CompiledPolicy
 from .decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
                        ItemVerdict, MissingFact, Output, PolicyRef, RequestError, Shadow, TrailStep, Violation)
 from .model import Fact, FactType, ItemList, Rule, Uses
-from .hitpolicy import first_hit
+from .hitpolicy import Hit, first_hit
 from .loader import Bundle
 
 UNDETERMINED_TEXT = "the decision needs facts that were not given"
@@ -31,6 +31,7 @@ class _Worked:
     known: dict
     subject: str | None
     root: int | None
+    decided: bool = True  # False: the root was found from the outcome a parent is told (see _told_rule)
 
 
 class Evaluator:
@@ -103,8 +104,9 @@ class Evaluator:
         # The whole request's decision serves when it is decided: on the same facts a parent's first
         # hit (which ignores actions) picks the same rule. Otherwise decide again as the parent would.
         same = own is request and worked.root is not None
-        seen = worked if same else self._decide(compiled, as_at, own, for_parent=True)
-        reading = audiences.Reading(reader, facts, seen.decision, seen.known)
+        told = None if worked.root is None else worked.decision
+        seen = worked if same else self._decide(compiled, as_at, own, for_parent=True, told=told)
+        reading = audiences.Reading(reader, facts, seen.decision, seen.known, decides=seen.decided)
         if worked.decision.outcome == UNDETERMINED:
             reading.questions = audiences.own_questions(declared, request, reader, seen.decision.missing_facts)
         elif reading.settled and request.counterfactuals and compiled.version.tell.counterfactuals:
@@ -126,18 +128,22 @@ class Evaluator:
         return Evaluator(self.bundle, today=lambda: decided_on).decide_at(compiled, original.as_at, request)
 
     def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None,
-                subject: str | None = None, brief: bool = False, for_parent: bool = False) -> _Worked:
+                subject: str | None = None, brief: bool = False, for_parent: bool = False,
+                told: Decision | None = None) -> _Worked:
         """The decision with what explaining it needs. `brief`: the outcome, amount and missing
         facts only, no trail, outputs or texts (for re-decisions that only compare outcomes).
         `for_parent`: an unknown rule blocks a decision only if it would state another outcome,
-        amount or outputs (not merely other actions), as a parent's reading needs."""
+        amount or outputs (not merely other actions), as a parent's reading needs; `told`, the outcome
+        the parent is told, explains an outcome their facts alone leave open by a rule of it that
+        holds on them (`_told_rule`)."""
         given, lists, ignored = self._facts(compiled, request, fixed or {})
         if subject is None and request.subject is not None:
             subject = audiences.PARTY.get(request.subject)
         pending: dict[str, list[MissingFact]] = {}  # what an unknown list aggregate or used result needs
         subs = self._use_policies(compiled, as_at, request, given, pending, subject, brief)
         verdicts = self._judge_lists(compiled, lists, given, pending)
-        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, subject, brief, for_parent)
+        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, subject, brief, for_parent,
+                              told)
 
     def _use_policies(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, given: dict,
                       pending: dict, subject: str | None, brief: bool) -> dict[str, Decision]:
@@ -441,7 +447,8 @@ class Evaluator:
 
     def _evaluate(self, compiled: CompiledPolicy, as_at, given: dict, ignored: list[str],
                   pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision],
-                  subject: str | None, brief: bool = False, for_parent: bool = False) -> _Worked:
+                  subject: str | None, brief: bool = False, for_parent: bool = False,
+                  told: Decision | None = None) -> _Worked:
         pv, kinds = compiled.version, compiled.kinds
         state = compiled.run(given)
         if not state.get("complete"):
@@ -451,6 +458,10 @@ class Evaluator:
 
         true, false = set(state.get("true", ())), set(state.get("false", ()))
         hit = first_hit(compiled.outcome_results if for_parent else compiled.outcome_candidates, true, false)
+        decided = hit.index is not None
+        if not decided and told is not None:
+            index = self._told_rule(compiled, true, known, told)
+            hit = hit if index is None else Hit(index)
         flags = [r for r in compiled.rules if r.rule.flag and r.index in true]
         amount, outputs = None, []
         if hit.index is not None:
@@ -466,7 +477,7 @@ class Evaluator:
         if brief:
             decision = Decision(policy=_policy_ref(compiled), as_at=as_at, outcome=outcome, outcome_description=description,
                                 amount_pence=amount, missing_facts=missing, rationale="")
-            return _Worked(decision, known, subject, hit.index)
+            return _Worked(decision, known, subject, hit.index, decided)
 
         fired = self._trail(compiled, roots + [r.index for r in flags], state, whole=hit.index is not None)
         trail = [self._step(compiled, compiled.rules[i].rule, state["used"][i], kinds, derived) for i in fired]
@@ -485,7 +496,28 @@ class Evaluator:
             policy=_policy_ref(compiled), as_at=as_at, outcome=outcome, outcome_description=description, amount_pence=amount,
             outputs=outputs, items=verdicts, flags=flag_list, actions=actions, trail=trail, missing_facts=missing,
             ignored_facts=ignored, sub_decisions=used_subs, rationale="")  # written by the caller
-        return _Worked(decision, known, subject, hit.index)
+        return _Worked(decision, known, subject, hit.index, decided)
+
+    @staticmethod
+    def _told_rule(compiled: CompiledPolicy, true: set[int], known: dict, told: Decision) -> int | None:
+        """The first outcome rule that holds on a parent's facts and states what they are told
+        (outcome, amount, outputs): its reasons are true of the case, and they come from nothing
+        but the parent's facts and the outcome, which the parent is told anyway."""
+        pv = compiled.version
+        for index, _ in compiled.outcome_candidates:
+            rule = compiled.rules[index].rule
+            if index not in true or rule.outcome != told.outcome:
+                continue
+            try:
+                amount = None if rule.amount is None else arith.round_half_up(
+                    arith.evaluate(rule.amount, pv, known.__getitem__))
+                outputs = {n: arith.store(pv.outputs[n].type, arith.evaluate(e, pv, known.__getitem__))
+                           for n, e in rule.outputs.items()}
+            except KeyError:  # it reads a value their facts do not give
+                continue
+            if amount == told.amount_pence and outputs == {o.name: o.value for o in told.outputs}:
+                return index
+        return None
 
     @staticmethod
     def _output(pv, name: str, expr, known: dict) -> Output:

@@ -1,5 +1,6 @@
-"""The leak test: every golden case, decided for every audience, as if each parent were the one it
-is about and the one who asked for it. A parent's text must never carry the other parent's
+"""The word-list scan, a second line behind the pairwise proof (test_noninterference.py): every
+golden case, decided for every audience, as if each parent were the one it is about and the one
+who asked for it. A parent's text must never carry the other parent's
 sensitive values, nor any word of a sensitive topic when the other parent has sensitive facts in
 the case (their disclosure, evidence, requests). The engine decides what to show by tracing facts;
 this test does not trust that: it reads the fact schema itself and scans the words.
@@ -173,14 +174,17 @@ def test_direct_pay_refused_on_evidence_tells_the_paying_parent_only_what_to_do(
     assert all(Audience.PAYING_PARENT not in c.shown_to for c in decision.counterfactuals)
 
 
-def test_the_other_parents_text_and_flag_are_the_same_whether_or_not_evidence_is_accepted(evaluator):
-    """Neither the words nor the `withheld` flag may tell the other parent how the evidence went."""
-    def seen_by_other(items):
+def test_the_other_parents_text_is_the_same_whether_or_not_evidence_is_accepted(evaluator):
+    """The words may not tell the other parent how the evidence went; the outcome itself would, so
+    the decision that rests on the evidence warns the caseworker before anything is sent."""
+    def decided(items):
         decision = evaluator.decide(DecisionRequest(policy="abuse_evidence", version="2018", subject=Audience.RECEIVING_PARENT,
                                                     facts={"decision_date": "2024-03-01", "evidence_items": items}))
         paying = next(e for e in decision.explanations if e.audience is Audience.PAYING_PARENT)
-        return decision.outcome, paying.text, paying.withheld
-    accepted = seen_by_other([{"type": "marac_letter", "concerns_other_party": True, "cross_undertaking_given": False}])
-    rejected = seen_by_other([{"type": "marac_letter", "concerns_other_party": False, "cross_undertaking_given": False}])
-    assert (accepted[0], rejected[0]) == ("VERIFIED", "NOT_VERIFIED")
-    assert accepted[1:] == rejected[1:]
+        return decision, paying
+    accepted, told = decided([{"type": "marac_letter", "concerns_other_party": True, "cross_undertaking_given": False}])
+    rejected, told_too = decided([{"type": "marac_letter", "concerns_other_party": False, "cross_undertaking_given": False}])
+    assert (accepted.outcome, rejected.outcome) == ("VERIFIED", "NOT_VERIFIED")
+    assert told.text == told_too.text and TOPICS.search(told.text) is None
+    risk = next(r for r in accepted.disclosure_risks if r.parent is Audience.PAYING_PARENT)
+    assert risk.whose is Audience.RECEIVING_PARENT and risk.facts == ["evidence_items"]

@@ -101,8 +101,10 @@ def _never_withhold(monkeypatch):
 
 def _deciding_rule_only(monkeypatch):
     """The old taint: a parent reads the whole request unless the deciding rule itself reads the
-    other parent's secrets, ignoring the rules tried before it that did not apply."""
+    other parent's secrets (ignoring the rules tried before it that did not apply), and is
+    otherwise told the outcome alone."""
     real = Evaluator._reading
+    monkeypatch.setattr(Evaluator, "_told_rule", staticmethod(lambda *args: None))
 
     def reading(self, compiled, as_at, request, worked, declared, reader):
         if worked.root is not None:
