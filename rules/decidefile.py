@@ -25,6 +25,7 @@ from .yamlsource import YamlSourceError, read_yaml
 
 AUDIENCES = {a.value.lower(): a for a in Audience}
 WITHHELD = "(reasons withheld from this parent: they would reveal the other parent's sensitive information)"
+HELD = "(nothing is sent to this parent yet: the decision is pending on information that is not theirs)"
 
 
 def add_command(commands) -> None:
@@ -60,6 +61,9 @@ def run(args) -> int:
         print(json.dumps(decision.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
     explanation = next(e for e in decision.explanations if e.audience is AUDIENCES[args.audience])
+    if not explanation.notify:
+        print(HELD)
+        return 0
     print(explanation.text)
     if explanation.withheld:
         print(f"\n{WITHHELD}")

@@ -212,6 +212,8 @@ def _drop_empty(data: dict) -> None:
         for key in _PARENT_ONLY:
             if not explanation.get(key):
                 explanation.pop(key, None)
+        if explanation.get("notify"):  # pinned only where a parent is sent nothing yet
+            del explanation["notify"]
     for sub in data.get("sub_decisions", ()):
         for key in _NOT_PINNED:
             sub.pop(key, None)
