@@ -66,7 +66,7 @@ def _request(draw, bundle, policy: str) -> DecisionRequest:
         if not draw(st.booleans()):
             continue
         if hasattr(spec, "rules"):  # a list of items
-            item_facts = {f.name: f for _, (lst, _s) in enumerate(declarations) for f in lst.facts}
+            item_facts = {f.name: f for lst, _ in declarations for f in lst.facts}
             facts[name] = [{k: v for k, f in item_facts.items() if (v := _value(f, draw)) is not None}
                            for _ in range(draw(st.integers(0, 2)))]
         elif (value := _value(spec, draw)) is not None:
