@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from . import explainer
 from .compiler import CompiledPolicy
-from .decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
+from .decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
                        Explanation, MissingFact)
 from .model import PARTIES, PLACEHOLDER, WhoseFact
 

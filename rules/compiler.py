@@ -84,8 +84,6 @@ class CompiledPolicy:
     lists: dict[str, CompiledList]
     labels: dict[str, dict[str, str]]  # how enum values read in text, by fact (list item facts too)
     sources: dict[str, frozenset[str]]  # for each value, the facts, lists and used results it comes from
-    specs: dict[str, Any]  # the request's facts and lists of this version, by name
-    secret: dict[str, Any]  # the sensitive ones: name -> whose (`about`)
 
     def sources_of(self, names) -> frozenset[str]:
         return frozenset().union(*(self.sources.get(n, ()) for n in names))
@@ -150,21 +148,16 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
             "run": _closer(pv, rules, resolving, last=(k == strata - 1))}
 
     lists = {lst.name: _compile_list(pv, lst, f"{ruleset}.{lst.name}") for lst in pv.lists}
-    specs = {s.name: s for s in (*pv.facts, *pv.lists)}
     compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition),
                               types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists,
                               {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels},
-                              _sources(pv), specs, {n: s.about for n, s in specs.items() if _is_sensitive(s)})
+                              _sources(pv))
     durable_host.register(ruleset, definition, warm_fact={**WORKING, "_k": 0})
     return compiled
 
 
 def _rule(index: int, rule: Rule, stratum: int, types: dict[str, FactType]) -> CompiledRule:
     return CompiledRule(index, rule, stratum, tuple(needs(rule, types)), tuple(needs(rule)), tuple(dict.fromkeys(tested(rule.when))))
-
-
-def _is_sensitive(spec) -> bool:
-    return spec.sensitive or any(f.sensitive for f in getattr(spec, "facts", ()))
 
 
 def _sources(pv: PolicyVersion) -> dict[str, frozenset[str]]:
