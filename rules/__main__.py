@@ -6,7 +6,7 @@ import sys
 
 from . import markdown, report, validate
 from . import decidefile, goldentest, newversion, versiondiff
-from . import corpus, impact
+from . import corpus, impact, remediate, revise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     versiondiff.add_command(commands)
     corpus.add_command(commands)
     impact.add_command(commands)
+    revise.add_command(commands)
+    remediate.add_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -107,6 +107,7 @@ class PolicyRef(BaseModel):
     effective_from: dt.date | None = None
     effective_to: dt.date | None = None
     content_hash: str
+    revision: int = 1  # the version's revision (a correction is a new revision; content_hash tells which file)
 
 
 class Counterfactual(BaseModel):
@@ -205,6 +206,8 @@ _PARENT_ONLY = ("counterfactuals", "questions")  # of an explanation: only a par
 
 
 def _drop_empty(data: dict) -> None:
+    if data.get("policy", {}).get("revision") == 1:  # pinned only once a version has been corrected
+        del data["policy"]["revision"]
     for key in _OPTIONAL:
         if not data.get(key):
             data.pop(key, None)

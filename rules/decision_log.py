@@ -44,7 +44,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -347,6 +347,11 @@ class DecisionLog:
     def _newest_key_id(self) -> str | None:
         raise NotImplementedError
 
+    def decided_under(self, policy: str, version: str) -> list[tuple[str, str]]:
+        """(decision_id, content_hash) of every decision of a version, oldest first: read from the
+        clear columns, which say which file decided it and nothing of the case."""
+        raise NotImplementedError
+
     def count(self) -> int:
         raise NotImplementedError
 
@@ -488,6 +493,14 @@ class SQLiteDecisionLog(DecisionLog):
         except sqlite3.Error as exc:
             raise DecisionLogError(f"the decision log could not be read: {exc}") from None
 
+    def decided_under(self, policy: str, version: str) -> list[tuple[str, str]]:
+        try:
+            with self._lock:
+                return self._db.execute("SELECT decision_id, content_hash FROM decisions WHERE policy = ? AND version = ?"
+                                        " ORDER BY decided_at, decision_id", (policy, version)).fetchall()
+        except sqlite3.Error as exc:
+            raise DecisionLogError(f"the decision log could not be read: {exc}") from None
+
     def count(self) -> int:
         try:
             with self._lock:
@@ -531,6 +544,8 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
 class Replay:
     replayed: Decision
     differences: list[str]
+    current: Decision | None = None  # under the version's current revision, when it decided under an earlier one
+    current_differences: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -542,7 +557,14 @@ def replay(evaluator: Evaluator, logged: LoggedDecision) -> Replay:
     time, bundle and shadow (a shadow is not part of the decision). RequestError if that version
     (with the same content) is no longer loaded."""
     replayed = evaluator.replay(logged.request, logged.decision)
-    return Replay(replayed=replayed, differences=differences(logged.decision.golden(), replayed.golden()))
+    ref = logged.decision.policy
+    latest = evaluator.bundle.policies.get(ref.policy, {}).get(ref.version)
+    current = None
+    if latest is not None and latest.content_hash != ref.content_hash:  # corrected since
+        current = evaluator.replay(logged.request, logged.decision, current=True)
+    return Replay(replayed=replayed, differences=differences(logged.decision.golden(), replayed.golden()),
+                  current=current, current_differences=differences(logged.decision.golden(), current.golden())
+                  if current else [])
 
 
 def differences(original: dict, replayed: dict) -> list[str]:

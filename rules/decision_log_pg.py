@@ -264,6 +264,11 @@ class PostgresDecisionLog(DecisionLog):
             "SELECT key_id FROM decisions ORDER BY decided_at DESC LIMIT 1").fetchone())
         return row[0] if row else None
 
+    def decided_under(self, policy: str, version: str) -> list[tuple[str, str]]:
+        return self._call("the decision log could not be read", lambda conn: [tuple(r) for r in conn.execute(
+            "SELECT decision_id, content_hash FROM decisions WHERE policy = %s AND version = %s"
+            " ORDER BY decided_at, decision_id", (policy, version)).fetchall()])
+
     def count(self) -> int:
         return self._call("the decision log could not be read",
                           lambda conn: conn.execute("SELECT count(*) FROM decisions").fetchone()[0])

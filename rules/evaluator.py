@@ -35,9 +35,11 @@ class _Worked:
 
 
 class Evaluator:
-    def __init__(self, bundle: Bundle, today=lambda: dt.datetime.now(dt.timezone.utc).date()):
+    def __init__(self, bundle: Bundle, today=lambda: dt.datetime.now(dt.timezone.utc).date(),
+                 pinned: dict[tuple[str, str], CompiledPolicy] | None = None):
         self.bundle = bundle
         self._today = today
+        self._pinned = pinned or {}  # (policy, version) -> the revision a used policy must use (replay)
 
     def decide(self, request: DecisionRequest) -> Decision:
         compiled, as_at = self.select(request)
@@ -115,17 +117,47 @@ class Evaluator:
                                self._counterfactuals(compiled, as_at, own, seen, only=mine)]
         return reading
 
-    def replay(self, request: DecisionRequest, original: Decision) -> Decision:
-        """Decide a logged request again with the version and as-at date the original used;
-        RequestError if that version is no longer loaded or its content has changed."""
-        compiled = self.bundle.policies.get(original.policy.policy, {}).get(original.policy.version)
-        if compiled is None or compiled.content_hash != original.policy.content_hash:
+    def decide_revision(self, request: DecisionRequest, revision: int) -> Decision:
+        """The request decided by an earlier revision of the version it names (golden files keep
+        pinning how a corrected revision behaved); its used policies are today's."""
+        compiled, as_at = self.select(request)
+        pv = compiled.version
+        older = next((c for c in self.bundle.earlier_revisions(pv.policy, pv.version)
+                      if c.version.revision == revision), compiled if pv.revision == revision else None)
+        if older is None:
+            raise RequestError([Violation(field="revision", description=(
+                f"{pv.policy}/{pv.version} has no revision {revision} loaded"))])
+        return self.decide_at(older, as_at, request)
+
+    def replay(self, request: DecisionRequest, original: Decision, current: bool = False) -> Decision:
+        """Decide a logged request again with the version, revision (content hash) and as-at date the
+        original used, and the revisions its used policies used; RequestError if one is no longer
+        loaded. `current`: with the version's current revision (and current used policies) instead,
+        as a correction would decide it."""
+        ref = original.policy
+        if current:
+            compiled, pinned = self.bundle.policies.get(ref.policy, {}).get(ref.version), {}
+        else:
+            compiled, pinned = self.bundle.revision(ref.policy, ref.version, ref.content_hash), self._pins(original)
+        if compiled is None or pinned is None:
             raise RequestError([Violation(field="decision_id", description=(
-                f"{original.policy.policy}/{original.policy.version} with content hash "
-                f"{original.policy.content_hash[:12]} is no longer loaded"))])
+                f"{ref.policy}/{ref.version} with content hash {ref.content_hash[:12]}, or a revision of a policy "
+                f"it used, is no longer loaded"))])
         # A used policy chosen "in force" with no date to go on was chosen by the day of the decision.
         decided_on = dt.date.fromisoformat(original.decided_at[:10]) if original.decided_at else self._today()
-        return Evaluator(self.bundle, today=lambda: decided_on).decide_at(compiled, original.as_at, request)
+        return Evaluator(self.bundle, lambda: decided_on, pinned).decide_at(compiled, original.as_at, request)
+
+    def _pins(self, original: Decision) -> dict[tuple[str, str], CompiledPolicy] | None:
+        """The revisions the original's used policies were decided under (None if one is gone)."""
+        pins = {}
+        for sub in original.sub_decisions:
+            ref = sub.policy
+            compiled = self.bundle.revision(ref.policy, ref.version, ref.content_hash)
+            deeper = self._pins(sub)
+            if compiled is None or deeper is None:
+                return None
+            pins |= deeper | {(ref.policy, ref.version): compiled}
+        return pins
 
     def _decide(self, compiled: CompiledPolicy, as_at, request: DecisionRequest, fixed: dict | None = None,
                 subject: str | None = None, brief: bool = False, for_parent: bool = False,
@@ -409,6 +441,7 @@ class Evaluator:
             if any(v.field != "as_at" for v in exc.violations):
                 raise
             return MissingFact(name=f"{use.as_}_outcome", description=exc.violations[0].description)
+        compiled = self._pinned.get((use.policy, compiled.version.version), compiled)
         worked = self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject, brief=brief)
         if not brief:
             worked.decision.rationale = explainer.rationale(compiled.version, worked.decision)
@@ -590,7 +623,8 @@ def _policy_ref(compiled: CompiledPolicy) -> PolicyRef:
         pv = compiled.version
         ref = _REFS[compiled.ruleset] = PolicyRef(
             policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
-            effective_from=pv.effective_from, effective_to=pv.effective_to, content_hash=compiled.content_hash)
+            effective_from=pv.effective_from, effective_to=pv.effective_to, content_hash=compiled.content_hash,
+            revision=pv.revision)
     return ref
 
 

@@ -1,5 +1,6 @@
 """Golden cases: `tests/golden/<policy>/<version>/*.yaml`, each a request, hand-written
-expectations and the full `expected` decision.
+expectations and the full `expected` decision; `<version>/r<N>/*.yaml` keep pinning how revision N
+of a corrected version decided (each says `revision: N`).
 
 The hand-written expectations (`expect_outcome`, and where they matter `expect_amount_pence`
 and `expect_items`, the per-item verdicts in order) come from the policy, never from the
@@ -73,7 +74,10 @@ def check(evaluator, path: Path) -> Checked:
     """Decide the case at `path` in-process and check its hand-written expectations."""
     case = read(path)
     try:
-        actual = evaluator.decide(DecisionRequest(**case["request"])).golden()
+        request = DecisionRequest(**case["request"])
+        # `revision`: a case pinning how an earlier revision of a corrected version decided
+        decided = evaluator.decide_revision(request, case["revision"]) if "revision" in case else evaluator.decide(request)
+        actual = decided.golden()
     except RequestError as exc:
         return Checked(path, case, None, [f"the request is refused: {v.field}: {v.description}" for v in exc.violations])
     return Checked(path, case, actual, expectation_failures(path, case, actual))
@@ -83,7 +87,8 @@ def expectation_failures(path: Path, case: dict, actual: dict) -> list[str]:
     """What the decision gets wrong by the case's own hand-written expectations,
     e.g. `expect_outcome: WAIVED, got FEE_PAYABLE`."""
     failures = []
-    home = f"{path.parent.parent.name}/{path.parent.name}"
+    folder = path.parent.parent if "revision" in case else path.parent  # <version>/r<N>/ pins a revision
+    home = f"{folder.parent.name}/{folder.name}"
     decided = f"{actual['policy']['policy']}/{actual['policy']['version']}"
     if decided != home:
         failures.append(f"decided by {decided}, but a golden case lives under the version that decides it ({home})")

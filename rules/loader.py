@@ -1,6 +1,8 @@
 """Load every policy file under a directory into a bundle, or nothing at all.
 
-Files live at `<dir>/<policy>/<version>.yaml`. Each is parsed (yamlsource),
+Files live at `<dir>/<policy>/<version>.yaml` (a version's current revision), and the earlier
+revisions of a corrected version at `<dir>/<policy>/revisions/<version>.r<N>.yaml`, kept as they
+were so that the decisions they made replay; new decisions use the current revision only. Each is parsed (yamlsource),
 validated (model + checks), checked against its siblings (same fact, same
 type; enacted versions start on different days and an explicit end does not
 overlap the next start) and compiled. Any error anywhere
@@ -44,14 +46,26 @@ class PolicyLoadError(Exception):
 class Bundle:
     """All loaded policy versions, by policy id and version id."""
 
-    def __init__(self, policies: dict[str, dict[str, CompiledPolicy]], bundle_hash: str):
+    def __init__(self, policies: dict[str, dict[str, CompiledPolicy]], bundle_hash: str,
+                 earlier: dict[tuple[str, str], list[CompiledPolicy]] | None = None):
         self.policies = policies
         self.bundle_hash = bundle_hash
+        self._earlier = earlier or {}  # by (policy, version): its earlier revisions, oldest first
         self._schemas = {name: self._schema(name) for name in policies}
         self._lists = {name: self._list_schema(name) for name in policies}
         self._request_names = {name: self._reachable_names(name) for name in policies}
         self._accepted = {name: self._accepted_specs(name) for name in policies}
         self._declared = {name: self._declarations(name) for name in policies}
+
+    def revision(self, policy: str, version: str, content_hash: str) -> CompiledPolicy | None:
+        """The loaded revision of a version with this content hash (current or earlier), if any."""
+        current = self.policies.get(policy, {}).get(version)
+        if current is not None and current.content_hash == content_hash:
+            return current
+        return next((c for c in self._earlier.get((policy, version), ()) if c.content_hash == content_hash), None)
+
+    def earlier_revisions(self, policy: str, version: str) -> list[CompiledPolicy]:
+        return list(self._earlier.get((policy, version), ()))
 
     def versions(self, policy: str) -> list[CompiledPolicy]:
         return sorted(self.policies.get(policy, {}).values(),
@@ -179,8 +193,15 @@ def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
         result = _parse(path, shown, errors, sources)
         if result is not None:
             parsed.append((shown, *result))
+    earlier_files: list[tuple[str, PolicyVersion, str]] = []
+    for path in sorted(directory.glob("*/revisions/*.yaml")):
+        shown = shown_path(path, directory)
+        result = _parse(path, shown, errors, sources)
+        if result is not None:
+            earlier_files.append((shown, *result))
     errors += _cross_version(parsed, sources)
     errors += _cross_policy(parsed)
+    errors += _revisions(parsed, earlier_files)
     if errors:
         raise PolicyLoadError(errors)
 
@@ -190,11 +211,23 @@ def load_bundle(directory: Path = DEFAULT_POLICY_DIR) -> Bundle:
             policies.setdefault(pv.policy, {})[pv.version] = compile_policy(pv, digest)
         except EngineError as exc:  # a capacity of the engine that the checks do not foresee
             errors.append(LoadError(shown, sources[shown].line_of(("rules",)), str(exc)))
+    earlier: dict[tuple[str, str], list[CompiledPolicy]] = {}
+    for shown, pv, digest in sorted(earlier_files, key=lambda f: f[1].revision):
+        try:
+            earlier.setdefault((pv.policy, pv.version), []).append(compile_policy(pv, digest))
+        except EngineError as exc:
+            errors.append(LoadError(shown, sources[shown].line_of(("rules",)), str(exc)))
     if errors:
         raise PolicyLoadError(errors)
-    # By policy and version, not by path: the same files give the same hash wherever they are mounted.
-    bundle_hash = hashlib.sha256("".join(sorted(f"{pv.policy}/{pv.version}:{d}\n" for _, pv, d in parsed)).encode()).hexdigest()
-    return Bundle(policies, bundle_hash)
+    # By policy, version and revision, not by path: the same files give the same hash wherever they are mounted.
+    bundle_hash = hashlib.sha256("".join(sorted(f"{_key(pv)}:{d}\n" for _, pv, d in parsed + earlier_files)
+                                         ).encode()).hexdigest()
+    return Bundle(policies, bundle_hash, earlier)
+
+
+def _key(pv: PolicyVersion) -> str:
+    """policy/version, and .r<N> after a correction (an uncorrected bundle keeps the hash it had)."""
+    return f"{pv.policy}/{pv.version}" + (f".r{pv.revision}" if pv.revision > 1 else "")
 
 
 def shown_path(path: Path, directory: Path) -> str:
@@ -235,12 +268,33 @@ def _parse(path: Path, shown: str, errors: list[LoadError], sources: dict[str, L
         errors.extend(_validation_errors(exc, located, shown))
         return None
     found = [LoadError(shown, located.line_of(p), m) for p, m in check(pv)]
-    expected = (path.parent.name, path.stem)
-    if (pv.policy, pv.version) != expected:
-        found.append(LoadError(shown, located.line_of(("policy",)),
-                               f"file declares {pv.policy}/{pv.version} but lives at {expected[0]}/{expected[1]}.yaml"))
+    if path.parent.name == "revisions":  # <policy>/revisions/<version>.r<N>.yaml
+        version, _, number = path.stem.rpartition(".r")
+        expected, declared = (path.parent.parent.name, version, number), (pv.policy, pv.version, str(pv.revision))
+        where = f"{expected[0]}/revisions/{version}.r{number}.yaml"
+        says = f"{pv.policy}/{pv.version} revision {pv.revision}"
+    else:
+        expected, declared = (path.parent.name, path.stem), (pv.policy, pv.version)
+        where, says = f"{expected[0]}/{expected[1]}.yaml", f"{pv.policy}/{pv.version}"
+    if declared != expected:
+        found.append(LoadError(shown, located.line_of(("policy",)), f"file declares {says} but lives at {where}"))
     errors.extend(found)
     return None if found else (pv, content_hash(raw))
+
+
+def _revisions(parsed: list[tuple[str, PolicyVersion, str]], earlier: list[tuple[str, PolicyVersion, str]]
+               ) -> list[LoadError]:
+    """Each earlier revision is of a version that is loaded, and earlier than its current revision."""
+    current = {(pv.policy, pv.version): pv.revision for _, pv, _ in parsed}
+    errors = []
+    for shown, pv, _ in earlier:
+        now = current.get((pv.policy, pv.version))
+        if now is None:
+            errors.append(LoadError(shown, 1, f"an earlier revision of {pv.policy}/{pv.version}, which is not loaded"))
+        elif pv.revision >= now:
+            errors.append(LoadError(shown, 1, f"revision {pv.revision} is not earlier than the current revision "
+                                              f"({now}) of {pv.policy}/{pv.version}"))
+    return errors
 
 
 def _validation_errors(exc: ValidationError, located: Located, shown: str) -> list[LoadError]:

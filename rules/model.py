@@ -378,9 +378,21 @@ class ParentTexts(Strict):
     pending: tuple[Annotated[str, Field(pattern=OUTCOME)], ...] = ("REFER_TO_DECISION_MAKER",)
 
 
+class Correction(Strict):
+    """What one revision of a version corrected, and the law that says so."""
+    revision: int = Field(ge=2)
+    date: dt.date  # when the correction was made
+    change: str = Field(min_length=1)  # what changed, in words
+    cites: tuple[Citation, ...] = Field(min_length=1)
+
+
 class PolicyVersion(Strict):
     policy: Name
     version: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)
+    # A correction of a version is a new revision of it, never a silent edit: the earlier revision's
+    # file is kept (revisions/<version>.r<N>.yaml) so that its logged decisions still replay.
+    revision: int = Field(1, ge=1)
+    corrections: tuple[Correction, ...] = ()
     status: Status
     effective_from: dt.date | None = None
     effective_to: dt.date | None = None
@@ -405,6 +417,14 @@ class PolicyVersion(Strict):
         if "UNDETERMINED" in v:
             raise ValueError("UNDETERMINED is built in; do not declare it")
         return v
+
+    @model_validator(mode="after")
+    def _corrections(self) -> PolicyVersion:
+        listed = [c.revision for c in self.corrections]
+        if sorted(set(listed)) != list(range(2, self.revision + 1)) or listed != sorted(listed):
+            raise ValueError(f"revision {self.revision} needs at least one correction for each revision from 2 to "
+                             f"{self.revision}, in order (listed: {listed or 'none'})")
+        return self
 
     @model_validator(mode="after")
     def _dates(self) -> PolicyVersion:

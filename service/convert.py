@@ -147,7 +147,7 @@ def policy_ref(compiled: CompiledPolicy) -> pb.PolicyRef:
     pv = compiled.version
     return pb.PolicyRef(policy=pv.policy, version=pv.version, status=pv.status.value, title=pv.title,
                         effective_from=_date(pv.effective_from), effective_to=_date(pv.effective_to),
-                        content_hash=compiled.content_hash)
+                        content_hash=compiled.content_hash, revision=pv.revision)
 
 
 def _set_step(out: pb.TrailStep, s: TrailStep) -> None:
@@ -284,9 +284,12 @@ def _param_value(value):
     return value
 
 
-def policy_detail(compiled: CompiledPolicy) -> pb.PolicyVersionDetail:
+def policy_detail(compiled: CompiledPolicy, earlier: list[CompiledPolicy] = ()) -> pb.PolicyVersionDetail:
     pv = compiled.version
     return pb.PolicyVersionDetail(
+        corrections=[pb.Correction(revision=c.revision, date=c.date.isoformat(), change=c.change,
+                                   citations=_citations(c.cites)) for c in pv.corrections],
+        earlier_revisions=[policy_ref(e) for e in earlier],
         ref=policy_ref(compiled), description=pv.description, citations=_citations(pv.cites),
         outcomes=[pb.Code(code=k, description=v) for k, v in pv.outcomes.items()],
         flags=[pb.Code(code=k, description=v) for k, v in pv.flags.items()],

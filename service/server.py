@@ -268,8 +268,12 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         log.log(logging.INFO if result.identical else logging.WARNING, "replay", extra={
             **fields, "identical": result.identical, "differing": [d.split(":", 1)[0] for d in result.differences],
             "latency_ms": _ms(time.perf_counter() - started)})
-        return pb.ReplayDecisionResponse(identical=result.identical, original=convert.decision(original),
-                                         replayed=convert.decision(result.replayed), differences=result.differences)
+        response = pb.ReplayDecisionResponse(identical=result.identical, original=convert.decision(original),
+                                             replayed=convert.decision(result.replayed), differences=result.differences)
+        if result.current is not None:
+            convert.decision(result.current, response.current)
+            response.current_differences.extend(result.current_differences)
+        return response
 
     def ListPolicies(self, request: pb.ListPoliciesRequest, context) -> pb.ListPoliciesResponse:
         bundle = self.live.current.bundle
@@ -284,7 +288,8 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
                 self._request(request.policy, request.version, request.as_at, None))
         except RequestError as exc:
             _abort_invalid(context, exc.violations)
-        detail = convert.policy_detail(compiled)
+        pv = compiled.version
+        detail = convert.policy_detail(compiled, self.live.current.bundle.earlier_revisions(pv.policy, pv.version))
         if request.markdown:
             detail.markdown = markdown.document(compiled)
         return detail

@@ -19,6 +19,7 @@ from rules.model import Citation
 
 GOLDEN = goldens.DEFAULT_DIR
 CASES = sorted(GOLDEN.glob("*/*/*.yaml"))
+EARLIER = sorted(GOLDEN.glob("*/*/r*/*.yaml"))  # how an earlier revision of a corrected version decided
 
 
 def _grpc(stub, req: dict) -> dict:
@@ -64,6 +65,14 @@ def test_golden(path: Path, evaluator, stub, request):
         goldens.write_expected(checked)
         return
     assert checked.has_expected, f"{path} has no expected decision yet: run pytest --update-golden and review it"
+    assert checked.matches, "\n".join(goldens.explain(checked))
+
+
+@pytest.mark.parametrize("path", EARLIER, ids=[str(p.relative_to(GOLDEN)) for p in EARLIER])
+def test_an_earlier_revision_still_decides_as_it_did(path: Path, evaluator, request):
+    """In-process only: the service decides under current revisions (an earlier one only replays)."""
+    checked = goldens.check(evaluator, path)
+    assert not checked.failures, "\n".join(goldens.explain(checked))
     assert checked.matches, "\n".join(goldens.explain(checked))
 
 
