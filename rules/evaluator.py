@@ -117,9 +117,13 @@ class Evaluator:
                                self._counterfactuals(compiled, as_at, own, seen, only=mine)]
         return reading
 
-    def decide_revision(self, request: DecisionRequest, revision: int) -> Decision:
+    def decide_revision(self, request: DecisionRequest, revision: int, like: Decision | None = None) -> Decision:
         """The request decided by an earlier revision of the version it names (golden files keep
-        pinning how a corrected revision behaved); its used policies are today's."""
+        pinning how a corrected revision behaved); its used policies are today's, or the revisions
+        that `like` (the decision it made then) used."""
+        pinned = self._pins(like) if like is not None else None
+        if pinned:
+            return Evaluator(self.bundle, self._today, pinned).decide_revision(request, revision)
         compiled, as_at = self.select(request)
         pv = compiled.version
         older = next((c for c in self.bundle.earlier_revisions(pv.policy, pv.version)

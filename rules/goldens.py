@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .decision import DecisionRequest, RequestError
+from .decision import Decision, DecisionRequest, RequestError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # golden files are large: libyaml when there is one
@@ -76,7 +76,11 @@ def check(evaluator, path: Path) -> Checked:
     try:
         request = DecisionRequest(**case["request"])
         # `revision`: a case pinning how an earlier revision of a corrected version decided
-        decided = evaluator.decide_revision(request, case["revision"]) if "revision" in case else evaluator.decide(request)
+        if "revision" in case:  # with the revisions of used policies it used then
+            then = Decision.model_validate(case["expected"]) if case.get("expected") else None
+            decided = evaluator.decide_revision(request, case["revision"], then)
+        else:
+            decided = evaluator.decide(request)
         actual = decided.golden()
     except RequestError as exc:
         return Checked(path, case, None, [f"the request is refused: {v.field}: {v.description}" for v in exc.violations])
