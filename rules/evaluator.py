@@ -289,7 +289,9 @@ class Evaluator:
                 f"also included {shown(added)}".replace(" and ", " or ") if added else "",
                 f"did not include {shown(removed)}".replace(" and ", " or ") if removed else "") if p)
         else:
-            beyond = {"at_least": " or more", "at_most": " or less"}.get(first.direction, "")
+            later = spec.type is FactType.DATE  # "16 March 2000 or later", not "or more"
+            beyond = {"at_least": " or later" if later else " or more",
+                      "at_most": " or earlier" if later else " or less"}.get(first.direction, "")
             phrase = "were " + explainer.join([shown(c.value) for c in group], "or") + beyond
         new = first.result.detail.decision
         return Counterfactual(
