@@ -1,7 +1,8 @@
 """`python -m rules new-version POLICY FROM NEW --effective-from DATE`: start a new version.
 
 Copies `<policies>/POLICY/FROM.yaml` to `NEW.yaml`, changing only the top-level `version`,
-`status`, `effective_from` and (with `--title`) `title` lines and removing `effective_to`;
+`status`, `effective_from` and (with `--title`) `title` lines and removing `effective_to` (and the
+source's `revision` and `corrections`: a new version starts at revision 1);
 every comment and every other line is kept as it was. Copies FROM's golden cases to
 `<golden>/POLICY/NEW/`, each naming NEW as its version and without its `expected` decision,
 so that `python -m rules test POLICY NEW` lists them for review; their hand-written
@@ -28,6 +29,7 @@ from .yamlsource import YamlSourceError, read_yaml
 
 VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # as model.PolicyVersion.version
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
+_DROPPED = ("effective_to", "revision", "corrections")  # top-level keys a new version does not inherit
 
 
 def add_command(commands) -> None:
@@ -111,7 +113,8 @@ def retarget(text: str, new: str, status: str, effective_from: dt.date, title: s
         if key not in spans:
             raise ValueError(f"it has no top-level '{key}:' line")
     intended = {"version": new, "status": status, "effective_from": effective_from} | ({"title": title} if title else {})
-    wanted = {key: f"{key}: {_scalar(value)}\n" for key, value in intended.items()} | {"effective_to": ""}
+    # A new version starts at revision 1: its source's corrections are part of the source's history.
+    wanted = {key: f"{key}: {_scalar(value)}\n" for key, value in intended.items()} | dict.fromkeys(_DROPPED, "")
     starts = {start: key for key, (start, _) in spans.items() if key in wanted}
     out, skip_to = [], 0
     for i, line in enumerate(lines):
@@ -166,7 +169,7 @@ def _check_retargeted(before: str, after: str, intended: dict) -> None:
         old, new = read_yaml(before).data, read_yaml(after).data
     except YamlSourceError as exc:
         raise ValueError(f"line {exc.line}: {exc.message}") from None
-    kept = {k: v for k, v in old.items() if k not in intended and k != "effective_to"}
+    kept = {k: v for k, v in old.items() if k not in intended and k not in _DROPPED}
     if new != kept | intended:
         raise ValueError("its top-level lines are laid out in a way this tool cannot edit safely; copy it by hand")
 

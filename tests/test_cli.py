@@ -193,11 +193,13 @@ def test_new_version_copies_the_file_and_its_cases(work, capsys):
                        "--title", "Fee review (2026)", *DIRS)
     assert code == 0
     new = (work / "policies" / "application_fee" / "2026.yaml").read_text()
-    kept = [line for line in text.splitlines() if not line.startswith(("version:", "status:", "effective_", "title:"))]
+    lines = text.splitlines()  # its revision and corrections (between version and status) stay behind
+    lines = lines[:lines.index("revision: 2")] + lines[lines.index("status: enacted"):]
+    kept = [line for line in lines if not line.startswith(("version:", "status:", "effective_", "title:"))]
     assert [line for line in new.splitlines() if not line.startswith(("version:", "status:", "effective_", "title:"))] == kept
     assert new.splitlines()[1:6] == ['policy: application_fee  # the fee', 'version: "2026"', "status: proposed",
                                      "effective_from: 2026-04-01", "title: Fee review (2026)"]
-    assert "effective_to" not in new
+    assert "effective_to" not in new and "revision:" not in new and "corrections:" not in new
 
     copies = sorted((work / "golden" / "application_fee" / "2026").glob("*.yaml"))
     assert [p.name for p in copies] == [p.name for p in sorted(FEE_2017.glob("*.yaml"))]

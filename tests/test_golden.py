@@ -73,6 +73,9 @@ def test_an_earlier_revision_still_decides_as_it_did(path: Path, evaluator, requ
     """In-process only: the service decides under current revisions (an earlier one only replays)."""
     checked = goldens.check(evaluator, path)
     assert not checked.failures, "\n".join(goldens.explain(checked))
+    if request.config.getoption("--update-golden"):  # the engine's own wording changed: review the diff
+        goldens.write_expected(checked)
+        return
     assert checked.matches, "\n".join(goldens.explain(checked))
 
 
