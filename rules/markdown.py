@@ -30,7 +30,7 @@ RULE_ORDER = ("Rules are tried in the order below. The first outcome rule whose 
 
 def document(compiled: CompiledPolicy, examples_dir: Path | None = DEFAULT_EXAMPLES_DIR) -> str:
     pv = compiled.version
-    sections = [_header(compiled), _sources(pv), _outcomes(pv), _parameters(pv), _facts_section(pv),
+    sections = [_header(compiled), _sources(pv), _corrections(pv), _outcomes(pv), _parameters(pv), _facts_section(pv),
                 _lists(pv), _uses(pv), _rules(pv), _examples(compiled, examples_dir)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
@@ -92,6 +92,14 @@ def _header(compiled: CompiledPolicy) -> str:
 
 def _sources(pv: PolicyVersion) -> str:
     return "## Legal sources\n\n" + "\n".join(f"- {_citation(c)}" for c in pv.cites)
+
+
+def _corrections(pv: PolicyVersion) -> str:
+    """What each revision after the first corrected, and the law behind it ("" if none)."""
+    if not pv.corrections:
+        return ""
+    rows = [[c.revision, c.date.isoformat(), c.change, "; ".join(_citation(x) for x in c.cites)] for c in pv.corrections]
+    return f"## Corrections (this is revision {pv.revision})\n\n" + _table(["Revision", "Date", "What changed", "Law"], rows)
 
 
 def _outcomes(pv: PolicyVersion) -> str:

@@ -38,8 +38,8 @@ def add_command(commands) -> None:
     cmd = commands.add_parser("diff", help="what changes between two versions of a policy, in words",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmd.add_argument("policy")
-    cmd.add_argument("old", metavar="OLD")
-    cmd.add_argument("new", metavar="NEW")
+    cmd.add_argument("old", metavar="OLD", help="a version, or VERSION@rN for an earlier revision of it")
+    cmd.add_argument("new", metavar="NEW", help="a version (its current revision), or VERSION@rN")
     cmd.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR, help="policy directory (default: %(default)s)")
     cmd.add_argument("--format", choices=["text", "markdown"], default="text", help="output format (default: %(default)s)")
     cmd.set_defaults(run=run)
@@ -55,14 +55,30 @@ def run(args) -> int:
     if versions is None:
         print(f"unknown policy '{args.policy}' (policies: {', '.join(sorted(bundle.policies))})", file=sys.stderr)
         return 2
-    unknown = [v for v in (args.old, args.new) if v not in versions]
+    found = {name: _revision(bundle, args.policy, name) for name in (args.old, args.new)}
+    unknown = [name for name, pv in found.items() if pv is None]
     if unknown:
-        print(f"{args.policy} has no version {', '.join(unknown)} (versions: {', '.join(sorted(versions))})", file=sys.stderr)
+        print(f"{args.policy} has no version {', '.join(unknown)} (versions: {', '.join(sorted(versions))}; "
+              f"an earlier revision as VERSION@rN)", file=sys.stderr)
         return 2
-    old, new = versions[args.old].version, versions[args.new].version
+    old, new = found[args.old], found[args.new]
     render = markdown if args.format == "markdown" else text
     print(render(old, new, compare(old, new)))
     return 0
+
+
+def _name(pv: PolicyVersion) -> str:
+    return pv.version + (f" revision {pv.revision}" if pv.revision > 1 or pv.corrections else "")
+
+
+def _revision(bundle, policy: str, name: str) -> PolicyVersion | None:
+    """`VERSION` (its current revision) or `VERSION@rN` (any loaded revision of it)."""
+    version, _, number = name.partition("@r")
+    current = bundle.policies[policy].get(version)
+    if current is None or not number:
+        return None if current is None or "@" in name else current.version
+    every = [current, *bundle.earlier_revisions(policy, version)]
+    return next((c.version for c in every if str(c.version.revision) == number), None)
 
 
 def compare(old: PolicyVersion, new: PolicyVersion) -> list[Section]:
@@ -86,8 +102,8 @@ def compare(old: PolicyVersion, new: PolicyVersion) -> list[Section]:
 # --- output -------------------------------------------------------------------
 
 def text(old: PolicyVersion, new: PolicyVersion, sections: list[Section]) -> str:
-    lines = [f"{new.policy}: {old.version} → {new.version}",
-             f"  {old.version}: {_summary(old)}", f"  {new.version}: {_summary(new)}"]
+    lines = [f"{new.policy}: {_name(old)} → {_name(new)}",
+             f"  {_name(old)}: {_summary(old)}", f"  {_name(new)}: {_summary(new)}"]
     for section in sections:
         lines += ["", section.title]
         for entry, details in section.entries:
@@ -99,7 +115,7 @@ def text(old: PolicyVersion, new: PolicyVersion, sections: list[Section]) -> str
 
 
 def markdown(old: PolicyVersion, new: PolicyVersion, sections: list[Section]) -> str:
-    lines = [f"# `{new.policy}`: {old.version} → {new.version}", "",
+    lines = [f"# `{new.policy}`: {_name(old)} → {_name(new)}", "",
              f"- **{old.version}**: {_summary(old)}", f"- **{new.version}**: {_summary(new)}"]
     for section in sections:
         lines += ["", f"## {section.title}", ""]
@@ -176,6 +192,10 @@ def _whose(about: About) -> str:
 
 def _header(old: PolicyVersion, new: PolicyVersion) -> list[Entry]:
     lines = []
+    if old.revision != new.revision:
+        lines.append(f"revision: {old.revision} → {new.revision}")
+        lines += [f"correction (revision {c.revision}): {_one(c.change)} [{'; '.join(x.text() for x in c.cites)}]"
+                  for c in new.corrections if c.revision > old.revision]
     if old.title != new.title:
         lines += _change("title", _one(old.title), _one(new.title))
     if old.status != new.status:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -37,35 +38,47 @@ def _fee_request(born: str, abuse: bool = False) -> DecisionRequest:
         "declaration": "at_application"})
 
 
+def _revision(work: Path) -> int:
+    return load_bundle(work / "policies").policies[FEE]["2017"].version.revision
+
+
 def _revise(work: Path, *extra: str) -> int:
     return main(["revise", FEE, "2017", "--change", "The fee is £25 (a test correction).", "--source", "SI 2014/612",
                  "--provision", "reg 3", "--date", "2026-12-06", "--policies", "policies", "--golden", "golden", *extra])
 
 
 def test_revise_keeps_the_earlier_file_byte_for_byte_and_pins_its_golden_cases(work, capsys):
+    n = _revision(work)
     before = (work / "policies" / FEE / "2017.yaml").read_bytes()
     assert _revise(work) == 0
-    kept = work / "policies" / FEE / "revisions" / "2017.r1.yaml"
+    kept = work / "policies" / FEE / "revisions" / f"2017.r{n}.yaml"
     assert kept.read_bytes() == before
     text = (work / "policies" / FEE / "2017.yaml").read_text()
-    assert "revision: 2\ncorrections:\n  - revision: 2\n    date: 2026-12-06\n" in text
-    pinned = sorted((work / "golden" / FEE / "2017" / "r1").glob("*.yaml"))
-    assert pinned and all(goldens.read(p)["revision"] == 1 for p in pinned)
+    assert f"revision: {n + 1}\n" in text and f"  - revision: {n + 1}\n    date: 2026-12-06\n" in text
+    pinned = sorted((work / "golden" / FEE / "2017" / f"r{n}").glob("*.yaml"))
+    assert pinned and all(goldens.read(p)["revision"] == n for p in pinned)
     bundle = load_bundle(work / "policies")
     current = bundle.policies[FEE]["2017"]
-    assert current.version.revision == 2 and current.version.corrections[0].cites[0].provision == "reg 3"
-    assert [c.version.revision for c in bundle.earlier_revisions(FEE, "2017")] == [1]
-    # The earlier revision's golden cases still decide as they did, under revision 1.
+    assert current.version.revision == n + 1 and current.version.corrections[-1].cites[0].provision == "reg 3"
+    assert [c.version.revision for c in bundle.earlier_revisions(FEE, "2017")] == list(range(1, n + 1))
+    # The earlier revision's golden cases still decide as they did, under that revision.
     evaluator = Evaluator(bundle)
     checked = goldens.check(evaluator, pinned[0])
     assert checked.ok and checked.actual["policy"]["content_hash"] == goldens.read(pinned[0])["expected"]["policy"]["content_hash"]
-    assert _revise(work) == 0  # a second correction keeps revision 2 too
-    assert (work / "policies" / FEE / "revisions" / "2017.r2.yaml").is_file()
-    assert [c.revision for c in load_bundle(work / "policies").policies[FEE]["2017"].version.corrections] == [2, 3]
+    capsys.readouterr()
+    assert main(["diff", FEE, f"2017@r{n}", "2017", "--policies", "policies"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"application_fee: 2017") and f"revision: {n} → {n + 1}" in out
+    assert main(["doc", FEE, "2017", "--policies", "policies"]) == 0
+    assert f"## Corrections (this is revision {n + 1})" in capsys.readouterr().out
+    assert _revise(work) == 0  # and the next correction keeps that revision too
+    assert (work / "policies" / FEE / "revisions" / f"2017.r{n + 1}.yaml").is_file()
+    corrections = load_bundle(work / "policies").policies[FEE]["2017"].version.corrections
+    assert [c.revision for c in corrections][-2:] == [n + 1, n + 2]
 
 
 def test_a_logged_decision_replays_under_its_revision_and_remediation_finds_what_the_correction_changes(work, capsys):
-    bundle = load_bundle(work / "policies")
+    bundle, n = load_bundle(work / "policies"), _revision(work)
     key = os.urandom(32)
     adult, young, waived = _fee_request("1985-07-20"), _fee_request("2001-01-01"), _fee_request("1985-07-20", True)
     with DecisionLog.open(work / "log.sqlite3", [key]) as log:
@@ -85,11 +98,11 @@ def test_a_logged_decision_replays_under_its_revision_and_remediation_finds_what
         log.record(adult, after)  # already under revision 2: not for remediation
         logged = log.get(decided[0].decision_id)
         result = replay(corrected, logged)
-        assert result.identical and result.replayed.policy.revision == 1
-        assert result.current.amount_pence == 2500 and result.current.policy.revision == 2
+        assert result.identical and result.replayed.policy.revision == n
+        assert result.current.amount_pence == 2500 and result.current.policy.revision == n + 1
         assert "amount_pence: 2000 != 2500" in result.current_differences
         report = remediate(log, corrected, FEE, "2017")
-    assert report.looked_at == 2  # the two decisions of revision 1
+    assert report.looked_at == 2  # the two decisions of the earlier revision
     assert [(c.decision_id, c.before.amount_pence, c.after.amount_pence) for c in report.changes] == [
         (decided[0].decision_id, 2000, 2500)]  # the waived one is unchanged
     assert dict(report.transitions()) == {"FEE_PAYABLE -> FEE_PAYABLE": 1}
@@ -98,8 +111,8 @@ def test_a_logged_decision_replays_under_its_revision_and_remediation_finds_what
     assert main(["remediate", FEE, "2017", "--decision-log", str(work / "log.sqlite3"), "--key-file",
                  str(_key_file(work, key)), "--policies", "policies", "--csv", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert rows == [{"decision_id": decided[0].decision_id, "decided_at": decided[0].decided_at, "revision": "1",
-                     "current_revision": "2", "outcome": "FEE_PAYABLE", "current_outcome": "FEE_PAYABLE",
+    assert rows == [{"decision_id": decided[0].decision_id, "decided_at": decided[0].decided_at, "revision": str(n),
+                     "current_revision": str(n + 1), "outcome": "FEE_PAYABLE", "current_outcome": "FEE_PAYABLE",
                      "amount_pence": "2000", "current_amount_pence": "2500", "outputs_changed": ""}]
     assert "2 decisions made under an earlier revision; 1 decided differently now" in capsys.readouterr().out
     assert waived  # (a case that never reaches the log: only logged decisions are looked at)
@@ -113,18 +126,18 @@ def _key_file(work: Path, key: bytes) -> Path:
 
 
 def test_an_earlier_revision_must_belong_to_a_loaded_version_and_be_earlier(work):
-    folder = work / "policies" / FEE / "revisions"
-    folder.mkdir()
-    shutil.copy(work / "policies" / FEE / "2017.yaml", folder / "2017.r1.yaml")
-    with pytest.raises(PolicyLoadError, match="revision 1 is not earlier than the current revision"):
+    folder, n = work / "policies" / FEE / "revisions", _revision(work)
+    shutil.copy(work / "policies" / FEE / "2017.yaml", folder / "2017.r9.yaml")
+    with pytest.raises(PolicyLoadError, match=f"declares application_fee/2017 revision {n} but lives at"):
         load_bundle(work / "policies")
-    (folder / "2017.r1.yaml").rename(folder / "2017.r3.yaml")
-    with pytest.raises(PolicyLoadError, match=r"declares application_fee/2017 revision 1 but lives at"):
+    (folder / "2017.r9.yaml").rename(folder / f"2017.r{n}.yaml")  # the current one again, as if earlier
+    with pytest.raises(PolicyLoadError, match=f"revision {n} is not earlier than the current revision"):
         load_bundle(work / "policies")
 
 
 def test_a_revision_lists_its_corrections(work):
-    path = work / "policies" / FEE / "2017.yaml"
-    path.write_text(path.read_text().replace('version: "2017"\n', 'version: "2017"\nrevision: 2\n'))
-    with pytest.raises(PolicyLoadError, match="needs at least one correction for each revision from 2 to 2"):
+    path = work / "policies" / FEE / "2014.yaml"
+    text = path.read_text()
+    path.write_text(re.sub(r"^revision: \d+$", "revision: 7", text, count=1, flags=re.M))
+    with pytest.raises(PolicyLoadError, match="needs at least one correction for each revision from 2 to 7"):
         load_bundle(work / "policies")
