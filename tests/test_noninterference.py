@@ -152,5 +152,5 @@ def test_the_two_reported_leaks_are_closed(evaluator):
     assert told.notify is False and told.text == ""
     risk = next(r for r in refer.disclosure_risks if r.parent is Audience.PAYING_PARENT)
     assert risk.whose is Audience.RECEIVING_PARENT and risk.rule_id == "refer.abuse-exceptional"
-    assert set(risk.facts) == {"abuse_disclosed", "receiving_parent_requests"}
+    assert set(risk.facts) == {"abuse_disclosed", "abuse_disclosed_by", "receiving_parent_requests"}
     assert "Send the paying parent nothing" in refer.rationale
