@@ -31,8 +31,10 @@ AUDIENCE = {party: audience for audience, party in PARTY.items()}
 BOTH = frozenset(PARTIES)
 WORDS = {"receiving_parent": "receiving parent", "paying_parent": "paying parent"}
 
-# Worded so that it cannot be mistaken for news of the other parent's request for a reconsideration.
-REVIEW = "If you think this decision is wrong, contact us within one month of the date of this decision and we will look at it again."
+# For a version with no `tell.review`: no time limit (a period is law, so each version that has one
+# states it with its source), and worded so that it cannot be mistaken for news of the other
+# parent's request for a reconsideration.
+REVIEW = "If you think this decision is wrong, contact us and we will look at it again."
 NEUTRAL = "We have made a decision on your child maintenance case. We will contact you if you need to do anything."
 UNDECIDED = "We need more information before we can make this decision."
 
