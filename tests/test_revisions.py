@@ -141,3 +141,37 @@ def test_a_revision_lists_its_corrections(work):
     path.write_text(re.sub(r"^revision: \d+$", "revision: 7", text, count=1, flags=re.M))
     with pytest.raises(PolicyLoadError, match="needs at least one correction for each revision from 2 to 7"):
         load_bundle(work / "policies")
+
+
+def test_remediation_of_the_spent_conviction_correction_finds_exactly_the_decisions_it_changes(tmp_path):
+    """abuse_evidence/2016 revision 2 (SI 2016/516 reg 2(2): only an unspent conviction counts): a log
+    made before the correction, by revision 1, is remediated under the shipped policies."""
+    before = tmp_path / "before"
+    shutil.copytree(DEFAULT_POLICY_DIR, before)
+    folder = before / "abuse_evidence"
+    (folder / "revisions" / "2016.r1.yaml").replace(folder / "2016.yaml")  # as it was before the correction
+    old = Evaluator(load_bundle(before))
+
+    def evidence(spent: bool | None, about_them: bool = True) -> DecisionRequest:
+        item = {"type": "conviction", "document_date": "2011-01-01", "concerns_other_party": about_them}
+        if spent is not None:
+            item["conviction_spent"] = spent
+        return DecisionRequest(policy="abuse_evidence", facts={"decision_date": "2017-06-01", "evidence_items": [item]})
+
+    requests = [evidence(True), evidence(False), evidence(True, about_them=False), evidence(None)]
+    key = os.urandom(32)
+    with DecisionLog.open(tmp_path / "log.sqlite3", [key]) as log:
+        logged = [old.decide(r) for r in requests]
+        for request, decision in zip(requests, logged):
+            log.record(request, decision)
+    assert [d.outcome for d in logged] == ["VERIFIED", "VERIFIED", "NOT_VERIFIED", "VERIFIED"]
+
+    now = Evaluator(load_bundle())
+    with DecisionLog.open(tmp_path / "log.sqlite3", [key]) as log:
+        assert all(replay(now, log.get(d.decision_id)).identical for d in logged)  # still the evidence they were
+        report = remediate(log, now, "abuse_evidence", "2016")
+    assert report.looked_at == 4 and not report.failed
+    # The spent conviction is no longer evidence; one whose spent status was never asked cannot be judged.
+    assert {c.decision_id: c.after.outcome for c in report.changes} == {
+        logged[0].decision_id: "NOT_VERIFIED", logged[3].decision_id: "UNDETERMINED"}
+    assert dict(report.transitions()) == {"VERIFIED -> NOT_VERIFIED": 1, "VERIFIED -> UNDETERMINED": 1}
