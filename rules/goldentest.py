@@ -21,7 +21,8 @@ from .evaluator import Evaluator
 from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 WARNING = ("Warning: {n} expected decision(s) changed. For a version already in use this is a behaviour "
-           "change: review the diff before committing (new law is a new version, not an edit).")
+           "change: review the diff before committing (new law is a new version, and a correction a new "
+           "revision: python -m rules revise; never an edit).")
 
 
 def add_command(commands) -> None:
