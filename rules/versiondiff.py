@@ -67,8 +67,11 @@ def run(args) -> int:
     return 0
 
 
-def _name(pv: PolicyVersion) -> str:
-    return pv.version + (f" revision {pv.revision}" if pv.revision > 1 or pv.corrections else "")
+def _names(old: PolicyVersion, new: PolicyVersion) -> tuple[str, str]:
+    """The two sides' names: with their revisions when they are revisions of one version."""
+    if old.version != new.version:
+        return old.version, new.version
+    return f"{old.version} revision {old.revision}", f"{new.version} revision {new.revision}"
 
 
 def _revision(bundle, policy: str, name: str) -> PolicyVersion | None:
@@ -102,8 +105,8 @@ def compare(old: PolicyVersion, new: PolicyVersion) -> list[Section]:
 # --- output -------------------------------------------------------------------
 
 def text(old: PolicyVersion, new: PolicyVersion, sections: list[Section]) -> str:
-    lines = [f"{new.policy}: {_name(old)} → {_name(new)}",
-             f"  {_name(old)}: {_summary(old)}", f"  {_name(new)}: {_summary(new)}"]
+    a, b = _names(old, new)
+    lines = [f"{new.policy}: {a} → {b}", f"  {a}: {_summary(old)}", f"  {b}: {_summary(new)}"]
     for section in sections:
         lines += ["", section.title]
         for entry, details in section.entries:
@@ -115,7 +118,7 @@ def text(old: PolicyVersion, new: PolicyVersion, sections: list[Section]) -> str
 
 
 def markdown(old: PolicyVersion, new: PolicyVersion, sections: list[Section]) -> str:
-    lines = [f"# `{new.policy}`: {_name(old)} → {_name(new)}", "",
+    lines = [f"# `{new.policy}`: {' → '.join(_names(old, new))}", "",
              f"- **{old.version}**: {_summary(old)}", f"- **{new.version}**: {_summary(new)}"]
     for section in sections:
         lines += ["", f"## {section.title}", ""]

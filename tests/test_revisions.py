@@ -68,7 +68,8 @@ def test_revise_keeps_the_earlier_file_byte_for_byte_and_pins_its_golden_cases(w
     capsys.readouterr()
     assert main(["diff", FEE, f"2017@r{n}", "2017", "--policies", "policies"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("application_fee: 2017") and f"revision: {n} → {n + 1}" in out
+    assert out.startswith(f"application_fee: 2017 revision {n} → 2017 revision {n + 1}")
+    assert f"revision: {n} → {n + 1}" in out
     assert main(["doc", FEE, "2017", "--policies", "policies"]) == 0
     assert f"## Corrections (this is revision {n + 1})" in capsys.readouterr().out
     assert _revise(work) == 0  # and the next correction keeps that revision too
