@@ -185,3 +185,14 @@ def test_concurrent_decisions_are_all_correct(stub):
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         assert all(pool.map(call, range(800)))
+
+
+def test_a_corrected_version_shows_its_revision_corrections_and_earlier_revisions(stub):
+    detail = stub.GetPolicy(pb.GetPolicyRequest(policy="abuse_evidence", version="2016"))
+    assert detail.ref.revision == 2 and [e.revision for e in detail.earlier_revisions] == [1]
+    assert detail.earlier_revisions[0].content_hash != detail.ref.content_hash
+    spent = next(c for c in detail.corrections if "unspent" in c.change)
+    assert spent.revision == 2 and spent.citations[0].source.endswith("(SI 2016/516)")
+    listed = stub.ListPolicies(pb.ListPoliciesRequest())
+    versions = {(p.policy, v.version): v.revision for p in listed.policies for v in p.versions}
+    assert versions[("abuse_evidence", "2016")] == 2
