@@ -72,7 +72,11 @@ class Checked:
 
 def check(evaluator, path: Path) -> Checked:
     """Decide the case at `path` in-process and check its hand-written expectations."""
-    case = read(path)
+    try:
+        case = read(path)
+    except yaml.YAMLError as exc:  # reported like a refused request, not a traceback
+        mark = getattr(exc, "problem_mark", None)
+        return Checked(path, {}, None, [f"not YAML{f' (line {mark.line + 1})' if mark else ''}: {exc.problem if hasattr(exc, 'problem') else exc}"])
     try:
         request = DecisionRequest(**case["request"])
         # `revision`: a case pinning how an earlier revision of a corrected version decided

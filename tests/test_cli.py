@@ -314,3 +314,9 @@ def test_diff_of_identical_versions(work, capsys):
     code, out, _ = run(capsys, "diff", "application_fee", "copy-a", "copy-b", "--policies", "policies")
     assert code == 0 and out.endswith("\n\nNo differences.\n")
     assert run(capsys, "diff", "application_fee", "2017", "2017")[1].endswith("\n\nNo differences.\n")
+
+
+def test_test_reports_a_golden_file_that_is_not_yaml(work, capsys):
+    (work / "golden" / "application_fee" / "2017" / "99-broken.yaml").write_text("description: a: b\nrequest: [\n")
+    code, out, _ = run(capsys, "test", "application_fee", "2017", *DIRS)
+    assert code == 1 and "FAIL  application_fee/2017/99-broken" in out and "not YAML (line 1)" in out
