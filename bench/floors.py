@@ -121,7 +121,7 @@ def service_type_2012(f: dict) -> tuple[str, int | None]:
     if receiving_asks and (f["earlier_cms_non_compliance"] or (
             f["direct_pay_payment_missed_or_late"] and f["warning_notice_in_previous_12_months"])):
         return "COLLECT_AND_PAY", None
-    if f["abuse_disclosed"] and receiving_asks:
+    if f["abuse_disclosed"] and f["abuse_disclosed_by"] == "receiving_parent" and receiving_asks:
         return "REFER_TO_DECISION_MAKER", None
     return "DIRECT_PAY", None  # direct-pay.abuse-disclosed or direct-pay: they differ in actions only
 
@@ -155,20 +155,20 @@ def abuse_evidence_2018(f: dict) -> tuple[str, int | None]:
 
 
 def caseworker_routing_2024(f: dict) -> tuple[str, int | None]:
-    """caseworker_routing/2024.yaml (the named-caseworker flag is not an outcome)."""
-    if f["abuse_disclosed"] and not f["feels_safe_now"]:
+    """caseworker_routing/2024.yaml, revision 2: the safety steps come first, disclosure or not (the
+    flags are not outcomes; the specialist rules differ in their actions only)."""
+    if not f["feels_safe_now"]:
         return "EMERGENCY_ESCALATION", None
+    # derived meets_specialist_criteria (default false): the three specialist.criterion-* rules
+    specialist = f["abuse_disclosed"] and f["service_type"] == "collect_and_pay" and (
+        f["with_advanced_customer_support_for_abuse"] or f["police_involved"] or (
+            f["violence_or_control_mentioned"] and not f["concerns_resolved_by_conversation"]
+            and f["caseworker_sees_significant_risk"]))
+    if f["caseworker_has_concerns"]:
+        return ("SPECIALIST_CASE_TEAM" if specialist else "SAFETY_REVIEW"), None
     if not f["abuse_disclosed"]:
         return "STANDARD_QUEUE", None
-    # derived meets_specialist_criteria (default false): the three specialist.criterion-* rules
-    if f["service_type"] == "collect_and_pay" and (
-            f["with_advanced_customer_support_for_abuse"] or f["police_involved"] or (
-                f["violence_or_control_mentioned"] and not f["concerns_resolved_by_conversation"]
-                and f["caseworker_sees_significant_risk"])):
-        return "SPECIALIST_CASE_TEAM", None
-    if f["caseworker_has_concerns"]:
-        return "SAFETY_REVIEW", None
-    return "STANDARD_QUEUE", None  # scenario-c.ongoing or scenario-c.safe: abuse_ongoing changes only the actions
+    return ("SPECIALIST_CASE_TEAM" if specialist else "STANDARD_QUEUE"), None
 
 
 def _rates_2012(f: dict, children: list[dict]) -> tuple[str, int]:
@@ -176,12 +176,12 @@ def _rates_2012(f: dict, children: list[dict]) -> tuple[str, int]:
     derived money values rounded half up where the file derives them."""
     if f["nil_rate_category"] != "none":
         return "NIL_RATE", 0
+    if f["receives_prescribed_benefit"]:  # before the income test: reg 45(2) (revision 2)
+        shared = any(child["shared_care_nights"] >= SHARED_CARE_ONE_SEVENTH_NIGHTS for child in children)
+        return "FLAT_RATE", 0 if shared else FLAT_RATE
     income = f["gross_weekly_income"]
     if income < NIL_RATE_INCOME_BELOW:
         return "NIL_RATE", 0
-    if f["receives_prescribed_benefit"]:
-        shared = any(child["shared_care_nights"] >= SHARED_CARE_ONE_SEVENTH_NIGHTS for child in children)
-        return "FLAT_RATE", 0 if shared else FLAT_RATE
     if income <= FLAT_RATE_INCOME_LIMIT:
         return "FLAT_RATE", FLAT_RATE
     capped = min(income, INCOME_CAP)
@@ -231,7 +231,7 @@ def prisoner_liability_2012(f: dict) -> tuple[str, int | None]:
         return "NIL_RATE", 0
     children = f["qualifying_children"]
     if not children:
-        return "NO_QUALIFYING_CHILD", 0
+        return "NO_QUALIFYING_CHILD", None  # no calculation, so no amount (revision 2)
     return "LIABLE", _rates_2012(f, children)[1]
 
 

@@ -361,7 +361,7 @@ def test_metrics_count_decisions_latency_errors_and_reloads(running, bundle):
     assert [moved("cms_policy_reloads_total", result=r) for r in ("unchanged", "changed", "refused")] == [1, 1, 1]
     assert _series(after, "cms_policy_bundle_info") == [{"bundle_hash": reloaded.bundle_hash}]
     assert _value(after, "cms_policy_bundle_info", bundle_hash=reloaded.bundle_hash) == 1
-    assert _value(after, "cms_policy_versions_loaded") == reloaded.versions == 18
+    assert _value(after, "cms_policy_versions_loaded") == reloaded.versions == 19
     assert ("process_cpu_seconds_total", frozenset()) in after
 
     # Labels are names from the policy files or fixed words, never what a client sent.

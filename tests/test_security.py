@@ -515,7 +515,7 @@ def test_the_service_serves_plaintext_on_the_network_only_when_told_and_says_so(
     finally:
         stop_service(proc, channel)
     log = _log(log_path)
-    assert _logged(log, "INFO", "serving 18 policy versions on 0.0.0.0:")[0]["message"].endswith("(plaintext)")
+    assert _logged(log, "INFO", "serving 19 policy versions on 0.0.0.0:")[0]["message"].endswith("(plaintext)")
     assert _logged(log, "WARNING", "transport: INSECURE plaintext (no TLS) on non-loopback address 0.0.0.0")
     assert _logged(log, "WARNING", "authorisation: OFF (no --authz): every caller that can connect may call "
                                    "every RPC, on non-loopback address 0.0.0.0")
@@ -541,7 +541,7 @@ def test_the_service_with_mutual_tls_and_authorisation(pki, tmp_path):
     finally:
         stop_service(proc, channel)
     log = _log(log_path)
-    assert _logged(log, "INFO", "serving 18 policy versions on 127.0.0.1:")[0]["message"].endswith("(mutual TLS)")
+    assert _logged(log, "INFO", "serving 19 policy versions on 127.0.0.1:")[0]["message"].endswith("(mutual TLS)")
     assert _logged(log, "INFO", "transport: mutual TLS (certificate CN=cms-policy.cms.internal, expires ")
     assert _logged(log, "INFO", "authorisation: 3 callers from ")[0]["message"].endswith(
         "(by client certificate: case-management, reviewers; by bearer token: fee-portal); "

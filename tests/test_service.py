@@ -78,11 +78,12 @@ def test_get_policy_describes_facts_rules_and_citations(stub):
     assert fee.value.number_value == 2000 and fee.citations
 
 
-def test_list_policies_shows_all_five_domains(stub):
+def test_list_policies_shows_all_six_domains(stub):
     listed = {p.policy: [(v.version, v.status) for v in p.versions] for p in stub.ListPolicies(pb.ListPoliciesRequest()).policies}
+    assert len(listed) == 6
     assert listed["abuse_evidence"] == [("2013", "enacted"), ("2014", "enacted"), ("2016", "enacted"), ("2018", "enacted")]
-    assert listed["service_type"] == [("2012", "enacted"), ("da-act-2023", "prospective"), ("reform-2025", "proposed"),
-                                      ("review-2023", "proposed")]
+    assert listed["service_type"] == [("2012-pre-2014", "enacted"), ("2012", "enacted"), ("da-act-2023", "prospective"),
+                                      ("reform-2025", "proposed"), ("review-2023", "proposed")]
     assert listed["maintenance_calculation"] == [("2012", "enacted")]
     assert listed["prisoner_liability"] == [("2012", "enacted"), ("review-2023", "proposed")]
     assert len(listed["caseworker_routing"]) == 3 and len(listed["application_fee"]) == 4
