@@ -506,3 +506,16 @@ def test_the_service_answers_unavailable_while_the_database_is_down_and_recovers
         assert stub.GetDecision(pb.GetDecisionRequest(decision_id=after.decision_id)).decision == after
     finally:
         stop_service(proc, channel)
+
+
+def test_decisions_of_a_version_are_listed_from_the_clear_columns_for_remediation(pg_url, evaluator):
+    from rules.remediate import remediate
+    decided = [evaluator.decide(_fee_request()) for _ in range(3)]
+    with DecisionLog.open(pg_url, [_key()]) as log:
+        for decision in decided:
+            log.record(_fee_request(), decision)
+        listed = log.decided_under("application_fee", decided[0].policy.version)
+        assert sorted(listed) == sorted((d.decision_id, d.policy.content_hash) for d in decided)
+        assert log.decided_under("application_fee", "1999") == []
+        report = remediate(log, evaluator, "application_fee", decided[0].policy.version)
+    assert report.looked_at == 0 and not report.changes  # all made under the current revision
