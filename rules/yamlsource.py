@@ -53,7 +53,9 @@ def read_yaml(text: str) -> Located:
     if node is None:
         raise YamlSourceError(1, "file is empty")
     located = Located(None)
-    located.data = _build(node, (), located.lines, set())
+    # A constructor for this file only: one kept at module level cached every node it ever built
+    # (`constructed_objects`), so each reload of the policies leaked the whole parse (~6 MiB).
+    located.data = _build(node, (), located.lines, set(), yaml.SafeLoader(""))
     return located
 
 
@@ -69,12 +71,11 @@ def _check_depth(text: str) -> None:
             depth -= 1
 
 
-_constructor = yaml.SafeLoader("")
 _BOOL = "tag:yaml.org,2002:bool"
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")}
 
 
-def _build(node: yaml.Node, path: tuple, lines: dict, seen: set) -> Any:
+def _build(node: yaml.Node, path: tuple, lines: dict, seen: set, constructor: yaml.SafeLoader) -> Any:
     if id(node) in seen:
         raise YamlSourceError(node.start_mark.line + 1, "anchors and aliases are not allowed in policy files")
     seen.add(id(node))
@@ -86,22 +87,22 @@ def _build(node: yaml.Node, path: tuple, lines: dict, seen: set) -> Any:
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlSourceError(key_node.start_mark.line + 1, "mapping keys must be plain text")
-            key = _scalar(key_node)
+            key = _scalar(key_node, constructor)
             if key in out:
                 raise YamlSourceError(key_node.start_mark.line + 1, f"duplicate key '{key}'")
-            out[key] = _build(value_node, path + (key,), lines, seen)
+            out[key] = _build(value_node, path + (key,), lines, seen, constructor)
             lines[path + (key,)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, path + (i,), lines, seen) for i, item in enumerate(node.value)]
-    return _scalar(node)
+        return [_build(item, path + (i,), lines, seen, constructor) for i, item in enumerate(node.value)]
+    return _scalar(node, constructor)
 
 
-def _scalar(node: yaml.ScalarNode):
+def _scalar(node: yaml.ScalarNode, constructor: yaml.SafeLoader):
     if node.tag == _BOOL and node.value.lower() not in ("true", "false"):
         return node.value  # YAML 1.2: yes/no/on/off are text, not booleans
     try:
-        value = _constructor.construct_object(node)
+        value = constructor.construct_object(node)
         if isinstance(value, str):
             value.encode("utf-8")  # "\ud800" escapes a lone surrogate: not text (protobuf and the engine refuse it)
         return value

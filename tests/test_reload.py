@@ -70,6 +70,22 @@ def test_reload_of_unchanged_files_changes_nothing(tmp_path):
     assert live.current is before
 
 
+def test_reloads_of_unchanged_files_keep_memory_flat(tmp_path):
+    """Issue 27: every reload leaked its whole parse (~6 MiB) into a module-level YAML constructor's
+    cache. Counted in live objects (a reload builds some 100,000 YAML nodes)."""
+    import gc
+    directory = _policies(tmp_path)
+    live = LiveBundle(load_bundle(directory), directory)
+    live.reload()
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(3):
+        live.reload()
+    gc.collect()
+    grown = len(gc.get_objects()) - before
+    assert grown < 5_000, f"3 reloads kept {grown} objects"
+
+
 def test_a_valid_change_replaces_the_bundle_and_new_decisions_use_it(tmp_path):
     directory = _policies(tmp_path)
     live = LiveBundle(load_bundle(directory), directory)
