@@ -107,12 +107,19 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics on http://%s:%d/metrics%s", args.metrics_host, metrics_port,
                 "" if is_loopback(args.metrics_host) else " (not loopback: no TLS, no authentication)",
                 extra={"metrics_host": args.metrics_host, "metrics_port": metrics_port})
-    server, port = build_server(live, f"{args.host}:{args.port}", decision_log=decision_log, metrics=metrics,
-                                credentials=transport.credentials,
-                                interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else (),
-                                shared_port=worker,
-                                # A reload asked of one worker reaches the others through the supervisor.
-                                after_reload=(lambda: os.kill(os.getppid(), signal.SIGHUP)) if worker else None)
+    try:
+        server, port = build_server(live, f"{args.host}:{args.port}", decision_log=decision_log, metrics=metrics,
+                                    credentials=transport.credentials,
+                                    interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else (),
+                                    shared_port=worker,
+                                    # A reload asked of one worker reaches the others through the supervisor.
+                                    after_reload=(lambda: os.kill(os.getppid(), signal.SIGHUP)) if worker else None)
+    except OSError as exc:  # a clear start-up error, not a traceback (issue 27 item 8)
+        print(f"error: {exc}", file=sys.stderr)
+        decision_log.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        return 2
     versions = sum(len(v) for v in bundle.policies.values())
     log.info("serving %d policy versions on %s:%d (%s)", versions, args.host, port, transport.mode)
     for level, line in authz.startup_lines(authorisation, transport, set(bundle.policies)):

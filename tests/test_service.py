@@ -197,3 +197,20 @@ def test_a_corrected_version_shows_its_revision_corrections_and_earlier_revision
     listed = stub.ListPolicies(pb.ListPoliciesRequest())
     versions = {(p.policy, v.version): v.revision for p in listed.policies for v in p.versions}
     assert versions[("abuse_evidence", "2016")] == 2
+
+
+def test_a_port_in_use_is_a_clear_start_up_error(tmp_path):
+    """Issue 27 item 8: a failed bind printed a traceback and exited 1."""
+    import socket
+    import subprocess
+    import sys
+    from .conftest import ROOT
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1", "--no-watch",
+                               "--decision-log", str(tmp_path / "decisions.sqlite3")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
