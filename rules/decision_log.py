@@ -241,7 +241,7 @@ class Sealer:
             raise DecisionLogKeyError(f"decision {decision_id} was sealed with key {kid}, which was not given")
         try:
             payload = json.loads(aead.decrypt(bytes(nonce), bytes(sealed), decision_id.encode()))
-        except InvalidTag:
+        except (InvalidTag, ValueError, TypeError):  # altered, or stored bytes of the wrong shape (a short nonce, text)
             raise DecisionLogIntegrityError(f"decision {decision_id} fails its integrity check: the row was altered "
                                             "or belongs to another decision") from None
         return LoggedDecision(request=DecisionRequest.model_validate(payload["request"]),

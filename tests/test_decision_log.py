@@ -492,3 +492,17 @@ def test_a_batch_is_recorded_whole_or_not_at_all(tmp_path, evaluator):
         with pytest.raises(DecisionLogError, match="could not be recorded"):
             log.record_batch([(_fee_request(), third), (_fee_request(), first)])  # first's id is taken
         assert log.count() == 2 and log.get(third.decision_id) is None
+
+
+@pytest.mark.parametrize("change", ["nonce = x'0102'", "sealed = 'not bytes'"])
+def test_stored_bytes_of_the_wrong_shape_fail_the_integrity_check(tmp_path, evaluator, change):
+    """Issue 27 item 7: a short nonce or a sealed value that is not bytes gave INTERNAL, not DATA_LOSS."""
+    path, decision = tmp_path / "log.sqlite3", evaluator.decide(_fee_request())
+    with DecisionLog.open(path, [key := _key()]) as log:
+        log.record(_fee_request(), decision)
+    db = sqlite3.connect(path)
+    db.execute(f"UPDATE decisions SET {change} WHERE decision_id = ?", (decision.decision_id,))
+    db.commit()
+    db.close()
+    with DecisionLog.open(path, [key]) as log, pytest.raises(DecisionLogIntegrityError):
+        log.get(decision.decision_id)
