@@ -183,8 +183,12 @@ class Decision(BaseModel):
     def for_parent(self, audience: Audience) -> Decision:
         """The decision as one parent may see it: the outcome, amount and outputs, their own
         explanation, counterfactuals and next questions, the id, time and policy reference; nothing
-        else (no rationale, trail, items, flags, actions, sub-decisions, shadow or other texts)."""
+        else (no rationale, trail, items, flags, actions, sub-decisions, shadow or other texts).
+        When they are to be sent nothing yet, only the id, time, policy and their held explanation."""
         mine = next(e for e in self.explanations if e.audience is audience)
+        if not mine.notify:  # nothing yet: not even the outcome code, which would mark the case
+            return Decision(decision_id=self.decision_id, decided_at=self.decided_at, policy=self.policy, outcome="",
+                            outcome_description="", rationale="", explanations=[mine])
         return Decision(decision_id=self.decision_id, decided_at=self.decided_at, policy=self.policy,
                         outcome=self.outcome, outcome_description=self.outcome_description,
                         amount_pence=self.amount_pence, outputs=self.outputs, rationale="", explanations=[mine],

@@ -43,6 +43,8 @@ def _normalise(data: dict) -> dict:
     data["policy"] = {k: (v or None) if k.startswith("effective") else v for k, v in data["policy"].items()}
     data["as_at"] = data.get("as_at") or None
     data.setdefault("rationale", "")  # empty in a parent's view
+    for name in ("outcome", "outcome_description"):  # empty in a view of a parent sent nothing yet
+        data.setdefault(name, "")
     steps = data.get("trail", []) + [v["step"] for v in data.get("items", []) if "step" in v]
     for step in steps:
         step["citations"] = [Citation(**c).model_dump() for c in step.get("citations", [])]

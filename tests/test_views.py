@@ -73,8 +73,11 @@ def test_a_parents_view_holds_only_what_that_parent_may_be_told(stub, case, view
     full = stub.GetDecision(pb.GetDecisionRequest(decision_id=seen.decision_id), timeout=10).decision
     assert _set(full) - PARENT_FIELDS, "the full decision has more than a parent is told"
     assert [e for e in full.explanations if e.audience == mine.audience] == [mine]
-    for name in ("decision_id", "decided_at", "policy", "outcome", "outcome_description", "amount_pence", "outputs"):
+    told = ("outcome", "outcome_description", "amount_pence", "outputs")
+    for name in ("decision_id", "decided_at", "policy") + (() if mine.hold else told):
         assert getattr(seen, name) == getattr(full, name), name
+    if mine.hold:  # nothing yet: not even the outcome
+        assert not (_set(seen) & set(told)) and not mine.text
 
     # GetDecision shows the same view, and not the request (it holds the other parent's facts)
     logged = stub.GetDecision(pb.GetDecisionRequest(decision_id=seen.decision_id, view=view), timeout=10)
@@ -235,3 +238,19 @@ def test_parent_views_and_disclosure_risks_round_trip(evaluator):
     assert _as_engine_dump(message) == full.golden()
     parent = full.for_parent(Audience.PAYING_PARENT)
     assert _as_engine_dump(convert.decision(parent)) == parent.golden()
+
+
+def test_a_parent_sent_nothing_yet_is_not_told_the_outcome_either(stub):
+    """Issue 25: REFER_TO_DECISION_MAKER on the receiving parent's disclosure has one route, so its
+    code alone would tell the paying parent she asked for Collect & Pay and disclosed abuse."""
+    facts = struct_pb2.Struct()
+    facts.update({"decision_date": "2024-05-01", "receiving_parent_requests": "collect_and_pay",
+                  "paying_parent_requests": "direct_pay", "paying_parent_agrees_to_collect_and_pay": False,
+                  "earlier_cms_non_compliance": False, "direct_pay_payment_missed_or_late": False,
+                  "abuse_disclosed": True, "abuse_disclosed_by": "receiving_parent"})
+    request = pb.DecideRequest(policy="service_type", version="2012", facts=facts, view=pb.VIEW_PAYING_PARENT)
+    seen = stub.Decide(request, timeout=30)
+    [mine] = seen.explanations
+    assert mine.hold and not mine.text and seen.outcome == "" and _set(seen) <= {"decision_id", "decided_at", "policy", "explanations"}
+    full = stub.GetDecision(pb.GetDecisionRequest(decision_id=seen.decision_id), timeout=10).decision
+    assert full.outcome == "REFER_TO_DECISION_MAKER"
