@@ -8,9 +8,10 @@ the outcome nor the shadow's: joined to the case system by the decision id, an o
 outcome come from the metrics, which carry no ids). The request (every fact, sensitive ones
 included) and the whole decision (outcome, rationale, trail, explanations and counterfactuals,
 which quote the facts) are one JSON document sealed with AES-256-GCM: a random 12-byte nonce per
-row, the decision id as associated data (a sealed document cannot be moved to another row), and
-the id of the key that sealed it, so keys can rotate (the first key seals, every key given can
-open). The document is padded to a power of two (`_pad`) first: a disclosure's texts lengthen a
+row, every clear column as associated data (`_associated_data`: a sealed document cannot be moved
+to another row, and a changed time, hash, version or key id fails the row's integrity check; rows
+of `seal_format` 1, sealed before, bound the decision id alone), and the id of the key that sealed
+it, so keys can rotate (the first key seals, every key given can open). The document is padded to a power of two (`_pad`) first: a disclosure's texts lengthen a
 decision, and a ciphertext is as long as its plaintext. `Sealer` does that for every backend; a
 backend only stores and fetches `SealedRow`s.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -44,7 +46,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,7 +66,8 @@ LOG_ENV = "CMS_POLICY_DECISION_LOG"  # where the log is, when no --decision-log 
 KEY_ENV = "CMS_POLICY_LOG_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
-SCHEMA_VERSION = 3  # 2: shadow_version, shadow_outcome; 3: no outcome nor shadow_outcome in the clear
+SCHEMA_VERSION = 4  # 2: shadow_version, shadow_outcome; 3: no outcome nor shadow_outcome in the clear; 4: seal_format
+SEAL_FORMAT = 2  # what new rows' associated data binds (_associated_data): 1 the decision id, 2 every clear column
 PAYLOAD_FORMAT = 1
 PAD_FROM = 4096  # bytes: the smallest padded document (see _pad)
 CHECKPOINT_PAUSE = 0.2  # seconds between a process's background checkpoints, at least
@@ -81,7 +84,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     shadow_version TEXT,         -- the version decided alongside (shadow evaluation), if asked
     key_id       TEXT NOT NULL,  -- which key sealed the row
     nonce        BLOB NOT NULL,
-    sealed       BLOB NOT NULL   -- AES-256-GCM of {"request": ..., "decision": ...}, padded (_pad)
+    sealed       BLOB NOT NULL,  -- AES-256-GCM of {"request": ..., "decision": ...}, padded (_pad)
+    seal_format  INTEGER NOT NULL DEFAULT 1  -- what the associated data binds (SEAL_FORMAT); 1 for rows made before
 );
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
 """
@@ -89,6 +93,7 @@ CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
 _MIGRATIONS = {
     1: ["ALTER TABLE decisions ADD COLUMN shadow_version TEXT", "ALTER TABLE decisions ADD COLUMN shadow_outcome TEXT"],
     2: ["ALTER TABLE decisions DROP COLUMN outcome", "ALTER TABLE decisions DROP COLUMN shadow_outcome"],
+    3: ["ALTER TABLE decisions ADD COLUMN seal_format INTEGER NOT NULL DEFAULT 1"],  # rows so far bound the id alone
 }
 _URL = re.compile(r"(?i)^postgres(?:ql)?://")
 
@@ -193,6 +198,7 @@ class SealedRow:
     key_id: str
     nonce: bytes
     sealed: bytes
+    seal_format: int  # last: the column a migration added (in every backend the table's last)
 
     def values(self) -> tuple:
         return _column_values(self)  # not dataclasses.astuple: it deep-copies every field (30 µs a row)
@@ -211,9 +217,32 @@ def _pad(document: bytes) -> bytes:
     return document + b" " * (size - len(document))
 
 
+def _instant(value: str | dt.datetime) -> str:
+    """`decided_at` as associated data: the UTC instant to the microsecond, the same whether it
+    is read back as SQLite's text or as PostgreSQL's timestamptz (in the session's time zone).
+    ValueError for a time without an offset or not a time at all."""
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("a decision time needs its UTC offset")
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _associated_data(row: SealedRow) -> bytes:
+    """What a row's seal authenticates besides its document. Format 1 (rows sealed before format
+    2): the decision id alone. Format 2: the format and every clear column, in column order, as a
+    JSON array (unambiguous: each value quoted or null), `decided_at` as its instant (`_instant`).
+    ValueError for another format or a malformed time."""
+    if row.seal_format == 1:
+        return row.decision_id.encode()
+    if row.seal_format == 2:
+        return json.dumps([2, row.decision_id, _instant(row.decided_at), row.policy, row.version, row.content_hash,
+                           row.bundle_hash, row.shadow_version, row.key_id], separators=(",", ":")).encode()
+    raise ValueError(f"unknown seal format {row.seal_format!r}")
+
+
 class Sealer:
-    """AES-256-GCM over the request and decision, with the decision id as associated data; the
-    first key seals, any key given opens the rows it sealed."""
+    """AES-256-GCM over the request and decision, with every clear column as associated data
+    (`_associated_data`); the first key seals, any key given opens the rows it sealed."""
 
     def __init__(self, keys: list[bytes]):
         if not keys:
@@ -227,25 +256,29 @@ class Sealer:
         # {"format":…,"request":…,"decision":…}, each model serialised by pydantic's own (fast) encoder
         payload = _pad(b"".join((b'{"format":%d,"request":' % PAYLOAD_FORMAT, request.model_dump_json().encode(),
                                  b',"decision":', decision.model_dump_json().encode(), b"}")))
+        clear = SealedRow(decision_id=decision.decision_id, decided_at=decision.decided_at,
+                          policy=decision.policy.policy, version=decision.policy.version,
+                          content_hash=decision.policy.content_hash, bundle_hash=decision.bundle_hash,
+                          shadow_version=request.shadow_version or None, key_id=self.sealing_id, nonce=b"",
+                          sealed=b"", seal_format=SEAL_FORMAT)
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._aeads[self.sealing_id].encrypt(nonce, payload, decision.decision_id.encode())
-        return SealedRow(decision_id=decision.decision_id, decided_at=decision.decided_at,
-                         policy=decision.policy.policy, version=decision.policy.version,
-                         content_hash=decision.policy.content_hash, bundle_hash=decision.bundle_hash,
-                         shadow_version=request.shadow_version or None, key_id=self.sealing_id, nonce=nonce,
-                         sealed=sealed)
+        sealed = self._aeads[self.sealing_id].encrypt(nonce, payload, _associated_data(clear))
+        return replace(clear, nonce=nonce, sealed=sealed)
 
-    def unseal(self, decision_id: str, kid: str, nonce: bytes, sealed: bytes, bundle_hash: str) -> LoggedDecision:
-        aead = self._aeads.get(kid)
+    def unseal(self, row: SealedRow) -> LoggedDecision:
+        """The request and decision of a stored row. DecisionLogKeyError if its key was not given;
+        DecisionLogIntegrityError if its sealed document or any clear column was changed."""
+        aead = self._aeads.get(row.key_id)
         if aead is None:
-            raise DecisionLogKeyError(f"decision {decision_id} was sealed with key {kid}, which was not given")
+            raise DecisionLogKeyError(f"decision {row.decision_id} was sealed with key {row.key_id}, which was not given")
         try:
-            payload = json.loads(aead.decrypt(bytes(nonce), bytes(sealed), decision_id.encode()))
-        except (InvalidTag, ValueError, TypeError):  # altered, or stored bytes of the wrong shape (a short nonce, text)
-            raise DecisionLogIntegrityError(f"decision {decision_id} fails its integrity check: the row was altered "
-                                            "or belongs to another decision") from None
+            payload = json.loads(aead.decrypt(bytes(row.nonce), bytes(row.sealed), _associated_data(row)))
+        # altered (a clear column too), or stored values of the wrong shape (a short nonce, text, an unknown format)
+        except (InvalidTag, ValueError, TypeError):
+            raise DecisionLogIntegrityError(f"decision {row.decision_id} fails its integrity check: the row was "
+                                            "altered or belongs to another decision") from None
         return LoggedDecision(request=DecisionRequest.model_validate(payload["request"]),
-                              decision=Decision.model_validate(payload["decision"]), bundle_hash=bundle_hash)
+                              decision=Decision.model_validate(payload["decision"]), bundle_hash=row.bundle_hash)
 
     def check_newest(self, kid: str | None, where: str) -> None:
         """Fail at once, not on the first read, if the newest row was sealed with a key we do not have."""
@@ -330,7 +363,7 @@ class DecisionLog:
     def get(self, decision_id: str) -> LoggedDecision | None:
         """The recorded request, decision and bundle hash, or None for an unknown id."""
         row = self._select(decision_id)
-        return None if row is None else self._sealer.unseal(decision_id, *row)
+        return None if row is None else self._sealer.unseal(row)
 
     def _check_key(self) -> None:
         self._sealer.check_newest(self._newest_key_id(), self.where)
@@ -340,8 +373,8 @@ class DecisionLog:
         """Store the rows in one transaction, durable when it returns."""
         raise NotImplementedError
 
-    def _select(self, decision_id: str) -> tuple[str, bytes, bytes, str] | None:
-        """(key_id, nonce, sealed, bundle_hash) of the decision, or None."""
+    def _select(self, decision_id: str) -> SealedRow | None:
+        """The decision's row as stored (`decided_at` as the backend gives it), or None."""
         raise NotImplementedError
 
     def _newest_key_id(self) -> str | None:
@@ -485,11 +518,12 @@ class SQLiteDecisionLog(DecisionLog):
         finally:
             db.close()
 
-    def _select(self, decision_id: str) -> tuple[str, bytes, bytes, str] | None:
+    def _select(self, decision_id: str) -> SealedRow | None:
         try:
             with self._lock:
-                return self._db.execute("SELECT key_id, nonce, sealed, bundle_hash FROM decisions WHERE decision_id = ?",
-                                        (decision_id,)).fetchone()
+                row = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = ?",
+                                       (decision_id,)).fetchone()
+            return None if row is None else SealedRow(*row)
         except sqlite3.Error as exc:
             raise DecisionLogError(f"the decision log could not be read: {exc}") from None
 

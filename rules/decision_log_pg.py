@@ -1,8 +1,8 @@
 """The decision log in PostgreSQL, for several replicas of the service sharing one log.
 
 The same table as the SQLite log (`decisions`, the same clear columns — none says anything about a
-case's circumstances — `decided_at` as a `timestamptz`), the same sealing (`decision_log.Sealer`: AES-256-GCM, the decision id as associated
-data, key ids, rotation), the same interface (`DecisionLog`). Chosen by giving `--decision-log` a
+case's circumstances — `decided_at` as a `timestamptz`), the same sealing (`decision_log.Sealer`: AES-256-GCM, every clear
+column as associated data, key ids, rotation), the same interface (`DecisionLog`). Chosen by giving `--decision-log` a
 `postgresql://` or `postgres://` URL (libpq's: `postgresql://user@host:5432/db?sslmode=verify-full`;
 the password is best left out of the URL and given by `PGPASSWORD` or a `PGPASSFILE`).
 
@@ -55,6 +55,9 @@ CONNECT_DEFAULTS = {
 }
 _ADVISORY_LOCK = 0x636D73706F6C6963  # "cmspolic": serialises schema creation between replicas
 
+_COMMENT = ("COMMENT ON TABLE decisions IS 'CMS policy decision log: one row per decision; request and decision "
+            "sealed with AES-256-GCM (column sealed, key named by key_id; associated data: every clear column, "
+            "or decision_id alone where seal_format = 1)'")
 _CREATE = [
     """CREATE TABLE decisions (
         decision_id    text PRIMARY KEY,
@@ -66,10 +69,10 @@ _CREATE = [
         shadow_version text,
         key_id         text NOT NULL,
         nonce          bytea NOT NULL,
-        sealed         bytea NOT NULL)""",
+        sealed         bytea NOT NULL,
+        seal_format    smallint NOT NULL DEFAULT 1)""",
     "CREATE INDEX decisions_by_time ON decisions (decided_at)",
-    "COMMENT ON TABLE decisions IS 'CMS policy decision log: one row per decision; request and decision sealed "
-    "with AES-256-GCM (column sealed, associated data decision_id, key named by key_id)'",
+    _COMMENT,
     "CREATE TABLE decision_log_schema (version integer NOT NULL)",
     "COMMENT ON TABLE decision_log_schema IS 'schema version of the decisions table (one row)'",
 ]
@@ -79,6 +82,8 @@ _MIGRATIONS: dict[int, list[str]] = {
         # A dropped column's values stay in every row on disk until the table is rewritten: rewrite it
         # (CLUSTER, unlike VACUUM FULL, may run in the migration's transaction; grants are kept).
         "CLUSTER decisions USING decisions_by_time"],
+    # Rows so far were sealed with the decision id alone as associated data (no rewrite: a constant default).
+    3: ["ALTER TABLE decisions ADD COLUMN seal_format smallint NOT NULL DEFAULT 1", _COMMENT],
 }
 
 
@@ -254,10 +259,10 @@ class PostgresDecisionLog(DecisionLog):
 
         self._call("the decision could not be recorded", work)
 
-    def _select(self, decision_id: str) -> tuple[str, bytes, bytes, str] | None:
-        return self._call("the decision log could not be read", lambda conn: conn.execute(
-            "SELECT key_id, nonce, sealed, bundle_hash FROM decisions WHERE decision_id = %s", (decision_id,)
-        ).fetchone())
+    def _select(self, decision_id: str) -> SealedRow | None:
+        row = self._call("the decision log could not be read", lambda conn: conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = %s", (decision_id,)).fetchone())
+        return None if row is None else SealedRow(*row)  # decided_at a datetime: its instant is what is bound
 
     def _newest_key_id(self) -> str | None:
         row = self._call("the decision log could not be read", lambda conn: conn.execute(

@@ -4,6 +4,7 @@ reviewer by `python -m rules explain`."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ FEE_FACTS = {"application_route": "direct_pay", "applicant_in_northern_ireland":
 UNREPORTED = {**FEE_FACTS, "abuse_reported_to": [], "legal_warning_before_abuse_question": False}
 CLEAR_COLUMNS = ["decision_id", "decided_at", "policy", "version", "content_hash", "bundle_hash", "shadow_version",
                  "key_id"]
+STORED_COLUMNS = CLEAR_COLUMNS + ["nonce", "sealed", "seal_format"]
 # The table as schema 2 made it: outcome and shadow outcome in the clear.
 SCHEMA_2_COLUMNS = CLEAR_COLUMNS[:6] + ["outcome", "shadow_version", "shadow_outcome", "key_id", "nonce", "sealed"]
 
@@ -105,7 +107,7 @@ def test_the_log_is_wal_and_only_what_describes_no_case_is_in_the_clear(tmp_path
         log.record(request, decision)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [c[1] for c in db.execute("PRAGMA table_info(decisions)")] == CLEAR_COLUMNS + ["nonce", "sealed"]
+    assert [c[1] for c in db.execute("PRAGMA table_info(decisions)")] == STORED_COLUMNS
     row = db.execute(f"SELECT {', '.join(CLEAR_COLUMNS)} FROM decisions").fetchone()
     db.close()
     assert row == (decision.decision_id, decision.decided_at, "application_fee", "2017", decision.policy.content_hash,
@@ -191,8 +193,9 @@ def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_fi
         log.record(_fee_request(), evaluator.decide(_fee_request()))
         assert log.count() == 3
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
-    assert [c[1] for c in db.execute("PRAGMA table_info(decisions)")] == CLEAR_COLUMNS + ["nonce", "sealed"]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert [c[1] for c in db.execute("PRAGMA table_info(decisions)")] == STORED_COLUMNS
+    assert db.execute("SELECT seal_format FROM decisions ORDER BY rowid").fetchall() == [(1,), (1,), (2,)]
     assert db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").fetchall() == \
         [("decisions_by_time",)]
     assert db.execute("SELECT decision_id, length(sealed) FROM decisions LIMIT 2").fetchall() == old_lengths
@@ -506,3 +509,110 @@ def test_stored_bytes_of_the_wrong_shape_fail_the_integrity_check(tmp_path, eval
     db.close()
     with DecisionLog.open(path, [key]) as log, pytest.raises(DecisionLogIntegrityError):
         log.get(decision.decision_id)
+
+
+# --- every clear column is bound to the seal (issue 27 item 6) -----------------------------------
+
+def _altered_clear_values(decision, other_key: bytes) -> dict:
+    """For each clear column of a row recorded without a shadow: another value it could be changed to."""
+    later = dt.datetime.fromisoformat(decision.decided_at) + dt.timedelta(seconds=1)
+    return {"decided_at": later.isoformat(timespec="milliseconds"), "policy": "service_type",
+            "version": "review-2023", "content_hash": "0" * 64, "bundle_hash": "0" * 64,
+            "shadow_version": "review-2023", "key_id": key_id(other_key), "seal_format": 1}
+
+
+ALTERABLE = ["decided_at", "policy", "version", "content_hash", "bundle_hash", "shadow_version", "key_id",
+             "seal_format"]
+
+
+@pytest.mark.parametrize("column", ALTERABLE)
+def test_a_changed_clear_column_fails_the_integrity_check(tmp_path, evaluator, column):
+    """Only the decision id was bound to the seal: a changed decided_at or bundle_hash went unnoticed,
+    and GetDecision returned the changed bundle hash. (key_id failed before too: another key opens
+    nothing.)"""
+    path, key, other = tmp_path / "log.sqlite3", _key(), _key()
+    decision, untouched = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
+    with DecisionLog.open(path, [key, other]) as log:
+        log.record_batch([(_fee_request(), decision), (_fee_request(), untouched)])
+    db = sqlite3.connect(path)
+    db.execute(f"UPDATE decisions SET {column} = ? WHERE decision_id = ?",
+               (_altered_clear_values(decision, other)[column], decision.decision_id))
+    db.commit()
+    db.close()
+    with DecisionLog.open(path, [key, other]) as log:
+        with pytest.raises(DecisionLogIntegrityError, match=decision.decision_id):
+            log.get(decision.decision_id)
+        assert log.get(untouched.decision_id).decision == untouched
+
+
+def test_the_same_instant_written_another_way_is_not_a_change(tmp_path, evaluator):
+    """decided_at is bound as its UTC instant (PostgreSQL keeps a timestamptz, not the text)."""
+    path, decision = tmp_path / "log.sqlite3", evaluator.decide(_fee_request())
+    with DecisionLog.open(path, [key := _key()]) as log:
+        log.record(_fee_request(), decision)
+    same = dt.datetime.fromisoformat(decision.decided_at).astimezone(dt.timezone(dt.timedelta(hours=1)))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE decisions SET decided_at = ?", (same.isoformat(timespec="microseconds"),))
+    db.commit()
+    db.close()
+    with DecisionLog.open(path, [key]) as log:
+        assert log.get(decision.decision_id).decision == decision
+
+
+def _format_1_row(key: bytes, request: DecisionRequest, decision) -> tuple:
+    """A row as schema 3 stored it (CLEAR_COLUMNS, nonce, sealed): the decision id alone as associated data."""
+    payload = decision_log._pad(json.dumps({"format": 1, "request": request.model_dump(mode="json"),
+                                            "decision": decision.model_dump(mode="json")}).encode())
+    nonce = os.urandom(12)
+    return (decision.decision_id, decision.decided_at, decision.policy.policy, decision.policy.version,
+            decision.policy.content_hash, decision.bundle_hash, request.shadow_version or None, key_id(key), nonce,
+            AESGCM(key).encrypt(nonce, payload, decision.decision_id.encode()))
+
+
+def test_a_schema_3_log_is_migrated_and_its_rows_still_open(tmp_path, evaluator):
+    """Rows sealed before seal_format 2 bind the decision id alone: they open as they did (and a
+    change to their other clear columns cannot be detected); new rows bind every clear column."""
+    path, key = tmp_path / "old.sqlite3", _key()
+    old = [evaluator.decide(_fee_request()) for _ in range(2)]
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript("""
+        CREATE TABLE decisions (decision_id TEXT PRIMARY KEY, decided_at TEXT NOT NULL, policy TEXT NOT NULL,
+            version TEXT NOT NULL, content_hash TEXT NOT NULL, bundle_hash TEXT NOT NULL, shadow_version TEXT,
+            key_id TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
+        CREATE INDEX decisions_by_time ON decisions (decided_at);
+        PRAGMA user_version = 3;""")
+    db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [_format_1_row(key, _fee_request(), d) for d in old])
+    db.commit()
+    db.close()
+    new = evaluator.decide(_fee_request())
+    with DecisionLog.open(path, [key]) as log:
+        assert [log.get(d.decision_id).decision for d in old] == old
+        log.record(_fee_request(), new)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert [c[1] for c in db.execute("PRAGMA table_info(decisions)")] == STORED_COLUMNS
+    assert db.execute("SELECT decision_id, seal_format FROM decisions ORDER BY rowid").fetchall() == \
+        [(old[0].decision_id, 1), (old[1].decision_id, 1), (new.decision_id, 2)]
+    db.execute("UPDATE decisions SET bundle_hash = ?", ("0" * 64,))
+    db.commit()
+    db.close()
+    with DecisionLog.open(path, [key]) as log:
+        assert log.get(old[0].decision_id).bundle_hash == "0" * 64  # format 1: not bound
+        with pytest.raises(DecisionLogIntegrityError):
+            log.get(new.decision_id)
+
+
+def test_get_decision_of_a_row_with_a_changed_clear_column_is_data_loss(in_process):
+    stub, log = in_process
+    decided = stub.Decide(_pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS}))
+    assert stub.GetDecision(pb.GetDecisionRequest(decision_id=decided.decision_id)).decision == decided
+    db = sqlite3.connect(log.path)
+    db.execute("UPDATE decisions SET bundle_hash = ? WHERE decision_id = ?", ("0" * 64, decided.decision_id))
+    db.commit()
+    db.close()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetDecision(pb.GetDecisionRequest(decision_id=decided.decision_id))
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "integrity check" in caught.value.details()

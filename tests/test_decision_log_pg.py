@@ -33,8 +33,9 @@ from rules.decision_log_pg import PostgresDecisionLog, redact
 
 from . import pgcluster
 from .conftest import ROOT, start_service, stop_service
-from .test_decision_log import (CLEAR_COLUMNS, FEE_FACTS, SCHEMA_2_COLUMNS, UNREPORTED, _fee_request, _golden_requests,
-                                _pb_request, _schema_2_row)
+from .test_decision_log import (ALTERABLE, CLEAR_COLUMNS, FEE_FACTS, SCHEMA_2_COLUMNS, STORED_COLUMNS, UNREPORTED,
+                                _altered_clear_values, _fee_request, _format_1_row, _golden_requests, _pb_request,
+                                _schema_2_row)
 
 SECRETS = (b"police", b"abuse", b"victim", b"1985-07-20", b"reported", b"applicant_date_of_birth")
 
@@ -147,11 +148,11 @@ def test_the_clear_columns_and_the_schema_version(pg_url, sql, evaluator):
     decision = evaluator.decide(request)
     with DecisionLog.open(pg_url, [key := _key()]) as log:
         log.record(request, decision)
-    assert _columns(sql) == CLEAR_COLUMNS + ["nonce", "sealed"]
+    assert _columns(sql) == STORED_COLUMNS
     row = sql.execute(f"SELECT {', '.join(CLEAR_COLUMNS)} FROM decisions").fetchone()
     assert row == (decision.decision_id, dt.datetime.fromisoformat(decision.decided_at), "application_fee", "2017",
                    decision.policy.content_hash, evaluator.bundle.bundle_hash, "review-2023", key_id(key))
-    assert sql.execute("SELECT version FROM decision_log_schema").fetchall() == [(3,)]
+    assert sql.execute("SELECT version FROM decision_log_schema").fetchall() == [(4,)]
     assert "sealed with AES-256-GCM" in sql.execute("SELECT obj_description('decisions'::regclass)").fetchone()[0]
 
 
@@ -260,7 +261,7 @@ def test_the_schema_is_made_only_when_asked_and_a_strange_one_is_refused(pg_url,
     with DecisionLog.open(pg_url, [_key()]):
         pass
     sql.execute("UPDATE decision_log_schema SET version = 99")
-    with pytest.raises(DecisionLogError, match="schema 99, this code reads 3"):
+    with pytest.raises(DecisionLogError, match="schema 99, this code reads 4"):
         DecisionLog.open(pg_url, [_key()])
     sql.execute("DROP TABLE decision_log_schema")
     with pytest.raises(DecisionLogError, match="not a decision log"):
@@ -293,8 +294,8 @@ def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_ta
             assert logged.decision == decision and replay(evaluator, logged).identical
         log.record(_fee_request(), evaluator.decide(_fee_request()))
         assert log.count() == 3
-    assert sql.execute("SELECT version FROM decision_log_schema").fetchall() == [(3,)]
-    assert _columns(sql) == CLEAR_COLUMNS + ["nonce", "sealed"]
+    assert sql.execute("SELECT version FROM decision_log_schema").fetchall() == [(4,)]
+    assert _columns(sql) == STORED_COLUMNS
     assert sql.execute("SELECT decision_id, length(sealed) FROM decisions ORDER BY decided_at LIMIT 2").fetchall() == \
         old_lengths
     if pg_server.cluster is None or not os.access(pg_server.cluster.data, os.R_OK):
@@ -519,3 +520,70 @@ def test_decisions_of_a_version_are_listed_from_the_clear_columns_for_remediatio
         assert log.decided_under("application_fee", "1999") == []
         report = remediate(log, evaluator, "application_fee", decided[0].policy.version)
     assert report.looked_at == 0 and not report.changes  # all made under the current revision
+
+
+# --- every clear column is bound to the seal (issue 27 item 6) -----------------------------------
+
+@pytest.mark.parametrize("column", ALTERABLE)
+def test_a_changed_clear_column_fails_the_integrity_check(pg_url, sql, evaluator, column):
+    decision, untouched = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
+    with DecisionLog.open(pg_url, [key := _key(), other := _key()]) as log:
+        log.record_batch([(_fee_request(), decision), (_fee_request(), untouched)])
+        sql.execute(f"UPDATE decisions SET {column} = %s WHERE decision_id = %s",
+                    (_altered_clear_values(decision, other)[column], decision.decision_id))
+        with pytest.raises(DecisionLogIntegrityError, match=decision.decision_id):
+            log.get(decision.decision_id)
+        assert log.get(untouched.decision_id).decision == untouched
+    # The time is bound as its instant: the session's time zone does not change it.
+    with DecisionLog.open(_with_options(pg_url, _options(pg_url) + " -ctimezone=Asia/Kolkata"), [key, other]) as log:
+        assert log.get(untouched.decision_id).decision == untouched
+
+
+def _options(url: str) -> str:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["options"]
+
+
+def test_a_schema_3_log_is_migrated_and_its_rows_still_open(pg_url, sql, evaluator):
+    key = _key()
+    old = [evaluator.decide(_fee_request()) for _ in range(2)]
+    for statement in [  # the schema as schema 3 made it
+            """CREATE TABLE decisions (decision_id text PRIMARY KEY, decided_at timestamptz NOT NULL,
+               policy text NOT NULL, version text NOT NULL, content_hash text NOT NULL, bundle_hash text NOT NULL,
+               shadow_version text, key_id text NOT NULL, nonce bytea NOT NULL, sealed bytea NOT NULL)""",
+            "CREATE INDEX decisions_by_time ON decisions (decided_at)",
+            "CREATE TABLE decision_log_schema (version integer NOT NULL)",
+            "INSERT INTO decision_log_schema VALUES (3)"]:
+        sql.execute(statement)
+    with sql.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO decisions ({', '.join(CLEAR_COLUMNS)}, nonce, sealed) VALUES "
+                           f"({', '.join(['%s'] * (len(CLEAR_COLUMNS) + 2))})",
+                           [_format_1_row(key, _fee_request(), d) for d in old])
+    new = evaluator.decide(_fee_request())
+    with DecisionLog.open(pg_url, [key]) as log:
+        assert [log.get(d.decision_id).decision for d in old] == old
+        log.record(_fee_request(), new)
+        assert sql.execute("SELECT version FROM decision_log_schema").fetchall() == [(4,)]
+        assert _columns(sql) == STORED_COLUMNS
+        assert sorted(sql.execute("SELECT decision_id, seal_format FROM decisions").fetchall()) == \
+            sorted([(old[0].decision_id, 1), (old[1].decision_id, 1), (new.decision_id, 2)])
+        sql.execute("UPDATE decisions SET bundle_hash = %s", ("0" * 64,))
+        assert log.get(old[0].decision_id).bundle_hash == "0" * 64  # format 1: only the id is bound
+        with pytest.raises(DecisionLogIntegrityError):
+            log.get(new.decision_id)
+
+
+def test_get_decision_of_a_row_with_a_changed_clear_column_is_data_loss(pg_url, sql, bundle):
+    from service.reload import LiveBundle
+    from service.server import build_server
+    with DecisionLog.open(pg_url, [_key()]) as log:
+        server, port = build_server(LiveBundle(bundle), "127.0.0.1:0", decision_log=log)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = policy_pb2_grpc.PolicyDecisionServiceStub(channel)
+                decided = _decide_fee(stub)
+                sql.execute("UPDATE decisions SET decided_at = decided_at + interval '1 hour'")
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.GetDecision(pb.GetDecisionRequest(decision_id=decided.decision_id))
+        finally:
+            server.stop(None).wait()
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS

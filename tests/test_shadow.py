@@ -115,7 +115,7 @@ def test_a_log_from_before_shadows_is_upgraded_in_place(tmp_path, evaluator):
         log.record(_request(), decision)
         assert log.get(decision.decision_id).decision == decision
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert db.execute("SELECT shadow_version FROM decisions").fetchall() == [(None,)]
     assert not {"outcome", "shadow_outcome"} & {c[1] for c in db.execute("PRAGMA table_info(decisions)")}
     db.close()
