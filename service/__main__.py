@@ -12,7 +12,7 @@ from pathlib import Path
 from rules.decision_log import DEFAULT_PATH as DEFAULT_DECISION_LOG, LOG_ENV, DecisionLog, DecisionLogError
 from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
-from . import authz, tls, workers
+from . import authz, limits as server_limits, tls, workers
 from .observability import LOG_FORMATS, Metrics, configure_logging, is_loopback, serve_metrics
 from .reload import LiveBundle, Watcher
 from .server import build_server
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-watch", action="store_true",
                         help="do not watch the policy directory (reload only on SIGHUP or ReloadPolicies)")
     tls.add_arguments(parser)
+    server_limits.add_arguments(parser)
     parser.add_argument("--authz", type=Path, metavar="FILE",
                         help="who may call what (YAML: callers by client certificate or bearer token, and their "
                              "RPCs and policies); without it every caller may call everything (development)")
@@ -107,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics on http://%s:%d/metrics%s", args.metrics_host, metrics_port,
                 "" if is_loopback(args.metrics_host) else " (not loopback: no TLS, no authentication)",
                 extra={"metrics_host": args.metrics_host, "metrics_port": metrics_port})
+    # A connection is an open file: use the hard limit, and keep the connection cap below it.
+    limits = server_limits.from_arguments(args, server_limits.raise_open_file_limit())
     try:
         server, port = build_server(live, f"{args.host}:{args.port}", decision_log=decision_log, metrics=metrics,
+                                    limits=limits,
                                     credentials=transport.credentials,
                                     interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else (),
                                     shared_port=worker,
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for level, line in authz.startup_lines(authorisation, transport, set(bundle.policies)):
         log.log(level, line)
     print(f"listening on {args.host}:{port}", flush=True)
+    connection_watch = server_limits.ConnectionWatch(port, limits.max_connections).start()
 
     if args.no_watch:
         log.info("policy directory %s: reloaded on SIGHUP or ReloadPolicies only", args.policies)
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.2):
         pass
     watcher.stop()
+    connection_watch.stop()
     log.info("stopping: draining in-flight requests for up to %.0fs", args.grace)
     server.stop(args.grace).wait()
     if metrics_server is not None:

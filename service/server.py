@@ -44,6 +44,7 @@ from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegri
 from rules.durable_host import EngineError
 
 from . import authz, convert
+from .limits import Limits
 from .observability import UNKNOWN, Metrics, RpcObserver
 from .reload import LiveBundle, Snapshot
 
@@ -398,21 +399,26 @@ def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decisi
                  credentials: grpc.ServerCredentials | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (),
                  metrics: Metrics | None = None, shared_port: bool = False,
-                 after_reload: Callable[[], None] | None = None) -> tuple[grpc.Server, int]:
+                 after_reload: Callable[[], None] | None = None, limits: Limits | None = None
+                 ) -> tuple[grpc.Server, int]:
     """A started server on `address` ("host:port"; port 0 picks one) and the port it bound,
     answering from `live` (which the caller may reload). Every decision is recorded in
     `decision_log` (the caller opens and closes it). `credentials`: TLS (service/tls.py), else
     plaintext; `interceptors` run in order, the first outermost (e.g. service/authz.py), after
     the RpcObserver, which counts what they refuse. Counts go to `metrics` (default: a registry of
     its own that nothing serves). `shared_port`: other processes serve the same port (service/workers.py);
-    `after_reload` runs after ReloadPolicies has loaded new files."""
+    `after_reload` runs after ReloadPolicies has loaded new files. `limits`: connections, streams
+    and timeouts (default: service/limits.py's defaults)."""
     metrics = metrics if metrics is not None else Metrics()
+    limits = limits if limits is not None else Limits()
     metrics.bundle_served(live.current.bundle.bundle_hash, sum(len(v) for v in live.current.bundle.policies.values()))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          interceptors=[RpcObserver(metrics), convert.WireErrors(), *interceptors],
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                                  ("grpc.so_reuseport", int(shared_port))])
+                                  ("grpc.so_reuseport", int(shared_port)), *limits.options()],
+                         # beyond it RESOURCE_EXHAUSTED at once, not an ever longer queue for the threads
+                         maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
     pb_grpc.add_PolicyDecisionServiceServicer_to_server(PolicyDecisionService(live, decision_log, metrics), server)
     pb_grpc.add_PolicyAdminServiceServicer_to_server(PolicyAdminService(live, after_reload), server)
     health_servicer = health.HealthServicer()

@@ -49,11 +49,12 @@ def decision_log_path(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("decision-log") / "decisions.sqlite3"
 
 
-def start_service(workdir: Path, *args: str, credentials: grpc.ChannelCredentials | None = None
-                  ) -> tuple[subprocess.Popen, grpc.Channel, Path]:
+def start_service(workdir: Path, *args: str, credentials: grpc.ChannelCredentials | None = None,
+                  preexec_fn=None) -> tuple[subprocess.Popen, grpc.Channel, Path]:
     """`python -m service` on a free loopback port with its decision log in `workdir`, once it
     reports SERVING: the process, a channel to it, and its log file. `credentials`: connect with
-    TLS (for a service started with --tls-cert; its certificate must name 127.0.0.1)."""
+    TLS (for a service started with --tls-cert; its certificate must name 127.0.0.1).
+    `preexec_fn`: run in the child before it starts (e.g. to lower its resource limits)."""
     port = _free_port()
     # The service logs every decision: send it to a file (an unread pipe fills up and blocks the server).
     log_path = workdir / "service.log"
@@ -61,7 +62,7 @@ def start_service(workdir: Path, *args: str, credentials: grpc.ChannelCredential
         proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--host", "127.0.0.1",
                                  "--decision-log", str(workdir / "decisions.sqlite3"), *args],
                                 cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=preexec_fn)
     target = f"127.0.0.1:{port}"
     channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
     health = health_pb2_grpc.HealthStub(channel)
