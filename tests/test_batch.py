@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules.decision_log import DecisionLog, DecisionLogError
+from rules.evaluator import Evaluator
 from service import authz
 from service import server as server_module
 from service.observability import JsonFormatter, Metrics
@@ -279,6 +280,30 @@ def test_a_response_over_the_message_limit_is_refused_before_recording(local, mo
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "nothing was recorded" in error.details()
     assert local.rows() == 0
     assert len(local.stub.DecideBatch(_batch(MIXED[0][0]), timeout=30).results) == 1 and local.rows() == 1
+
+
+def test_a_batch_too_large_for_a_reply_is_refused_early_not_after_deciding_every_request(local, monkeypatch):
+    """Issue 27 item 9: 1,000 requests with counterfactuals were all decided (6–7 s) before the
+    6.1 MB reply was refused. Now deciding stops once the results made pass the limit, and a
+    batch the smallest decisions made so far already say cannot fit is refused before any."""
+    decided = []
+    decide = Evaluator.decide
+    monkeypatch.setattr(Evaluator, "decide", lambda self, asked: decided.append(asked) or decide(self, asked))
+    monkeypatch.setattr(server_module, "MAX_MESSAGE_BYTES", 50_000)  # a fee decision is ~5.8 KB
+    batch = _batch(*[MIXED[0][0]] * 100)
+    error = _failure(lambda: local.stub.DecideBatch(batch, timeout=60))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "nothing was recorded" in error.details()
+    assert "send fewer requests per batch" in error.details()
+    assert 1 <= len(decided) <= 12, len(decided)  # until the results passed 50,000 bytes: not all 100
+    decided.clear()
+    error = _failure(lambda: local.stub.DecideBatch(batch, timeout=60))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at least" in error.details()
+    assert decided == []  # the sizes now known: refused before deciding any
+    assert local.rows() == 0
+    # a batch that fits is decided in full
+    assert [r.decision.outcome for r in local.stub.DecideBatch(_batch(*[MIXED[0][0]] * 5), timeout=60).results] == [
+        "WAIVED"] * 5
+    assert len(decided) == 5 and local.rows() == 5
 
 
 def test_a_caller_gets_permission_denied_for_each_policy_it_may_not_decide(bundle, tmp_path, service_lines):
