@@ -15,6 +15,7 @@ from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from . import authz, limits as server_limits, tls, workers
 from .observability import LOG_FORMATS, Metrics, configure_logging, is_loopback, serve_metrics
 from .reload import LiveBundle, Watcher
+from .writes import Writes
 from .server import build_server
 
 log = logging.getLogger("cms_policy.service")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("recording decisions in %s", decision_log.where)
     metrics = Metrics(process_collectors=True)
-    live = LiveBundle(bundle, args.policies, on_reload=metrics.reloaded)
+    live = LiveBundle(bundle, args.policies, on_reload=metrics.reloaded, writes=Writes(args.policies))
     watcher = Watcher(live, None if args.no_watch else args.watch_interval)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,6 +5,11 @@ under way finishes on the bundle it started with while the next request gets the
 A bundle that fails to load is refused with its errors logged (`path:line: reason`; policy
 files hold no personal data) and the last good one keeps serving.
 
+A bundle is taken only whole: never while a policy file is still being written (`Writes`: modified
+and not yet closed, however long its writer pauses), never if any file changed while it was read,
+and through a symlinked directory as it was when the load began, so that swapping the symlink is
+an atomic deployment.
+
 Reloads come from the `Watcher` (polls the directory and reloads once a change has settled),
 from SIGHUP (`Watcher.poke`) and from the admin RPC (`LiveBundle.reload`).
 """
@@ -18,6 +23,8 @@ from typing import Callable
 
 from rules.evaluator import Evaluator
 from rules.loader import Bundle, LoadError, PolicyLoadError, load_bundle
+
+from .writes import Writes
 
 log = logging.getLogger("cms_policy.reload")
 
@@ -42,8 +49,10 @@ class Reload:
 
 
 class LiveBundle:
-    def __init__(self, bundle: Bundle, directory: Path | None = None, on_reload: Callable[[Reload], None] | None = None):
+    def __init__(self, bundle: Bundle, directory: Path | None = None, on_reload: Callable[[Reload], None] | None = None,
+                 writes: Writes | None = None):
         self.directory = directory  # None: nothing to reload from
+        self.writes = writes  # which of its files are being written (None: not known, settling only)
         self._current = Snapshot(bundle, Evaluator(bundle))
         self._reloading = threading.Lock()  # one load at a time; requests never wait for it
         self.on_reload = on_reload  # told every reload's result (the metrics count them)
@@ -64,7 +73,7 @@ class LiveBundle:
             if self.directory is None:
                 return self._result(False, served, served)
             try:
-                bundle = load_bundle(self.directory)
+                bundle = self._load_whole()
             except PolicyLoadError as exc:
                 log.error("policy files refused (%d errors); still serving bundle %s", len(exc.errors),
                           served.bundle_hash[:12], extra={"errors": len(exc.errors), "bundle": served.bundle_hash[:12]})
@@ -79,6 +88,24 @@ class LiveBundle:
                                                "versions": _versions(bundle)})
             return self._result(True, bundle, served)
 
+    def writing(self) -> list[str]:
+        """The policy files being written now, as `path` under the directory."""
+        return self.writes.in_progress() if self.writes is not None else []
+
+    def _load_whole(self) -> Bundle:
+        """The directory's bundle, only if no file is being written and none changed while it was read."""
+        directory = self.directory.resolve()  # one target for the whole load, even if the symlink is swapped
+        busy = self.writing()
+        if busy:
+            raise PolicyLoadError([LoadError(str(directory / path), 0, "still being written (modified and not yet "
+                                             "closed): it is loaded once its writer closes it") for path in busy])
+        before = _signature(directory)
+        bundle = load_bundle(directory)
+        if _signature(directory) != before or self.writing():
+            raise PolicyLoadError([LoadError(str(directory), 0, "policy files changed while they were read: "
+                                             "they are loaded once they have settled")])
+        return bundle
+
     @staticmethod
     def _result(changed: bool, now: Bundle, before: Bundle, errors: tuple[LoadError, ...] = ()) -> Reload:
         return Reload(changed, now.bundle_hash, before.bundle_hash, _versions(now), errors)
@@ -90,7 +117,7 @@ def _versions(bundle: Bundle) -> int:
 
 def _signature(directory: Path) -> tuple:
     """What the policy files look like on disk: a change here means "load them again"."""
-    files = []
+    files: list[tuple] = [("->", str(directory.resolve()))]  # a symlinked directory swapped for another
     for path in sorted(directory.rglob("*")):
         try:
             stat = path.stat()
@@ -131,13 +158,21 @@ class Watcher:
 
     def _run(self) -> None:
         seen = settled = self._settled
+        deferred, waited_for = False, []  # a poke that came while a file was being written, and which
         while not self._stopped.is_set():
-            poked = self._poked.wait(self.interval)
+            # While a file is being written, look again soon: its close is what we wait for.
+            poked = self._poked.wait(self.interval if not waited_for else min(self.interval or 0.5, 0.5))
             self._poked.clear()
             if self._stopped.is_set():
                 return
             now = _signature(self.live.directory)
-            if poked or (self.interval is not None and now == seen != settled):
+            wanted = poked or deferred or (self.interval is not None and now == seen != settled)
+            busy = self.live.writing() if wanted else []
+            if busy != waited_for and busy:
+                log.info("waiting for %s to be closed by its writer before loading the policy files",
+                         ", ".join(busy), extra={"writing": busy})
+            waited_for, deferred = busy, bool(busy) and (poked or deferred)
+            if wanted and not busy:
                 settled = now
                 try:
                     self.live.reload()

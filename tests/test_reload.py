@@ -20,6 +20,7 @@ from cms_policy.v1 import policy_pb2_grpc
 from rules.decision import DecisionRequest
 from rules.loader import DEFAULT_POLICY_DIR, load_bundle
 from service.reload import LiveBundle, Watcher
+from service.writes import Writes
 
 from .conftest import start_service, stop_service
 
@@ -163,6 +164,88 @@ def test_the_watcher_reloads_once_a_change_has_settled(tmp_path):
         watcher.stop()
 
 
+def _wait_until(check, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_file_still_being_written_is_never_loaded_however_long_its_writer_pauses(tmp_path):
+    directory = _policies(tmp_path)
+    path = directory / FEE_2017
+    lines = path.read_text().replace("value: 2000", "value: 2500", 1).splitlines(keepends=True)
+    prefix, rest = "".join(lines[:226]), "".join(lines[226:])  # its last rules (payable.*) not yet written
+    # The hazard is real: on its own this prefix is a policy file the loader accepts (issue 27 item 2).
+    alone = tmp_path / "alone"
+    shutil.copytree(directory, alone)
+    (alone / FEE_2017).write_text(prefix)
+    load_bundle(alone)
+
+    live = LiveBundle(load_bundle(directory), directory, writes=Writes(directory))
+    first = live.current.bundle.bundle_hash
+    watcher = Watcher(live, interval=0.05).start()
+    try:
+        with open(path, "w") as writer:
+            writer.write(prefix)
+            writer.flush()
+            time.sleep(1.0)  # twenty watch intervals: the directory has long stopped changing
+            asked = live.reload()  # as ReloadPolicies would (and the watcher, once settled, without the fix)
+            assert asked.refused and not asked.changed and live.current.bundle.bundle_hash == first
+            assert [(Path(e.path).relative_to(directory.resolve()), e.message.split(" (")[0]) for e in asked.errors] == [
+                (FEE_2017, "still being written")]
+            writer.write(rest)
+        _wait_until(lambda: live.current.bundle.bundle_hash != first)  # closed: loaded whole
+        assert _fee(live.current.evaluator).amount_pence == 2500
+    finally:
+        watcher.stop()
+
+
+def test_files_that_change_while_they_are_read_are_not_taken(tmp_path, monkeypatch):
+    directory = _policies(tmp_path)
+    live = LiveBundle(load_bundle(directory), directory)
+    first = live.current.bundle.bundle_hash
+    import service.reload as reload_module
+    real = reload_module.load_bundle
+
+    def load_during_a_copy(where):
+        bundle = real(where)
+        _raise_fee(directory, 2500)  # the copy goes on after the loader has read the file
+        return bundle
+    monkeypatch.setattr(reload_module, "load_bundle", load_during_a_copy)
+    refused = live.reload()
+    assert refused.refused and "changed while they were read" in str(refused.errors[0])
+    assert live.current.bundle.bundle_hash == first
+    monkeypatch.setattr(reload_module, "load_bundle", real)
+    assert live.reload().changed and _fee(live.current.evaluator).amount_pence == 2500
+
+
+def test_a_symlink_swap_deploys_a_whole_directory_at_once(tmp_path):
+    releases = tmp_path / "releases"
+    a, b = releases / "a", releases / "b"
+    shutil.copytree(DEFAULT_POLICY_DIR, a)
+    shutil.copytree(DEFAULT_POLICY_DIR, b)
+    _raise_fee(b, 2500)
+    current = tmp_path / "current"
+    current.symlink_to(a)
+    live = LiveBundle(load_bundle(current), current, writes=Writes(current))
+    watcher = Watcher(live, interval=0.05).start()
+    try:
+        first = live.current.bundle.bundle_hash
+        (tmp_path / "next").symlink_to(b)
+        (tmp_path / "next").replace(current)  # rename(2): readers see a or b, never a mixture
+        _wait_until(lambda: live.current.bundle.bundle_hash != first)
+        assert _fee(live.current.evaluator).amount_pence == 2500
+        # The watch follows the swap: a file being written in the new directory holds the next load.
+        with open(b / "application_fee" / "2024.yaml", "a") as writer:
+            writer.write("# a comment\n")
+            writer.flush()
+            assert [str(p) for p in live.writing()] == ["application_fee/2024.yaml"]
+        assert live.writing() == []
+    finally:
+        watcher.stop()
+
+
 # --- the running service -----------------------------------------------------------------
 
 def _decide(stub) -> pb.Decision:
@@ -236,3 +319,23 @@ def test_sighup_and_the_admin_rpc_reload_an_unwatched_directory(tmp_path):
         assert _decide(stub).amount_pence == 2600 and _decide(stub).bundle_hash == reload.bundle_hash
     finally:
         stop_service(proc, channel)
+
+
+def test_the_service_refuses_to_reload_a_file_still_being_written(watched):
+    directory, stub, admin, _ = watched
+    path = directory / FEE_2017
+    lines = path.read_text().replace("value: 2000", "value: 2500", 1).splitlines(keepends=True)
+    with open(path, "w") as writer:
+        writer.write("".join(lines[:226]))  # a prefix that loads on its own (see above)
+        writer.flush()
+        with pytest.raises(grpc.RpcError) as caught:
+            admin.ReloadPolicies(pb.ReloadPoliciesRequest())
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        detail = error_details_pb2.PreconditionFailure()
+        rpc_status.from_call(caught.value).details[0].Unpack(detail)
+        assert [(Path(v.subject.rsplit(":", 1)[0]).parts[-2:], v.description.split(" (")[0])
+                for v in detail.violations] == [(FEE_2017.parts, "still being written")]
+        time.sleep(0.5)  # five watch intervals
+        assert _decide(stub).amount_pence == 2000
+        writer.write("".join(lines[226:]))
+    _wait_for(lambda: _decide(stub).amount_pence == 2500, "the whole file to be loaded once closed")
