@@ -23,6 +23,19 @@ while another commit is under way are committed together in the next transaction
 all of them), so concurrent requests share the cost of durability. `record_batch` commits many in
 one transaction. A failed commit fails every record in it; none of them is reported stored.
 
+Time: `record`, `record_batch` and `get` take the caller's `timeout` (a gRPC call's remaining
+deadline) and give up with DecisionLogUnavailable a little before it passes (`_deadline`), so that
+the caller can still answer UNAVAILABLE; the PostgreSQL backend also bounds every statement
+without one. A record waiting behind another's commit waits no longer than its own deadline, and
+while the log is failing it does not wait at all: one attempt at a time goes to the backend, the
+others fail at once, so a stalled database does not hold every worker thread.
+
+Health: the log knows whether it can record (`ready`): a failed record or read that was the
+backend's fault (not a duplicate id) makes it not ready, a success ready again. `watch(listener)`
+reports each change and checks the backend in the background (`check`: every second while it
+fails, since no traffic may come to prove it back; every 10 s when idle), so a health check never
+waits on the database itself.
+
 SQLite durability: WAL mode with `synchronous=FULL` (the write-ahead log is fsynced at every
 commit). One connection per process, guarded by a lock, serves every thread; several processes
 (`python -m service --workers N`) share the file, taking turns to write under an exclusive lock on
@@ -46,6 +59,8 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from pathlib import Path
@@ -72,6 +87,10 @@ PAYLOAD_FORMAT = 1
 PAD_FROM = 4096  # bytes: the smallest padded document (see _pad)
 CHECKPOINT_PAUSE = 0.2  # seconds between a process's background checkpoints, at least
 CHECKPOINT_FRAMES = 1000  # frames in the write-ahead log before it is restarted (SQLite's own default)
+DEADLINE_MARGIN = 0.25  # seconds (at most a tenth of the caller's time) kept to answer before its deadline
+CHECK_EVERY = (1.0, 10.0)  # seconds between background checks of the backend: while failing, while idle
+CHECK_TIMEOUT = 3.0  # seconds a background check may take (time for a new PostgreSQL connection: 2 s at least)
+NO_DEADLINE = 86_400.0  # seconds: a timeout this long is none (gRPC's time_remaining() is ~9e18 without a deadline)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -104,6 +123,10 @@ class DecisionLogError(Exception):
 
 class DecisionLogKeyError(DecisionLogError):
     """The key is missing, malformed or not the one a row was sealed with."""
+
+
+class DecisionLogUnavailable(DecisionLogError):
+    """The backend cannot be reached, failed, or did not answer in time: the log is not ready."""
 
 
 class DecisionLogIntegrityError(DecisionLogError):
@@ -290,9 +313,19 @@ class Sealer:
 
 # --- the interface ---------------------------------------------------------------------------
 
+def _deadline(timeout: float | None) -> float | None:
+    """The time.monotonic() by which a call given `timeout` seconds must have its answer from the
+    backend: its deadline less a margin to answer in (a tenth of its time, DEADLINE_MARGIN at most)."""
+    if timeout is None or not timeout < NO_DEADLINE:
+        return None
+    return time.monotonic() + timeout - min(DEADLINE_MARGIN, max(timeout, 0) / 10)
+
+
 @dataclass
 class _Pending:
     rows: list[SealedRow]
+    deadline: float | None
+    taken: bool = False  # in a commit under way: it can no longer be withdrawn
     done: bool = False
     error: DecisionLogError | None = None
 
@@ -309,6 +342,12 @@ class DecisionLog:
         self._queue: list[_Pending] = []  # rows waiting for the next commit
         self._queue_lock = threading.Lock()
         self._committing = threading.Lock()  # held by the thread committing for everyone
+        self._ready = True
+        self._last_ok = time.monotonic()
+        self._listeners: list[Callable[[bool], None]] = []
+        self._watching: threading.Thread | None = None
+        self._stopped = threading.Event()  # set by close: the background check ends
+        self._poke = threading.Event()  # wakes the background check: the log has failed, or is closing
 
     @classmethod
     def open(cls, target: str | os.PathLike, keys: list[bytes] | None = None, *, key_file: Path | None = None,
@@ -328,53 +367,140 @@ class DecisionLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def record(self, request: DecisionRequest, decision: Decision) -> None:
+    def record(self, request: DecisionRequest, decision: Decision, *, timeout: float | None = None) -> None:
         """Store the decision; returns only once the row is durable (committed and on disk).
-        DecisionLogError if it could not be stored."""
-        self._commit([self._sealer.seal(request, decision)])
+        DecisionLogError if it could not be stored (DecisionLogUnavailable if not within
+        `timeout` seconds, less a margin to answer in)."""
+        self._commit([self._sealer.seal(request, decision)], _deadline(timeout))
 
-    def record_batch(self, pairs: list[tuple[DecisionRequest, Decision]]) -> None:
+    def record_batch(self, pairs: list[tuple[DecisionRequest, Decision]], *, timeout: float | None = None) -> None:
         """Store many decisions in one transaction: all durable when it returns, or none
         (DecisionLogError)."""
         if pairs:
-            self._commit([self._sealer.seal(request, decision) for request, decision in pairs])
+            self._commit([self._sealer.seal(request, decision) for request, decision in pairs], _deadline(timeout))
 
-    def _commit(self, rows: list[SealedRow]) -> None:
+    def _commit(self, rows: list[SealedRow], deadline: float | None) -> None:
         """Group commit: queue the rows; the first thread to find no commit under way commits
-        everything queued so far, the others wait and find theirs done."""
-        mine = _Pending(rows)
+        everything queued so far, bounded by the earliest deadline among them; the others wait
+        and find theirs done. A waiter whose deadline comes first (or, while the log is failing,
+        any waiter) withdraws its rows if no commit has taken them yet, and fails."""
+        mine = _Pending(rows, deadline)
         with self._queue_lock:
             self._queue.append(mine)
-        with self._committing:
+        wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._committing.acquire(timeout=wait if self._ready else 0):
+            with self._queue_lock:
+                if not mine.taken:
+                    self._queue.remove(mine)
+                    raise DecisionLogUnavailable("the decision could not be recorded: " + (
+                        "the decision log is failing and another record is trying it" if not self._ready
+                        else "timed out waiting for the decision log"))
+            self._committing.acquire()  # taken by the commit under way, which ends by our deadline
+        try:
             if not mine.done:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
+                    for pending in batch:
+                        pending.taken = True
                 error = None
+                deadlines = [p.deadline for p in batch if p.deadline is not None]
                 try:
-                    self._insert([row for pending in batch for row in pending.rows])
+                    self._insert([row for pending in batch for row in pending.rows],
+                                 min(deadlines) if deadlines else None)
                 except Exception as exc:  # reported to every caller in the batch
                     error = exc if isinstance(exc, DecisionLogError) else DecisionLogError(
                         f"the decision could not be recorded: {type(exc).__name__}")
+                self._outcome(error)
                 for pending in batch:
                     pending.done, pending.error = True, error
+        finally:
+            self._committing.release()
         if mine.error is not None:
-            raise DecisionLogError(str(mine.error))
+            raise type(mine.error)(str(mine.error))
 
-    def get(self, decision_id: str) -> LoggedDecision | None:
+    def get(self, decision_id: str, *, timeout: float | None = None) -> LoggedDecision | None:
         """The recorded request, decision and bundle hash, or None for an unknown id."""
-        row = self._select(decision_id)
+        try:
+            row = self._select(decision_id, _deadline(timeout))
+        except DecisionLogError as exc:
+            self._outcome(exc)
+            raise
+        self._outcome(None)
         return None if row is None else self._sealer.unseal(row)
+
+    # --- health -----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether the log's last record, read or check reached its backend."""
+        return self._ready
+
+    def _outcome(self, error: Exception | None) -> None:
+        if error is None:
+            self._last_ok = time.monotonic()
+            self._set_ready(True, None)
+        elif isinstance(error, DecisionLogUnavailable):  # not a caller's duplicate id
+            self._set_ready(False, error)
+
+    def _set_ready(self, ready: bool, error: Exception | None) -> None:
+        if ready == self._ready:
+            return
+        self._ready = ready
+        if not ready:
+            self._poke.set()  # from a check every CHECK_EVERY[1] to one every CHECK_EVERY[0]
+        if ready:
+            log.warning("decision log %s can record again", self.where)
+        else:
+            log.error("decision log %s cannot record: not ready until it can", self.where,
+                      extra={"error": str(error)})
+        for listener in list(self._listeners):
+            listener(ready)
+
+    def watch(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(ready)` whenever the log turns unable or able to record, and from now on
+        check its backend in the background (`check`): every CHECK_EVERY[0] seconds while it
+        fails, every CHECK_EVERY[1] seconds when no record or read has succeeded for that long."""
+        self._listeners.append(listener)
+        if self._watching is None:
+            self._watching = threading.Thread(target=self._watch, name="decision-log-health", daemon=True)
+            self._watching.start()
+
+    def _watch(self) -> None:
+        while True:
+            self._poke.wait(CHECK_EVERY[0] if not self._ready else CHECK_EVERY[1])
+            self._poke.clear()
+            if self._stopped.is_set():
+                return
+            if self._ready and time.monotonic() - self._last_ok < CHECK_EVERY[1]:
+                continue  # records or reads succeed: no need to ask
+            try:
+                self.check(CHECK_TIMEOUT)
+            except DecisionLogError as exc:
+                self._set_ready(False, exc)
+            else:
+                self._last_ok = time.monotonic()
+                self._set_ready(True, None)
+
+    def _stop_watching(self) -> None:
+        self._stopped.set()
+        self._poke.set()
+        if self._watching is not None and self._watching is not threading.current_thread():
+            self._watching.join()
 
     def _check_key(self) -> None:
         self._sealer.check_newest(self._newest_key_id(), self.where)
 
-    # What a backend provides:
-    def _insert(self, rows: list[SealedRow]) -> None:
+    # What a backend provides (a `deadline` is a time.monotonic(), or None: the backend's own bounds):
+    def _insert(self, rows: list[SealedRow], deadline: float | None) -> None:
         """Store the rows in one transaction, durable when it returns."""
         raise NotImplementedError
 
-    def _select(self, decision_id: str) -> SealedRow | None:
+    def _select(self, decision_id: str, deadline: float | None) -> SealedRow | None:
         """The decision's row as stored (`decided_at` as the backend gives it), or None."""
+        raise NotImplementedError
+
+    def check(self, timeout: float) -> None:
+        """Return if the log could record now (within `timeout` seconds), else DecisionLogError."""
         raise NotImplementedError
 
     def _newest_key_id(self) -> str | None:
@@ -458,6 +584,7 @@ class SQLiteDecisionLog(DecisionLog):
         return row[0] if row else None
 
     def close(self) -> None:
+        self._stop_watching()
         self._closing.set()
         self._written.set()  # wakes the checkpointer to stop
         if self._checkpointer is not None:
@@ -468,11 +595,12 @@ class SQLiteDecisionLog(DecisionLog):
                 os.close(self._writer)
                 self._writer = None
 
-    def _insert(self, rows: list[SealedRow]) -> None:
+    # The deadline is not used: a local file, whose waits its busy timeout bounds.
+    def _insert(self, rows: list[SealedRow], deadline: float | None) -> None:
         insert = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         with self._lock:
             if self._writer is None:
-                raise DecisionLogError("the decision could not be recorded: the decision log is closed")
+                raise DecisionLogUnavailable("the decision could not be recorded: the decision log is closed")
             fcntl.flock(self._writer, fcntl.LOCK_EX)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -483,7 +611,8 @@ class SQLiteDecisionLog(DecisionLog):
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise DecisionLogError(f"the decision could not be recorded: {exc}") from None
+                raise (DecisionLogError if isinstance(exc, sqlite3.IntegrityError) else DecisionLogUnavailable)(
+                    f"the decision could not be recorded: {exc}") from None
             finally:
                 fcntl.flock(self._writer, fcntl.LOCK_UN)
             self._written.set()
@@ -518,14 +647,23 @@ class SQLiteDecisionLog(DecisionLog):
         finally:
             db.close()
 
-    def _select(self, decision_id: str) -> SealedRow | None:
+    def _select(self, decision_id: str, deadline: float | None) -> SealedRow | None:
         try:
             with self._lock:
                 row = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = ?",
                                        (decision_id,)).fetchone()
             return None if row is None else SealedRow(*row)
         except sqlite3.Error as exc:
-            raise DecisionLogError(f"the decision log could not be read: {exc}") from None
+            raise DecisionLogUnavailable(f"the decision log could not be read: {exc}") from None
+
+    def check(self, timeout: float) -> None:
+        try:
+            with self._lock:
+                if self._writer is None:
+                    raise DecisionLogUnavailable("the decision log is closed")
+                self._db.execute("SELECT 1 FROM decisions LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise DecisionLogUnavailable(f"the decision log could not be read: {exc}") from None
 
     def decided_under(self, policy: str, version: str) -> list[tuple[str, str]]:
         try:

@@ -16,8 +16,19 @@ lazily. A connection found broken (the server restarted, a proxy dropped it, the
 terminated) is thrown away together with every idle one, and the statement is tried once more on
 a new connection; an insert whose first commit may already have landed is recognised by its
 nonce and sealed bytes, so a retry never records a decision twice nor fails on its own row. If
-the database cannot be reached, `record` raises DecisionLogError (Decide answers UNAVAILABLE) and
-the next call connects again.
+the database cannot be reached, `record` raises DecisionLogUnavailable (Decide answers UNAVAILABLE)
+and the next call connects again.
+
+Time limits: a database that is reachable but stalled (a table locked, a server frozen, a disk that
+does not return) must fail a call, not hang it. Each session gets `statement_timeout`,
+`lock_timeout` and `idle_in_transaction_session_timeout` (SESSION_DEFAULTS) unless the server,
+role, database or URL (`options=-c statement_timeout=10s`) already sets one. A call with a deadline
+nearer than the session's statement_timeout runs in a transaction whose `SET LOCAL
+statement_timeout` ends it just before that deadline. The server enforces these; a frozen server
+enforces nothing (and its kernel still acknowledges TCP, so keepalives and tcp_user_timeout see
+nothing): `_Watchdog` shuts the socket of a call that outlives its time, from the client's side.
+Such a call is not retried, and the other connections are kept. Schema work is not limited
+(a migration may take minutes).
 
 Schema: created if absent under an advisory lock (replicas may start together), with its version
 in `decision_log_schema`; an older schema is migrated (`_MIGRATIONS`, as the table's owner), a
@@ -27,7 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -38,8 +51,8 @@ from typing import TypeVar
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from .decision_log import (COLUMNS, SCHEMA_VERSION, DecisionLog, DecisionLogError, DecisionLogKeyError, SealedRow,
-                           resolve_keys)
+from .decision_log import (COLUMNS, SCHEMA_VERSION, DecisionLog, DecisionLogError, DecisionLogKeyError,
+                           DecisionLogUnavailable, SealedRow, resolve_keys)
 
 log = logging.getLogger("cms_policy.decision_log")
 
@@ -53,6 +66,11 @@ CONNECT_DEFAULTS = {
     "keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
     "tcp_user_timeout": "15000",  # ms: an unacknowledged write to a vanished server fails, not hangs
 }
+# Set on each session unless already set (not 0) by the server, role, database or URL: a stalled
+# database fails a statement instead of holding a worker thread.
+SESSION_DEFAULTS = {"statement_timeout": "5s", "lock_timeout": "2s", "idle_in_transaction_session_timeout": "30s"}
+MIN_CONNECT_TIMEOUT = 2  # seconds: libpq's least connect_timeout
+WATCHDOG_GRACE = 0.1  # seconds: the server's own timeout fires this much before the watchdog cuts the socket
 _ADVISORY_LOCK = 0x636D73706F6C6963  # "cmspolic": serialises schema creation between replicas
 
 _COMMENT = ("COMMENT ON TABLE decisions IS 'CMS policy decision log: one row per decision; request and decision "
@@ -114,37 +132,59 @@ class _Pool:
         self._closed = False
         self._cond = threading.Condition()
         self._warned_sync = False
+        self.statement_timeout = 5.0  # seconds: the sessions' own, as the last connection found it
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self, deadline: float | None, hasty: bool) -> psycopg.Connection:
+        # connect_timeout is in whole seconds, 2 at least (libpq's rule): with less time left a server
+        # that does not answer would hold the call past its deadline. Taken when the database has
+        # been answering (a connection is then a matter of milliseconds), not while it fails (`hasty`).
+        left = None if deadline is None else deadline - time.monotonic()
+        if hasty and left is not None and left < MIN_CONNECT_TIMEOUT:
+            raise DecisionLogUnavailable(f"cannot connect to the decision log {self._where}: it has been failing, "
+                                         f"and {left:.1f}s is too little to wait for a new connection")
+        limit = {} if left is None else {"connect_timeout": max(MIN_CONNECT_TIMEOUT, int(left))}
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True)
+            conn = psycopg.connect(self._conninfo, autocommit=True, **limit)
         except psycopg.Error as exc:
-            raise DecisionLogError(f"cannot connect to the decision log {self._where}: {_first_line(exc)}") from None
+            raise DecisionLogUnavailable(
+                f"cannot connect to the decision log {self._where}: {_first_line(exc)}") from None
         try:
-            if conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+            names = ["synchronous_commit", *SESSION_DEFAULTS]
+            found = dict(zip(names, conn.execute(
+                f"SELECT {', '.join(['current_setting(%s)'] * len(names))}", names).fetchone()))
+            if found["synchronous_commit"] == "off":
                 conn.execute("SET synchronous_commit TO on")  # a decision is acknowledged only once durable
                 if not self._warned_sync:
                     self._warned_sync = True
                     log.warning("%s has synchronous_commit off: turned on for the decision log's sessions", self._where)
+            unset = [name for name in SESSION_DEFAULTS if found[name] == "0"]  # 0: no limit
+            if unset:
+                conn.execute(f"SELECT {', '.join(['set_config(%s, %s, false)'] * len(unset))}",
+                             [v for name in unset for v in (name, SESSION_DEFAULTS[name])])
+            milliseconds = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'"
+                                        ).fetchone()[0]
+            self.statement_timeout = milliseconds / 1000 if milliseconds > 0 else float("inf")
         except psycopg.Error as exc:
             conn.close()
-            raise DecisionLogError(f"cannot set up a connection to {self._where}: {_first_line(exc)}") from None
+            raise DecisionLogUnavailable(f"cannot set up a connection to {self._where}: {_first_line(exc)}") from None
         return conn
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        conn = self._acquire()
+    def connection(self, deadline: float | None = None, hasty: bool = False) -> Iterator[psycopg.Connection]:
+        conn = self._acquire(deadline, hasty)
         try:
             yield conn
         finally:
             self._release(conn)
 
-    def _acquire(self) -> psycopg.Connection:
+    def _acquire(self, until: float | None, hasty: bool) -> psycopg.Connection:
         deadline = time.monotonic() + ACQUIRE_TIMEOUT
+        if until is not None:
+            deadline = min(deadline, until)
         with self._cond:
             while True:
                 if self._closed:
-                    raise DecisionLogError(f"the decision log {self._where} is closed")
+                    raise DecisionLogUnavailable(f"the decision log {self._where} is closed")
                 if self._idle:
                     return self._idle.pop()
                 if self._count < self._size:
@@ -152,9 +192,9 @@ class _Pool:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._cond.wait(remaining):
-                    raise DecisionLogError(f"no connection to the decision log free within {ACQUIRE_TIMEOUT:.0f}s")
+                    raise DecisionLogUnavailable("no connection to the decision log free in time")
         try:
-            return self._connect()
+            return self._connect(until, hasty)
         except BaseException:
             with self._cond:
                 self._count -= 1
@@ -189,6 +229,66 @@ class _Pool:
         self.discard_idle()
 
 
+class _Watchdog:
+    """Shuts the socket of a connection whose call outlives its time (`guard`): the blocked call
+    then fails at once (the connection broken), where a frozen server would have held it forever.
+    One thread per log, asleep until the next expiry."""
+
+    def __init__(self):
+        self._armed: dict[int, tuple[float, psycopg.Connection, list[bool]]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @contextlib.contextmanager
+    def guard(self, conn: psycopg.Connection, until: float) -> Iterator[list[bool]]:
+        """Within the block, `conn` is cut at `until` (time.monotonic()); the list yielded holds
+        True once it has been."""
+        cut: list[bool] = []
+        with self._cond:
+            self._armed[id(conn)] = (until, conn, cut)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="decision-log-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield cut
+        finally:
+            with self._cond:  # disarmed before the connection can go back to the pool
+                self._armed.pop(id(conn), None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for key, (until, conn, cut) in list(self._armed.items()):
+                    if until <= now:
+                        del self._armed[key]
+                        cut.append(True)
+                        _shut(conn)
+                nearest = min((until for until, _, _ in self._armed.values()), default=None)
+                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
+def _shut(conn: psycopg.Connection) -> None:
+    """Shut the connection's socket (a duplicate of its descriptor: libpq still owns and closes its own)."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except (OSError, psycopg.Error):
+        return  # already closed
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -197,6 +297,7 @@ class PostgresDecisionLog(DecisionLog):
     def __init__(self, pool: _Pool, where: str, keys: list[bytes]):
         super().__init__(keys, where)
         self._pool = pool
+        self._watchdog = _Watchdog()
 
     @classmethod
     def open(cls, url: str, keys: list[bytes] | None = None, *, key_file: Path | None = None, create: bool = True,
@@ -228,63 +329,94 @@ class PostgresDecisionLog(DecisionLog):
             raise
         return decision_log
 
-    def _call(self, what: str, work: Callable[[psycopg.Connection], T]) -> T:
-        """`work` on a pooled connection; if that connection turns out broken, once more on a new one."""
+    def _call(self, what: str, work: Callable[[psycopg.Connection, int], T], deadline: float | None,
+              transaction: bool = False) -> T:
+        """`work(connection, attempt)` on a pooled connection (in a transaction if `transaction`), done by `deadline` or
+        within the session's statement_timeout; if that connection turns out broken, once more on a
+        new one. DecisionLogUnavailable if the database fails or does not answer in time."""
         for attempt in (1, 2):
-            with self._pool.connection() as conn:
+            with self._pool.connection(deadline, hasty=not self.ready) as conn:
+                cap = self._pool.statement_timeout
+                now = time.monotonic()
+                tight = deadline is not None and deadline - now < cap
+                # The watchdog only for a server that does not answer: its own timeout fires first.
+                until = deadline if tight else now + min(cap, 3600) + WATCHDOG_GRACE
+                if until - now <= 0:
+                    raise DecisionLogUnavailable(f"{what}: no time left before the deadline")
                 try:
-                    return work(conn)
+                    with self._watchdog.guard(conn, until) as cut:
+                        if not (tight or transaction):
+                            return work(conn, attempt)
+                        with conn.transaction():
+                            if tight:
+                                conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                                             (f"{max(1, int((until - time.monotonic() - WATCHDOG_GRACE) * 1000))}ms",))
+                            return work(conn, attempt)
                 except psycopg.Error as exc:
+                    if cut:  # the server did not answer in time: a new connection would not either
+                        raise DecisionLogUnavailable(f"{what}: the database did not answer in time") from None
                     if conn.broken and attempt == 1:
                         log.warning("decision log connection lost (%s): reconnecting to %s", _first_line(exc),
                                     self.where)
                         self._pool.discard_idle()
                         continue
-                    raise DecisionLogError(f"{what}: {_first_line(exc)}") from None
+                    raise (DecisionLogError if isinstance(exc, psycopg.IntegrityError) else DecisionLogUnavailable)(
+                        f"{what}: {_first_line(exc)}") from None
         raise AssertionError("unreachable")
 
-    def _insert(self, rows: list[SealedRow]) -> None:
+    def _insert(self, rows: list[SealedRow], deadline: float | None) -> None:
         insert = (f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})")
-        first, attempts = rows[0], []
+        first = rows[0]
 
-        def work(conn: psycopg.Connection) -> None:
-            attempts.append(1)
+        def work(conn: psycopg.Connection, attempt: int) -> None:
             # A retry after a lost acknowledgement finds the rows its first try committed (all or none).
-            if len(attempts) > 1 and conn.execute("SELECT 1 FROM decisions WHERE decision_id = %s AND nonce = %s"
+            if attempt > 1 and conn.execute("SELECT 1 FROM decisions WHERE decision_id = %s AND nonce = %s"
                                                   " AND sealed = %s", (first.decision_id, first.nonce, first.sealed)
                                                   ).fetchone():
                 return
-            with conn.transaction(), conn.cursor() as cursor:
+            with conn.cursor() as cursor:
                 cursor.executemany(insert, [row.values() for row in rows])
 
-        self._call("the decision could not be recorded", work)
+        self._call("the decision could not be recorded", work, deadline, transaction=True)
 
-    def _select(self, decision_id: str) -> SealedRow | None:
-        row = self._call("the decision log could not be read", lambda conn: conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = %s", (decision_id,)).fetchone())
+    def _select(self, decision_id: str, deadline: float | None) -> SealedRow | None:
+        row = self._call("the decision log could not be read", lambda conn, _: conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = %s", (decision_id,)).fetchone(),
+            deadline)
         return None if row is None else SealedRow(*row)  # decided_at a datetime: its instant is what is bound
 
+    def check(self, timeout: float) -> None:
+        """A connection, and the lock an insert takes (ROW EXCLUSIVE), within `timeout`: fails on a
+        server down, frozen or refusing us, or a table locked against writers."""
+        self._call("the decision log could not be checked",
+                   lambda conn, _: conn.execute("LOCK TABLE decisions IN ROW EXCLUSIVE MODE"),
+                   time.monotonic() + timeout, transaction=True)
+
     def _newest_key_id(self) -> str | None:
-        row = self._call("the decision log could not be read", lambda conn: conn.execute(
-            "SELECT key_id FROM decisions ORDER BY decided_at DESC LIMIT 1").fetchone())
+        row = self._call("the decision log could not be read", lambda conn, _: conn.execute(
+            "SELECT key_id FROM decisions ORDER BY decided_at DESC LIMIT 1").fetchone(), None)
         return row[0] if row else None
 
     def decided_under(self, policy: str, version: str) -> list[tuple[str, str]]:
-        return self._call("the decision log could not be read", lambda conn: [tuple(r) for r in conn.execute(
+        return self._call("the decision log could not be read", lambda conn, _: [tuple(r) for r in conn.execute(
             "SELECT decision_id, content_hash FROM decisions WHERE policy = %s AND version = %s"
-            " ORDER BY decided_at, decision_id", (policy, version)).fetchall()])
+            " ORDER BY decided_at, decision_id", (policy, version)).fetchall()], None)
 
     def count(self) -> int:
         return self._call("the decision log could not be read",
-                          lambda conn: conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+                          lambda conn, _: conn.execute("SELECT count(*) FROM decisions").fetchone()[0], None)
 
     def close(self) -> None:
+        self._stop_watching()
+        self._watchdog.close()
         self._pool.close()
 
 
 def _prepare_schema(conn: psycopg.Connection, where: str, create: bool) -> None:
     """Make the schema if absent (`create`), migrate an older one, refuse a newer one or a foreign table."""
     with conn.transaction():
+        for name in SESSION_DEFAULTS:  # waiting for another replica's migration, or migrating, may take minutes
+            conn.execute("SELECT set_config(%s, '0', true)", (name,))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK,))
         has_decisions, has_version = conn.execute(
             "SELECT to_regclass('decisions') IS NOT NULL, to_regclass('decision_log_schema') IS NOT NULL").fetchone()

@@ -3,11 +3,14 @@ probe: kubelet's own `grpc:` probe speaks plaintext only, and the service serves
 
     python -m service.probe                                    # plaintext to 127.0.0.1:50051
     python -m service.probe --tls-ca /etc/cms-policy/tls/ca.crt --tls-cert /etc/cms-policy/tls/tls.crt
+    python -m service.probe --service cms.policy.v1.PolicyDecisionService   # readiness: can it record?
 
 With `--tls-ca` the connection is TLS, verified against that CA, for the name `--server-name`
 (default: the first DNS name of the certificate in `--tls-cert`, else localhost). Where the
 service requires client certificates, give the probe one (`--client-cert`, `--client-key`).
 Exit status 0 when the health service says SERVING, else 1 with the reason on standard error.
+Without `--service` it asks about the server, SERVING while the process serves (liveness); with
+`--service cms.policy.v1.PolicyDecisionService`, whether decisions can be recorded (readiness).
 """
 from __future__ import annotations
 

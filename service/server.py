@@ -18,6 +18,12 @@ between requests and before recording, and gives up the whole batch, recording n
 Views: the full decision is decided and recorded whatever a request's `view`; the response holds
 what that view shows (`Decision.for_parent` for a parent's). GetDecision with a parent's view
 returns no request: the recorded request holds the other parent's facts.
+
+Health: the server ("") is SERVING while the process serves (liveness); the decision service
+(`cms.policy.v1.PolicyDecisionService`) is SERVING while the decision log can record and
+NOT_SERVING while it cannot (readiness: `DecisionLog.watch`, which checks the log in the
+background, so a health check never waits on the database). Calls pass their remaining deadline
+to the log, which gives up a little before it (UNAVAILABLE) rather than hold a worker thread.
 """
 from __future__ import annotations
 
@@ -139,7 +145,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         # A decision the client can no longer receive is not recorded.
         self._check_deadline(context, "before_record", started, policy=policy, version=decision.policy.version)
         try:
-            self.decision_log.record(asked, decision)
+            self.decision_log.record(asked, decision, timeout=context.time_remaining())
         except Exception as exc:  # never return a decision that is not recorded
             log.error("decision not recorded", extra={**_decision_fields(decision), "error": _error_text(exc)})
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision could not be recorded; try again")
@@ -201,7 +207,8 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         self._check_deadline(context, "before_record", started, items=count)
         recording = time.perf_counter()
         try:
-            self.decision_log.record_batch([(asked, decision) for asked, decision, _ in decided])
+            self.decision_log.record_batch([(asked, decision) for asked, decision, _ in decided],
+                                           timeout=context.time_remaining())
         except Exception as exc:  # never return a decision that is not recorded
             log.error("batch not recorded", extra={"items": count, "decided": len(decided),
                                                    "error": _error_text(exc)})
@@ -249,7 +256,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             _abort_invalid(context, [Violation(field="decision_id", description=f"longer than {values.MAX_NAME} characters")])
         logged_id = _id_label(decision_id)
         try:
-            logged = self.decision_log.get(decision_id)
+            logged = self.decision_log.get(decision_id, timeout=context.time_remaining())
         except DecisionLogKeyError as exc:
             log.error("decision unreadable", extra={"decision_id": logged_id, "error": str(exc)})
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the decision cannot be decrypted: {exc}")
@@ -466,6 +473,12 @@ def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decisi
     if port == 0:
         raise OSError(f"cannot listen on {address}: the port is in use, or the address is not one of this machine's")
     server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # liveness: the process answers
+
+    def ready(can_record: bool) -> None:  # readiness: decisions can be recorded
+        health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if can_record
+                            else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    decision_log.watch(ready)
+    ready(decision_log.ready)
     return server, port

@@ -442,7 +442,7 @@ def test_concurrent_records_share_commits_and_all_are_stored(tmp_path, evaluator
     import threading
     log = DecisionLog.open(tmp_path / "log.sqlite3", [_key()])
     commits, insert = [], log._insert
-    log._insert = lambda rows: commits.append(len(rows)) or insert(rows)
+    log._insert = lambda rows, deadline: commits.append(len(rows)) or insert(rows, deadline)
     decisions = [evaluator.decide(_fee_request()) for _ in range(200)]
     threads = [threading.Thread(target=lambda part: [log.record(_fee_request(), d) for d in part],
                                 args=(decisions[i::8],)) for i in range(8)]

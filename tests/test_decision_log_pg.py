@@ -10,11 +10,14 @@ they fail: CI must test the PostgreSQL log. Each test gets its own schema (`sear
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -23,9 +26,11 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
+from rules import decision_log
 from rules.decision import DecisionRequest
 from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
                                 key_id, new_key_text, replay)
@@ -37,6 +42,10 @@ from .test_decision_log import (ALTERABLE, CLEAR_COLUMNS, FEE_FACTS, SCHEMA_2_CO
                                 _altered_clear_values, _fee_request, _format_1_row, _golden_requests, _pb_request,
                                 _schema_2_row)
 
+# Calls under each chaos (a locked table, a frozen server): from more client threads than the
+# service's 8 workers. CMS_CHAOS_CALLS=N for a longer run.
+CHAOS_CALLS = int(os.environ.get("CMS_CHAOS_CALLS", "0") or 0) or 16
+CHAOS_DEADLINE = 3.0  # seconds each call allows: over libpq's 2 s least connect timeout
 SECRETS = (b"police", b"abuse", b"victim", b"1985-07-20", b"reported", b"applicant_date_of_birth")
 
 
@@ -400,7 +409,7 @@ def test_a_retry_after_a_lost_acknowledgement_finds_its_own_row(pg_url, sql, eva
         sql.execute(f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
                     row.values())  # as if the lost first try had committed
         assert _terminate_log_connections(sql) == 1
-        log._insert([row])  # first try: the connection is dead; the retry finds the row it would have written
+        log._insert([row], None)  # first try: the connection is dead; the retry finds the row it would have written
         assert log.count() == 1 and log.get(decision.decision_id).decision == decision
         with pytest.raises(DecisionLogError, match="could not be recorded: duplicate key"):
             log.record(_fee_request(), decision)  # sealed again: another nonce, so not our row
@@ -587,3 +596,137 @@ def test_get_decision_of_a_row_with_a_changed_clear_column_is_data_loss(pg_url, 
         finally:
             server.stop(None).wait()
     assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+
+
+# --- a database stalled, not down (issue 27 item 5) ---------------------------------------------
+
+@pytest.fixture
+def served(pg_url, bundle, monkeypatch):
+    """An in-process server on a PostgreSQL log: (decision stub, health stub, log)."""
+    from service.reload import LiveBundle
+    from service.server import build_server
+    monkeypatch.setattr(decision_log, "CHECK_EVERY", (0.2, 10.0), raising=False)  # back within the test's patience
+    log = DecisionLog.open(pg_url, [_key()])
+    server, port = build_server(LiveBundle(bundle), "127.0.0.1:0", decision_log=log)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield policy_pb2_grpc.PolicyDecisionServiceStub(channel), health_pb2_grpc.HealthStub(channel), log
+    channel.close()
+    server.stop(None).wait()
+    log.close()
+
+
+SERVICE = "cms.policy.v1.PolicyDecisionService"
+
+
+def _health(health, service: str) -> str:
+    """The status, as the probe asks it: answered within 1 s however the database is."""
+    status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0).status
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+
+
+def _eventually(what, expected: str, within: float) -> None:
+    end = time.monotonic() + within
+    while (found := what()) != expected:
+        assert time.monotonic() < end, f"still {found}, not {expected}, after {within}s"
+        time.sleep(0.05)
+
+
+def _decide_many(stub, calls: int, timeout: float) -> list[tuple[grpc.StatusCode, float]]:
+    """`calls` Decides at once, from as many threads: each one's status and seconds."""
+    results = []
+
+    def one():
+        started = time.monotonic()
+        try:
+            stub.Decide(_pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS}),
+                        timeout=timeout)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code = exc.code()
+        results.append((code, time.monotonic() - started))
+
+    threads = [threading.Thread(target=one) for _ in range(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _get(stub, decision_id: str, timeout: float | None = None):
+    return stub.GetDecision(pb.GetDecisionRequest(decision_id=decision_id), timeout=timeout).decision
+
+
+def _unavailable_within_the_deadline(results) -> None:
+    """UNAVAILABLE from the service, never the client's own DEADLINE_EXCEEDED (the call hung to it)."""
+    assert sorted(code.name for code, _ in results) == ["UNAVAILABLE"] * len(results), results
+    assert max(seconds for _, seconds in results) < CHAOS_DEADLINE
+
+
+def test_a_locked_table_gives_unavailable_within_the_deadline_and_readiness_follows(served, pg_url):
+    """Issue 27 item 5: with the table locked, calls hung until the client's deadline (no statement
+    or lock timeout) and health stayed SERVING."""
+    stub, health, log = served
+    before = _decide_fee(stub)
+    assert _health(health, SERVICE) == "SERVING"
+    with psycopg.connect(pg_url) as locker:  # a transaction holding the lock until it ends
+        locker.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")
+        _unavailable_within_the_deadline(_decide_many(stub, CHAOS_CALLS, CHAOS_DEADLINE))
+        with pytest.raises(grpc.RpcError) as caught:  # reading waits on the lock too
+            _get(stub, before.decision_id, timeout=CHAOS_DEADLINE)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _health(health, SERVICE) == "NOT_SERVING"  # not ready: keep traffic away
+        assert _health(health, "") == "SERVING"  # but alive: a restart would mend nothing
+        locker.rollback()
+    _eventually(lambda: _health(health, SERVICE), "SERVING", within=decision_log.CHECK_TIMEOUT + 2)
+    after = [_decide_fee(stub) for _ in range(3)]
+    assert [_get(stub, d.decision_id) for d in [before, *after]] == [before, *after]
+    assert log.count() == 4
+
+
+def _cluster_pids(cluster: pgcluster.Cluster) -> list[int]:
+    """The postmaster and every process it started."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            pass  # gone meanwhile
+    return [postmaster, *children]
+
+
+@contextlib.contextmanager
+def _frozen(cluster: pgcluster.Cluster):
+    """The whole server stopped (SIGSTOP), not down: its kernel still accepts connections and
+    acknowledges what is sent, so nothing on the client's side notices."""
+    pids = _cluster_pids(cluster)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_frozen_server_gives_unavailable_within_the_deadline_and_nothing_hangs(served, pg_server):
+    """Issue 27 item 5: with the server frozen, calls hung until the client's deadline and filled the
+    8 worker threads. Now each fails in time, health answers throughout, and afterwards decisions
+    record and read back."""
+    cluster = pg_server.stoppable()
+    stub, health, log = served
+    before = _decide_fee(stub)
+    with _frozen(cluster):
+        _unavailable_within_the_deadline(_decide_many(stub, CHAOS_CALLS, CHAOS_DEADLINE))
+        with pytest.raises(grpc.RpcError) as caught:
+            _get(stub, before.decision_id, timeout=CHAOS_DEADLINE)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        _eventually(lambda: _health(health, SERVICE), "NOT_SERVING", within=decision_log.CHECK_TIMEOUT + 1)
+        assert _health(health, "") == "SERVING"
+        _unavailable_within_the_deadline(_decide_many(stub, CHAOS_CALLS, CHAOS_DEADLINE))  # known failing: at once
+    _eventually(lambda: _health(health, SERVICE), "SERVING", within=decision_log.CHECK_TIMEOUT + 5)
+    after = [_decide_fee(stub) for _ in range(CHAOS_CALLS)]
+    assert [_get(stub, d.decision_id) for d in [before, *after]] == [before, *after]
+    assert log.count() == 1 + CHAOS_CALLS
