@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=workers.count, default=1, metavar="N|auto",
                         help="server processes sharing the port (SO_REUSEPORT), one per core with `auto`; each "
                              "takes about one core (default: %(default)s)")
+    parser.add_argument("--worker-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="with --workers: a worker whose health has not answered for this long (frozen, "
+                             "deadlocked) is killed and started again; long enough for a busy worker to answer "
+                             "(default: %(default)s)")
     parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    parser.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)  # the supervisor's health checks
     parser.add_argument("--watch-interval", type=float, default=2.0,
                         help="seconds between looks at the policy directory for changes (default: %(default)s)")
     parser.add_argument("--no-watch", action="store_true",
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_format, **({} if args.worker_index is None else {"worker": args.worker_index}))
     if args.workers > 1 and args.worker_index is None:
         # Each worker gets the same arguments; the --port and --worker-index added last win.
-        return workers.supervise(argv, args.workers, args.host, args.port, args.grace)
+        return workers.supervise(argv, args.workers, args.host, args.port, args.grace, args.worker_timeout)
     worker = args.worker_index is not None
 
     try:
@@ -94,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    supervisor = os.getppid() if worker else None
+    if worker:  # the supervisor's pipe ends when it dies, even by kill -9: then stop too
+        threading.Thread(target=_until_supervisor_gone, args=(stop,), name="supervisor-pipe", daemon=True).start()
     signal.signal(signal.SIGHUP, lambda *_: watcher.poke())
     metrics_server = None
     if args.metrics_port is not None:
@@ -117,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                                     credentials=transport.credentials,
                                     interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else (),
                                     shared_port=worker,
-                                    # A reload asked of one worker reaches the others through the supervisor.
-                                    after_reload=(lambda: os.kill(os.getppid(), signal.SIGHUP)) if worker else None)
+                                    # A reload asked of one worker reaches the others through the supervisor
+                                    # (only its own: never whichever process adopted an orphan).
+                                    after_reload=(lambda: _signal_supervisor(supervisor)) if worker else None,
+                                    private_address=f"unix:{args.worker_socket}" if args.worker_socket else None)
     except OSError as exc:  # a clear start-up error, not a traceback (issue 27 item 8)
         print(f"error: {exc}", file=sys.stderr)
         decision_log.close()
@@ -151,6 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         metrics_server.shutdown()
     decision_log.close()
     return 0
+
+
+def _until_supervisor_gone(stop: threading.Event) -> None:
+    while sys.stdin.buffer.read(4096):
+        pass
+    if not stop.is_set():
+        log.error("the supervisor is gone; stopping")
+        stop.set()
+
+
+def _signal_supervisor(supervisor: int) -> None:
+    if os.getppid() == supervisor:
+        os.kill(supervisor, signal.SIGHUP)
 
 
 if __name__ == "__main__":

@@ -440,7 +440,8 @@ def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decisi
                  credentials: grpc.ServerCredentials | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (),
                  metrics: Metrics | None = None, shared_port: bool = False,
-                 after_reload: Callable[[], None] | None = None, limits: Limits | None = None
+                 after_reload: Callable[[], None] | None = None, limits: Limits | None = None,
+                 private_address: str | None = None
                  ) -> tuple[grpc.Server, int]:
     """A started server on `address` ("host:port"; port 0 picks one) and the port it bound,
     answering from `live` (which the caller may reload). Every decision is recorded in
@@ -449,7 +450,8 @@ def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decisi
     the RpcObserver, which counts what they refuse. Counts go to `metrics` (default: a registry of
     its own that nothing serves). `shared_port`: other processes serve the same port (service/workers.py);
     `after_reload` runs after ReloadPolicies has loaded new files. `limits`: connections, streams
-    and timeouts (default: service/limits.py's defaults)."""
+    and timeouts (default: service/limits.py's defaults). `private_address` (a worker's `unix:` socket
+    in its supervisor's private directory) serves too, for the supervisor's health checks."""
     metrics = metrics if metrics is not None else Metrics()
     limits = limits if limits is not None else Limits()
     metrics.bundle_served(live.current.bundle.bundle_hash, sum(len(v) for v in live.current.bundle.policies.values()))
@@ -472,6 +474,11 @@ def build_server(live: LiveBundle, address: str, max_workers: int = 8, *, decisi
         port = 0
     if port == 0:
         raise OSError(f"cannot listen on {address}: the port is in use, or the address is not one of this machine's")
+    if private_address is not None:
+        try:
+            server.add_insecure_port(private_address)
+        except RuntimeError:
+            raise OSError(f"cannot listen on {private_address}") from None
     server.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # liveness: the process answers
 

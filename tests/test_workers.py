@@ -121,3 +121,72 @@ def test_workers_count_is_checked():
     result = subprocess.run([sys.executable, "-m", "service", "--workers", "0"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "--workers" in result.stderr
+
+
+# --- no worker outlives its supervisor, no two supervisors share a port, no frozen worker stays (issue 27 item 3)
+
+def _gone(pids: set[int]) -> bool:
+    return not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def test_killing_the_supervisor_stops_its_workers_and_frees_the_port(tmp_path):
+    proc, channel, log_path = start_service(tmp_path, "--workers", "2", "--no-watch", "--log-format", "json",
+                                            "--grace", "1")
+    target = channel._channel.target().decode()
+    workers = _wait_for(lambda: _children(proc.pid) if len(_children(proc.pid)) == 2 else None)
+    channel.close()
+    proc.kill()  # kill -9: no chance to stop them
+    proc.wait()
+    _wait_for(lambda: _gone(workers), timeout=30)
+    assert any(r["message"] == "the supervisor is gone; stopping" for r in _records(log_path))
+    # The port is free again: a new service takes it and is the only one answering there.
+    port = target.rsplit(":", 1)[1]
+    again = subprocess.Popen([*_service_command(tmp_path)[:-2], "--port", port, "--workers", "2", "--no-watch",
+                              "--decision-log", str(tmp_path / "decisions.sqlite3")],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert again.stdout.readline().startswith("listening on ")
+        assert all(_decide(c).outcome == "NOT_APPLICABLE" for c in _fresh_channels(target, 4))
+    finally:
+        again.terminate()
+        again.wait(timeout=60)
+
+
+def test_a_second_service_with_workers_on_a_served_port_refuses_to_start(tmp_path):
+    proc, channel, _ = start_service(tmp_path, "--workers", "2", "--no-watch")
+    try:
+        port = channel._channel.target().decode().rsplit(":", 1)[1]
+        other = tmp_path / "other"
+        other.mkdir()
+        result = subprocess.run([*_service_command(other)[:-2], "--port", port, "--workers", "2", "--no-watch",
+                                 "--decision-log", str(other / "decisions.sqlite3")],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}: port {port} is already served by another" in result.stderr
+        assert not (other / "decisions.sqlite3").exists()  # no worker started: no decision goes astray
+    finally:
+        stop_service(proc, channel)
+
+
+def test_a_frozen_worker_is_killed_and_replaced(tmp_path):
+    proc, channel, log_path = start_service(tmp_path, "--workers", "2", "--no-watch", "--log-format", "json",
+                                            "--worker-timeout", "3")
+    try:
+        target = channel._channel.target().decode()
+        workers = _wait_for(lambda: _children(proc.pid) if len(_children(proc.pid)) == 2 else None)
+        frozen = min(workers)
+        subprocess.run(["kill", "-STOP", str(frozen)], check=True)
+        _wait_for(lambda: frozen not in _children(proc.pid) and len(_children(proc.pid)) == 2, timeout=30)
+        killed = [r for r in _records(log_path) if r["message"] == "worker stopped answering; killing it"]
+        assert [r["pid"] for r in killed] == [frozen] and killed[0]["silent_s"] > 3
+        _wait_for(lambda: sum(r["message"].startswith("serving ") for r in _records(log_path)) >= 3)
+        assert all(_decide(c).outcome == "NOT_APPLICABLE" for c in _fresh_channels(target, 8))
+    finally:
+        stop_service(proc, channel)
