@@ -87,6 +87,7 @@ PAYLOAD_FORMAT = 1
 PAD_FROM = 4096  # bytes: the smallest padded document (see _pad)
 CHECKPOINT_PAUSE = 0.2  # seconds between a process's background checkpoints, at least
 CHECKPOINT_FRAMES = 1000  # frames in the write-ahead log before it is restarted (SQLite's own default)
+TURN_WAIT = 5.0  # seconds a writer waits for another process's turn at the SQLite log, at most
 DEADLINE_MARGIN = 0.25  # seconds (at most a tenth of the caller's time) kept to answer before its deadline
 CHECK_EVERY = (1.0, 10.0)  # seconds between background checks of the backend: while failing, while idle
 CHECK_TIMEOUT = 3.0  # seconds a background check may take (time for a new PostgreSQL connection: 2 s at least)
@@ -595,13 +596,31 @@ class SQLiteDecisionLog(DecisionLog):
                 os.close(self._writer)
                 self._writer = None
 
-    # The deadline is not used: a local file, whose waits its busy timeout bounds.
+    def _take_turn(self, deadline: float | None) -> None:
+        """The file lock that orders writers across processes, waited for until `deadline` (at most
+        TURN_WAIT seconds): a process that holds it and stops (a frozen worker) makes the others'
+        calls UNAVAILABLE, not hang (issue 27 item 3). Polled, with waits from 0.5 ms up to 5 ms,
+        because a blocking flock cannot be given a timeout from a thread."""
+        give_up = min(deadline if deadline is not None else float("inf"), time.monotonic() + TURN_WAIT)
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(self._writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() + pause > give_up:
+                    raise DecisionLogUnavailable("the decision could not be recorded: another process has held "
+                                                 "the decision log's file lock for too long") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+
+    # The deadline bounds the wait for the file lock; SQLite's own waits its busy timeout bounds.
     def _insert(self, rows: list[SealedRow], deadline: float | None) -> None:
         insert = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         with self._lock:
             if self._writer is None:
                 raise DecisionLogUnavailable("the decision could not be recorded: the decision log is closed")
-            fcntl.flock(self._writer, fcntl.LOCK_EX)
+            self._take_turn(deadline)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -636,12 +655,12 @@ class SQLiteDecisionLog(DecisionLog):
                     _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames >= CHECKPOINT_FRAMES:
                         with self._lock:
-                            fcntl.flock(self._writer, fcntl.LOCK_EX)
+                            self._take_turn(None)
                             try:
                                 db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                             finally:
                                 fcntl.flock(self._writer, fcntl.LOCK_UN)
-                except sqlite3.Error as exc:  # the next commit tries again
+                except (sqlite3.Error, DecisionLogUnavailable) as exc:  # the next commit tries again
                     log.warning("decision log checkpoint failed", extra={"error": str(exc)})
                 self._closing.wait(CHECKPOINT_PAUSE)
         finally:
@@ -662,6 +681,8 @@ class SQLiteDecisionLog(DecisionLog):
                 if self._writer is None:
                     raise DecisionLogUnavailable("the decision log is closed")
                 self._db.execute("SELECT 1 FROM decisions LIMIT 1").fetchall()
+                self._take_turn(time.monotonic() + timeout)  # a writer could take its turn now
+                fcntl.flock(self._writer, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
             raise DecisionLogUnavailable(f"the decision log could not be read: {exc}") from None
 

@@ -235,7 +235,7 @@ def test_if_recording_fails_the_batch_is_unavailable_and_nothing_is_recorded(bun
         def __init__(self, log: DecisionLog):
             self.log = log
 
-        def record_batch(self, pairs):
+        def record_batch(self, pairs, **_):
             raise DecisionLogError("the disk is full")
 
         def __getattr__(self, name):

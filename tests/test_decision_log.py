@@ -99,6 +99,39 @@ def test_record_then_get_gives_back_request_decision_and_bundle_hash(tmp_path, e
     assert logged.bundle_hash == evaluator.bundle.bundle_hash
 
 
+def test_a_process_that_holds_the_file_lock_and_stops_makes_writers_unavailable_not_hang(tmp_path, evaluator):
+    """A frozen --workers worker holding `<log>.lock` (issue 27 item 3): the others give up within the
+    call's deadline, readiness says so, and writing resumes once the lock is free."""
+    import fcntl
+    import threading
+    import time
+    request = _fee_request()
+    decision = evaluator.decide(request)
+    with DecisionLog.open(tmp_path / "log.sqlite3", [_key()]) as log:
+        frozen = os.open(tmp_path / "log.sqlite3.lock", os.O_RDWR)  # another open file: another holder
+        fcntl.flock(frozen, fcntl.LOCK_EX)
+        outcome: list = []
+
+        def record():
+            try:
+                log.record(request, decision, timeout=1.0)
+                outcome.append("recorded")
+            except DecisionLogError as exc:
+                outcome.append(exc)
+        writer = threading.Thread(target=record, daemon=True)
+        started = time.monotonic()
+        writer.start()
+        writer.join(10)  # without a bound on the wait it would never return
+        assert not writer.is_alive() and time.monotonic() - started < 1.0
+        assert isinstance(outcome[0], decision_log.DecisionLogUnavailable) and "file lock" in str(outcome[0])
+        with pytest.raises(decision_log.DecisionLogUnavailable):
+            log.check(0.2)
+        os.close(frozen)  # the frozen worker is killed: the kernel frees its lock
+        log.check(0.2)
+        log.record(request, decision, timeout=1.0)
+        assert log.get(decision.decision_id).decision == decision
+
+
 def test_the_log_is_wal_and_only_what_describes_no_case_is_in_the_clear(tmp_path, evaluator):
     path = tmp_path / "log.sqlite3"
     request = _fee_request(shadow_version="review-2023")
