@@ -240,6 +240,15 @@ def test_policies_in_a_configmap_volume_load_and_hot_reload(tmp_path):
     assert refused.refused and live.current.bundle.bundle_hash == result.bundle_hash  # the last good one serves
 
 
+def test_an_installed_package_carries_every_policy_file():
+    """The image is a non-editable install: policy files its package data misses are not served (the
+    earlier revisions were missed, so decisions logged under them could not be replayed there)."""
+    import tomllib
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["rules"]
+    packaged = {p for g in globs for p in (ROOT / "rules").glob(g)}
+    assert packaged == set((ROOT / "rules" / "policies").rglob("*.yaml"))
+
+
 def test_the_dockerfile_cmd_is_a_valid_exec_form():
     cmd = dict(_dockerfile())["CMD"]
     assert shlex.split(cmd)  # parses
