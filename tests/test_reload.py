@@ -3,6 +3,7 @@ refused with its errors while the last good bundle keeps serving, and a decision
 finishes on the bundle it started with."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import threading
@@ -80,11 +81,12 @@ def test_reloads_of_unchanged_files_keep_memory_flat(tmp_path):
     live.reload()
     gc.collect()
     before = len(gc.get_objects())
-    for _ in range(3):
+    reloads = 300 if os.environ.get("CMS_CHAOS", "") not in ("", "0") else 3  # 300: about 15 minutes
+    for _ in range(reloads):
         live.reload()
     gc.collect()
     grown = len(gc.get_objects()) - before
-    assert grown < 5_000, f"3 reloads kept {grown} objects"
+    assert grown < 5_000, f"{reloads} reloads kept {grown} objects"
 
 
 def test_a_valid_change_replaces_the_bundle_and_new_decisions_use_it(tmp_path):
