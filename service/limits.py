@@ -23,7 +23,10 @@ RESERVED_FDS = 64
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_connections: int = 1000
-    max_streams: int = 16  # per connection
+    # Per connection. RFC 9113 (6.5.2) recommends no fewer than 100: a client at a lower limit meets
+    # REFUSED_STREAM (UNAVAILABLE) when its count of open streams and the server's disagree for a
+    # moment, as 16 calls from 16 threads on one channel did at a limit of 16.
+    max_streams: int = 100
     max_concurrent_rpcs: int = 64  # in the whole process, running or waiting for a thread
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0

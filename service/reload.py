@@ -167,11 +167,12 @@ class Watcher:
                 return
             now = _signature(self.live.directory)
             wanted = poked or deferred or (self.interval is not None and now == seen != settled)
-            busy = self.live.writing() if wanted else []
-            if busy != waited_for and busy:
+            busy = self.live.writing()  # asked every poll: keeps the kernel's queue of file events short
+            if wanted and busy and busy != waited_for:
                 log.info("waiting for %s to be closed by its writer before loading the policy files",
                          ", ".join(busy), extra={"writing": busy})
-            waited_for, deferred = busy, bool(busy) and (poked or deferred)
+            waited_for = busy if wanted else []
+            deferred = bool(busy) and (poked or deferred)
             if wanted and not busy:
                 settled = now
                 try:
