@@ -138,6 +138,36 @@ def test_validate_cli_reports_every_error_with_file_and_line(tmp_path):
     assert only.returncode == 1 and only.stderr and all(l.startswith("third/v1.yaml:") for l in only.stderr.splitlines())
 
 
+def test_validate_cli_checks_a_directory_named_as_the_bundle(tmp_path):
+    # A policy author checking a broken copy must not be told "ok" about the shipped policies.
+    copy = tmp_path / "copy"
+    _place(copy, FIXTURES / "valid_demo.yaml")
+    _place(copy, FIXTURES / "broken" / "duplicate_rule_id.yaml", policy="other", version="v1")
+    result = _validate("copy", cwd=tmp_path)
+    assert result.returncode == 1 and "ok:" not in result.stdout, result.stdout
+    assert any(re.match(r"^copy/other/v1\.yaml:\d+: .*duplicate rule id", line)
+               for line in result.stderr.splitlines()), result.stderr
+    (copy / "other" / "v1.yaml").unlink()
+    fixed = _validate("copy", cwd=tmp_path)
+    assert fixed.returncode == 0 and "ok: 1 versions of 1 policies" in fixed.stdout, fixed.stderr
+
+
+def test_validate_cli_refuses_what_it_would_not_check(tmp_path):
+    copy = tmp_path / "copy"
+    _place(copy, FIXTURES / "valid_demo.yaml")
+    other = tmp_path / "other"
+    _place(other, FIXTURES / "valid_demo.yaml")
+    for args, says in [(["copy", "other"], "name one policy directory"),
+                       (["--policies", "other", "copy"], "two policy directories"),
+                       (["copy/demo/v1.yaml"], "is not in the policy directory"),  # default dir: not this copy
+                       (["--policies", "copy", "other/demo/v1.yaml"], "is not in the policy directory copy"),
+                       (["--policies", "copy", "copy/demo/v9.yaml"], "copy/demo/v9.yaml: no such file"),
+                       (["--policies", "nowhere"], "nowhere: no such policy directory")]:
+        result = _validate(*args, cwd=tmp_path)
+        assert result.returncode == 2 and says in result.stderr and "ok:" not in result.stdout, (args, result)
+    assert _validate("--policies", "copy", "copy", cwd=tmp_path).returncode == 0  # the same directory twice
+
+
 def test_validate_cli_accepts_the_shipped_policies(tmp_path):
     result = _validate(cwd=tmp_path)
     assert result.returncode == 0, result.stderr
