@@ -56,7 +56,7 @@ Floor = Callable[[dict], tuple[str, int | None]]
 
 
 def _half_up(numerator: int, denominator: int) -> int:
-    """numerator / denominator (both >= 0) to the nearest whole number, halves up (rules/arith.py)."""
+    """numerator / denominator (both >= 0) to the nearest whole number, halves up (rules/language/arith.py)."""
     return (2 * numerator + denominator) // (2 * denominator)
 
 

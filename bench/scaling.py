@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from rules import corpus, values
+from rules import corpus
+from rules.language import values
 from rules.decision import DecisionRequest
 from rules.evaluator import Evaluator
 from rules.loader import DEFAULT_POLICY_DIR, load_bundle

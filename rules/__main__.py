@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import markdown, report, validate
-from . import decidefile, goldentest, newversion, versiondiff
-from . import corpus, impact, remediate, revise
+from rules import markdown, report, validate
+from rules import decidefile, goldentest, newversion, versiondiff
+from rules import corpus, impact, remediate, revise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from . import explainer
-from .compiler import CompiledPolicy
-from .decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
-                       Explanation, MissingFact)
-from .model import PARTIES, PLACEHOLDER, WhoseFact
+from rules import explainer
+from rules.compiler import CompiledPolicy
+from rules.decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
+                            Explanation, MissingFact)
+from rules.language.model import PARTIES, PLACEHOLDER, WhoseFact
 
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}
 AUDIENCE = {party: audience for audience, party in PARTY.items()}

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from . import arith, durable_host
-from .checks import needs, tested, value_types
-from .hitpolicy import first_hit
-from .model import AllOf, AnyOf, Compare, Condition, Fact, FactType, ItemList, NotOf, PolicyVersion, Ref, Rule
-from .values import count_key, date_code, encode, months_code
+from rules.language import arith
+from rules import durable_host
+from rules.language.checks import needs, tested, value_types
+from rules.hitpolicy import first_hit
+from rules.language.model import (AllOf, AnyOf, Compare, Condition, Fact, FactType, ItemList, NotOf, PolicyVersion,
+                                  Ref, Rule)
+from rules.language.values import count_key, date_code, encode, months_code
 
 WORKING = {"_t": "w"}
 ITEM = {"_t": "i"}

@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .decision import Audience, DecisionRequest, RequestError
-from .evaluator import Evaluator
-from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
-from .yamlsource import YamlSourceError, read_yaml
+from rules.decision import Audience, DecisionRequest, RequestError
+from rules.evaluator import Evaluator
+from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.language.yamlsource import YamlSourceError, read_yaml
 
 AUDIENCES = {a.value.lower(): a for a in Audience}
 WITHHELD = "(reasons withheld from this parent: they would reveal the other parent's sensitive information)"

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .model import Citation
+from rules.language.model import Citation
 
 UNDETERMINED = "UNDETERMINED"
 

@@ -69,10 +69,10 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .decision import Decision, DecisionRequest
+from rules.decision import Decision, DecisionRequest
 
 if TYPE_CHECKING:
-    from .evaluator import Evaluator
+    from rules.evaluator import Evaluator
 
 log = logging.getLogger("cms_policy.decision_log")
 
@@ -356,7 +356,7 @@ class DecisionLog:
         """Open the log at `target`: a PostgreSQL URL, or a SQLite file path (with `create`: made,
         with its parent directories). Without `keys`, they are found by `resolve_keys`."""
         if is_postgres_url(target):
-            from .decision_log_pg import PostgresDecisionLog  # psycopg is only needed for PostgreSQL
+            from rules.decision_log_pg import PostgresDecisionLog  # psycopg is only needed for PostgreSQL
             return PostgresDecisionLog.open(target, keys, key_file=key_file, create=create)
         if re.match(r"(?i)postgres(ql)?:", os.fspath(target)):  # a URL made a Path loses its "//"
             raise DecisionLogError(f"{target}: give a PostgreSQL URL as a string (postgresql://...), not a path")

@@ -51,8 +51,8 @@ from typing import TypeVar
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from .decision_log import (COLUMNS, SCHEMA_VERSION, DecisionLog, DecisionLogError, DecisionLogKeyError,
-                           DecisionLogUnavailable, SealedRow, resolve_keys)
+from rules.decision_log import (COLUMNS, SCHEMA_VERSION, DecisionLog, DecisionLogError, DecisionLogKeyError,
+                                DecisionLogUnavailable, SealedRow, resolve_keys)
 
 log = logging.getLogger("cms_policy.decision_log")
 

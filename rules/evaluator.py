@@ -12,13 +12,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import arith, audiences, durable_host, explainer, values, whatif
-from .compiler import CompiledList, CompiledPolicy
-from .decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation, FactUsed, Flag,
-                       ItemVerdict, MissingFact, Output, PolicyRef, RequestError, Shadow, TrailStep, Violation)
-from .model import Fact, FactType, ItemList, Rule, Uses
-from .hitpolicy import Hit, first_hit
-from .loader import Bundle
+from rules.language import arith, values
+from rules import audiences, durable_host, explainer, whatif
+from rules.compiler import CompiledList, CompiledPolicy
+from rules.decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
+                            FactUsed, Flag, ItemVerdict, MissingFact, Output, PolicyRef, RequestError, Shadow,
+                            TrailStep, Violation)
+from rules.language.model import Fact, FactType, ItemList, Rule, Uses
+from rules.hitpolicy import Hit, first_hit
+from rules.loader import Bundle
 
 UNDETERMINED_TEXT = "the decision needs facts that were not given"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .decision import UNDETERMINED, Decision
-from .model import PLACEHOLDER, AllOf, AnyOf, Condition, FactType, NotOf, ParamType, PolicyVersion, Ref
+from rules.decision import UNDETERMINED, Decision
+from rules.language.model import PLACEHOLDER, AllOf, AnyOf, Condition, FactType, NotOf, ParamType, PolicyVersion, Ref
 
 NOT_GIVEN = "(not given)"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .decision import Decision, DecisionRequest, RequestError
+from rules.decision import Decision, DecisionRequest, RequestError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # golden files are large: libyaml when there is one

@@ -42,10 +42,10 @@ from typing import Any, Iterable
 
 import yaml
 
-from . import corpus
-from .checks import needs
-from .decision import UNDETERMINED, Decision, DecisionRequest, RequestError
-from .model import FactType, PolicyVersion
+from rules import corpus
+from rules.language.checks import needs
+from rules.decision import UNDETERMINED, Decision, DecisionRequest, RequestError
+from rules.language.model import FactType, PolicyVersion
 
 DEFAULT_EXAMPLES = 3
 CASE_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml")
@@ -720,8 +720,8 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
-    from .evaluator import Evaluator
-    from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+    from rules.evaluator import Evaluator
+    from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
     try:
         (policy, old), (other, new) = _split(args.old), _split(args.new)
         if policy != other:

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Hashable, Iterable
 
-from . import arith
-from .checks import expressions, needs, tested, value_types, walk
-from .loader import shown_path
-from .model import (PLACEHOLDER, AllOf, Compare, Condition, FactType, Lookup, NotOf, ParamType,
-                    PolicyVersion, Ref, Rule, WhoseFact)
-from .yamlsource import Located, YamlSourceError, read_yaml
+from rules.language import arith
+from rules.language.checks import expressions, needs, tested, value_types, walk
+from rules.loader import shown_path
+from rules.language.model import (PLACEHOLDER, AllOf, Compare, Condition, FactType, Lookup, NotOf, ParamType,
+                                  PolicyVersion, Ref, Rule, WhoseFact)
+from rules.language.yamlsource import Located, YamlSourceError, read_yaml
 
 MAX_CONJUNCTS = 20_000  # per normal form; beyond it a rule is not analysed
 MAX_PAIRS = 400_000  # conjunct pairs tried for one conjunction

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .checks import check
-from .durable_host import EngineError
-from .compiler import CompiledPolicy, compile_policy, content_hash
-from .model import FactType, PolicyVersion, Status
-from .yamlsource import MAX_BYTES, Located, YamlSourceError, read_yaml
+from rules.language.checks import check
+from rules.durable_host import EngineError
+from rules.compiler import CompiledPolicy, compile_policy, content_hash
+from rules.language.model import FactType, PolicyVersion, Status
+from rules.language.yamlsource import MAX_BYTES, Located, YamlSourceError, read_yaml
 
 DEFAULT_POLICY_DIR = Path(__file__).parent / "policies"
 

@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import arith, goldens
-from .compiler import CompiledPolicy
-from .explainer import describe, format_value, money
-from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
-from .model import Citation, Fact, FactType, ItemList, Parameter, ParamType, PolicyVersion, Rule, Status, Uses
+from rules.language import arith
+from rules import goldens
+from rules.compiler import CompiledPolicy
+from rules.explainer import describe, format_value, money
+from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.language.model import (Citation, Fact, FactType, ItemList, Parameter, ParamType, PolicyVersion, Rule,
+                                  Status, Uses)
 
 DEFAULT_EXAMPLES_DIR = goldens.DEFAULT_DIR
 NO_EXAMPLES = "No worked examples are installed for this version."

@@ -20,12 +20,12 @@ import re
 import sys
 from pathlib import Path
 
-from . import goldens, validate
-from .goldentest import dir_options, shown
-from .explainer import format_value
-from .loader import DEFAULT_POLICY_DIR
-from .model import ParamType, Status
-from .yamlsource import YamlSourceError, read_yaml
+from rules import goldens, validate
+from rules.goldentest import dir_options, shown
+from rules.explainer import format_value
+from rules.loader import DEFAULT_POLICY_DIR
+from rules.language.model import ParamType, Status
+from rules.language.yamlsource import YamlSourceError, read_yaml
 
 VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # as model.PolicyVersion.version
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")

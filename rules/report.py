@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from .decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
-from .decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError, LoggedDecision, replay
+from rules.decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
+from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError, LoggedDecision, replay
 
 PARTIES = {Audience.CASEWORKER: "the Service (a caseworker)", Audience.RECEIVING_PARENT: "the receiving parent",
            Audience.PAYING_PARENT: "the paying parent"}
@@ -50,8 +50,8 @@ def run(args) -> int:
     print(render(logged))
     if not args.replay:
         return 0
-    from .evaluator import Evaluator  # the engine is only needed to replay
-    from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+    from rules.evaluator import Evaluator  # the engine is only needed to replay
+    from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
     try:
         bundle = load_bundle(args.policies or DEFAULT_POLICY_DIR)
         result = replay(Evaluator(bundle), logged)

@@ -17,11 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import goldens
-from .goldentest import dir_options, shown
-from .loader import DEFAULT_POLICY_DIR
-from .newversion import _date, _top_level, _validate
-from .yamlsource import YamlSourceError, read_yaml
+from rules import goldens
+from rules.goldentest import dir_options, shown
+from rules.loader import DEFAULT_POLICY_DIR
+from rules.newversion import _date, _top_level, _validate
+from rules.language.yamlsource import YamlSourceError, read_yaml
 
 
 def add_command(commands) -> None:

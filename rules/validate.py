@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .lint import NOTE, WARNING, lint
-from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.lint import NOTE, WARNING, lint
+from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 
 def add_command(commands) -> None:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import arith
-from .explainer import describe, format_value
-from .loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
-from .markdown import conclusion
-from .model import About, Fact, ItemList, ParamType, PolicyVersion, Rule, Status, WhoseFact
+from rules.language import arith
+from rules.explainer import describe, format_value
+from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.markdown import conclusion
+from rules.language.model import About, Fact, ItemList, ParamType, PolicyVersion, Rule, Status, WhoseFact
 
 NO_DIFFERENCES = "No differences."
 SHORT = 80  # a change shorter than this reads on one line: `old → new`

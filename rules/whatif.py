@@ -11,10 +11,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .checks import walk
-from .decision import UNDETERMINED
-from .model import Fact, FactType, ParamType, PolicyVersion, Ref
-from .values import date_code, date_from_code, months_code
+from rules.language.checks import walk
+from rules.decision import UNDETERMINED
+from rules.language.model import Fact, FactType, ParamType, PolicyVersion, Ref
+from rules.language.values import date_code, date_from_code, months_code
 
 MAX_TRIES = 48  # decisions tried per request, for counterfactuals and for ordering questions each
 _ORDERED = (FactType.INTEGER, FactType.MONEY, FactType.DATE)

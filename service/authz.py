@@ -67,7 +67,7 @@ import grpc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules.yamlsource import YamlSourceError, read_yaml
+from rules.language.yamlsource import YamlSourceError, read_yaml
 
 from .observability import log_fields
 

@@ -10,12 +10,12 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules import arith, values
+from rules.language import arith, values
 from rules.compiler import CompiledPolicy
 from rules.decision import (PARENTS, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
                             MissingFact, Output, PolicyRef, RequestError, RequestReason, Shadow, TrailStep, Violation)
 from rules.explainer import describe
-from rules.model import About, Rule, WhoseFact
+from rules.language.model import About, Rule, WhoseFact
 
 # Whose view of a decision a request asks for (None: the full decision).
 VIEWS: dict[int, Audience | None] = {pb.VIEW_UNSPECIFIED: None, pb.VIEW_RECEIVING_PARENT: Audience.RECEIVING_PARENT,

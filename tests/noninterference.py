@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from rules.decision import PARENTS, UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, RequestReason
-from rules.model import FactType, WhoseFact
+from rules.language.model import FactType, WhoseFact
 
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}
 BOTH = frozenset(PARTY.values())

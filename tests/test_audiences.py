@@ -16,7 +16,7 @@ import yaml
 
 from rules.decision import PARENTS, Audience, DecisionRequest, RequestReason
 from rules.explainer import format_value
-from rules.model import FactType, WhoseFact
+from rules.language.model import FactType, WhoseFact
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(GOLDEN.glob("*/*/*.yaml"))

@@ -14,7 +14,7 @@ import yaml
 from rules import goldens
 from rules.__main__ import main
 from rules.loader import DEFAULT_POLICY_DIR
-from rules.yamlsource import read_yaml
+from rules.language.yamlsource import read_yaml
 
 FEE_2017 = goldens.DEFAULT_DIR / "application_fee" / "2017"
 FEE_PARAMETER = "  application_fee_pence:\n    type: money\n    value: 2000\n"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules import values
+from rules.language import values
 from rules.decision import DecisionRequest, RequestError
 from rules.hitpolicy import Hit, first_hit
 
@@ -135,7 +135,7 @@ def test_every_bad_fact_is_reported_by_field(evaluator):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1.5, True, "3"])
 def test_non_integral_numbers_are_rejected(bad):
-    from rules.model import Fact, FactType
+    from rules.language.model import Fact, FactType
     with pytest.raises(values.FactValueError):
         values.parse(Fact(name="income", type=FactType.MONEY, description="x"), bad)
 

@@ -15,7 +15,7 @@ from google.protobuf import json_format, struct_pb2
 from cms_policy.v1 import policy_pb2 as pb
 from rules import goldens
 from rules.decision import Decision
-from rules.model import Citation
+from rules.language.model import Citation
 
 GOLDEN = goldens.DEFAULT_DIR
 CASES = sorted(GOLDEN.glob("*/*/*.yaml"))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.arith import percent_text, round_half_up
+from rules.language.arith import percent_text, round_half_up
 from rules.decision import DecisionRequest, RequestError
 from rules.evaluator import Evaluator
 from rules.loader import load_bundle

@@ -349,7 +349,7 @@ def _random_condition(rng, depth: int = 0) -> dict:
 
 def _kleene(cond, env: dict):
     """True, False or None (unknown) for a condition on facts that may be missing (None)."""
-    from rules.model import AllOf, AnyOf, NotOf
+    from rules.language.model import AllOf, AnyOf, NotOf
     if isinstance(cond, (AllOf, AnyOf)):
         parts = [_kleene(c, env) for c in (cond.all if isinstance(cond, AllOf) else cond.any)]
         decisive, other = (False, True) if isinstance(cond, AllOf) else (True, False)
@@ -368,7 +368,7 @@ def _kleene(cond, env: dict):
 def _brute_space():
     import itertools
     from types import SimpleNamespace
-    from rules.model import Fact
+    from rules.language.model import Fact
     facts = [Fact(name="b", type="bool", description="b"), Fact(name="e", type="enum", allowed=("a", "b", "c"), description="e"),
              Fact(name="n", type="integer", description="n"),
              Fact(name="l", type="enum_list", allowed=("x", "y", "z"), description="l")]
@@ -383,7 +383,7 @@ def test_satisfiability_matches_brute_force():
     import itertools
     import random
     from pydantic import TypeAdapter
-    from rules.model import Condition
+    from rules.language.model import Condition
     rng, (space, values) = random.Random(5), _brute_space()
     cases = [dict(zip("benl", combo)) for combo in itertools.product(*(values[f] for f in "benl"))]
     for _ in range(300):
@@ -398,7 +398,7 @@ def test_never_firing_matches_brute_force_with_facts_missing():
     import random
     from pydantic import TypeAdapter
     from rules.hitpolicy import first_hit
-    from rules.model import Condition, Rule
+    from rules.language.model import Condition, Rule
     rng, (space, values) = random.Random(7), _brute_space()
     cases = [dict(zip("benl", combo)) for combo in itertools.product(*([None, *values[f]] for f in "benl"))]
     reported = 0

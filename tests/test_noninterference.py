@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from rules import audiences
 from rules.decision import Audience, DecisionRequest
 from rules.evaluator import Evaluator
-from rules.model import FactType
+from rules.language.model import FactType
 
 from .noninterference import schema, violations
 

@@ -33,7 +33,7 @@ from rules import goldens
 from rules.explainer import format_value
 from rules.decision_log import DecisionLog
 from rules.loader import DEFAULT_POLICY_DIR
-from rules.model import FactType
+from rules.language.model import FactType
 from service import convert, server as server_module
 from service.observability import JsonFormatter, Metrics, TextFormatter, log_fields, resolve_format
 from service.reload import LiveBundle

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.arith import round_half_up
+from rules.language.arith import round_half_up
 from rules.decision import DecisionRequest
 from rules.evaluator import Evaluator
 from rules.loader import load_bundle

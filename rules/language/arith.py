@@ -10,8 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any, Callable, Iterator
 
-from .model import (Add, Div, Expr, FactType, Lookup, MaxOf, MinOf, Mul, ParamType, PercentOf,
-                    PolicyVersion, Ref, Sub)
+from rules.language.model import (Add, Div, Expr, FactType, Lookup, MaxOf, MinOf, Mul, ParamType, PercentOf,
+                                  PolicyVersion, Ref, Sub)
 
 
 class ExpressionError(ValueError):

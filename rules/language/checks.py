@@ -8,9 +8,9 @@ import datetime as dt
 import math
 from typing import Iterator
 
-from . import arith, values
-from .model import (PARTIES, PLACEHOLDER, AllOf, AnyOf, Compare, Condition, Expr, FactType, Lookup, NotOf, ParamType,
-                    PolicyVersion, Ref, Rule, WhoseFact)
+from rules.language import arith, values
+from rules.language.model import (PARTIES, PLACEHOLDER, AllOf, AnyOf, Compare, Condition, Expr, FactType, Lookup,
+                                  NotOf, ParamType, PolicyVersion, Ref, Rule, WhoseFact)
 
 Problem = tuple[tuple, str]
 

@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from .model import Fact, FactType, percent_text
+from rules.language.model import Fact, FactType, percent_text
 
 # Limits on what a request may carry (README, "Limits"): beyond them a request is refused
 # with INVALID_ARGUMENT before anything is decided.
