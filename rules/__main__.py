@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rules import markdown, report, validate
 from rules import decidefile, goldentest, newversion, versiondiff
@@ -10,7 +11,9 @@ from rules import corpus, impact, remediate, revise
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rules", description=__doc__)
+    # Named as it was run: the console script (pyproject.toml) or the module.
+    prog = "cms-policy" if Path(sys.argv[0]).name == "cms-policy" else "python -m rules"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     report.add_command(commands)
     markdown.add_command(commands)
