@@ -15,9 +15,9 @@ from typing import Any
 
 from rules.language import arith
 from rules import goldens
-from rules.compiler import CompiledPolicy
+from rules.engine.compiler import CompiledPolicy
 from rules.explainer import describe, format_value, money
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.language.model import (Citation, Fact, FactType, ItemList, Parameter, ParamType, PolicyVersion, Rule,
                                   Status, Uses)
 
@@ -296,24 +296,96 @@ def _value(kind: FactType | None, value: Any, labels: dict[str, str]) -> str:
 
 # --- command line -------------------------------------------------------------
 
+INDEX_NOTE = ("Generated from `rules/policies/` and the golden cases in `tests/golden/` by "
+              "`python -m rules doc --all --out docs/policies`; do not edit by hand. "
+              "`tests/test_docs.py` fails when a document here is not what that command writes.")
+
+
+def _version_order(compiled: CompiledPolicy) -> tuple:
+    pv = compiled.version
+    return (pv.effective_from or dt.date.max, pv.version)
+
+
+def all_documents(bundle, examples_dir: Path | None = DEFAULT_EXAMPLES_DIR) -> dict[str, str]:
+    """Every version's document and an index, by path relative to the output directory
+    (`<policy>/<version>.md` and `README.md`)."""
+    docs = {f"{policy}/{version}.md": document(compiled, examples_dir)
+            for policy, versions in sorted(bundle.policies.items()) for version, compiled in versions.items()}
+    docs["README.md"] = index(bundle)
+    return docs
+
+
+def index(bundle) -> str:
+    """A table of every policy version with a link to its document."""
+    parts = ["# Policy documents", INDEX_NOTE,
+             "Each document gives the version's law, parameters, facts, every rule in plain English and its "
+             "golden cases as worked examples."]
+    for policy, versions in sorted(bundle.policies.items()):
+        rows = []
+        for compiled in sorted(versions.values(), key=_version_order):
+            pv = compiled.version
+            if pv.status is Status.ENACTED:
+                when = _date(pv.effective_from) + (f" to {_date(pv.effective_to)}" if pv.effective_to else " on")
+            else:
+                when = f"not in force (from {_date(pv.effective_from)})" if pv.effective_from else "not in force"
+            rows.append([f"[`{pv.version}`]({policy}/{pv.version}.md)", pv.status.value, when, pv.title])
+        parts.append(f"## `{policy}`\n\n" + _table(["Version", "Status", "In force", "Title"], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_all(bundle, out: Path, examples_dir: Path | None = DEFAULT_EXAMPLES_DIR) -> list[Path]:
+    """Write every document under `out`, remove `<policy>/*.md` files no version has, and return
+    the paths written or removed whose content changed."""
+    docs = all_documents(bundle, examples_dir)
+    changed = []
+    for rel, text in docs.items():
+        path = out / rel
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            changed.append(path)
+    for path in sorted(out.glob("*/*.md")):
+        if path.relative_to(out).as_posix() not in docs:
+            path.unlink()
+            changed.append(path)
+    return changed
+
+
 def add_command(commands) -> None:
     parser = commands.add_parser("doc", help="render a policy version as a Markdown document",
-                                 description="Render a policy version as a Markdown document.")
-    parser.add_argument("policy")
-    parser.add_argument("version")
+                                 description="Render a policy version as a Markdown document; with --all, "
+                                             "every version (and an index) into the --out directory.")
+    parser.add_argument("policy", nargs="?")
+    parser.add_argument("version", nargs="?")
     parser.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR, help="policy directory")
     parser.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES_DIR,
                         help="golden cases directory (<policy>/<version>/*.yaml)")
     parser.add_argument("--output", type=Path, help="write the document to this file, not standard output")
+    parser.add_argument("--all", action="store_true",
+                        help="every version: write OUT/<policy>/<version>.md and OUT/README.md (an index)")
+    parser.add_argument("--out", type=Path, help="with --all: the directory to write (e.g. docs/policies)")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.all:
+        if args.policy or args.version or args.output or not args.out:
+            print("error: --all takes --out DIR and no policy, version or --output", file=sys.stderr)
+            return 2
+    elif not (args.policy and args.version) or args.out:
+        print("error: give a policy and a version (or --all --out DIR)", file=sys.stderr)
+        return 2
     try:
         bundle = load_bundle(args.policies)
     except PolicyLoadError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.all:
+        changed = write_all(bundle, args.out, args.examples)
+        for path in changed:
+            print(f"{'wrote' if path.exists() else 'removed'} {path}")
+        print(f"{len(changed)} of {sum(map(len, bundle.policies.values())) + 1} documents changed in {args.out}")
+        return 0
     versions = bundle.policies.get(args.policy)
     if versions is None:
         print(f"unknown policy '{args.policy}' (policies: {', '.join(sorted(bundle.policies))})", file=sys.stderr)
