@@ -31,9 +31,9 @@ import load  # noqa: E402
 import scaling  # noqa: E402
 from cms_policy.v1 import policy_pb2 as pb  # noqa: E402
 from rules import corpus  # noqa: E402
-from rules.decision import DecisionRequest  # noqa: E402
+from rules.engine.decision import DecisionRequest  # noqa: E402
 from rules.evaluator import Evaluator  # noqa: E402
-from rules.loader import load_bundle  # noqa: E402
+from rules.engine.loader import load_bundle  # noqa: E402
 
 DECIDE_BATCH = "/cms.policy.v1.PolicyDecisionService/DecideBatch"
 HEADLINE = ("application_fee", "2017")  # the fee-waiver logic (2024 abolished the fee: NO_FEE)

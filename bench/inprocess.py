@@ -32,11 +32,12 @@ from durable import engine as durable_engine
 from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules import corpus, durable_host
-from rules.decision import DecisionRequest
+from rules import corpus
+from rules.engine import durable_host
+from rules.engine.decision import DecisionRequest
 from rules.decision_log import DecisionLog
 from rules.evaluator import Evaluator
-from rules.loader import Bundle
+from rules.engine.loader import Bundle
 from service.observability import configure_logging
 from service.reload import LiveBundle
 from service.server import PolicyDecisionService

@@ -24,9 +24,9 @@ import yaml
 
 from rules import corpus
 from rules.language import values
-from rules.decision import DecisionRequest
+from rules.engine.decision import DecisionRequest
 from rules.evaluator import Evaluator
-from rules.loader import DEFAULT_POLICY_DIR, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, load_bundle
 
 BLOCK = 100  # timed calls in a row before the next measurement takes its turn
 CITE = {"source": "Synthetic benchmark guidance"}

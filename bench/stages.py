@@ -55,7 +55,7 @@ def _server(kind: str, port: int, workdir: str, pipe) -> None:
     stamps: list[float] = []
     if kind == "Decide":
         from rules.decision_log import DecisionLog
-        from rules.loader import load_bundle
+        from rules.engine.loader import load_bundle
         from service.observability import configure_logging
         from service.reload import LiveBundle
         from service.server import PolicyDecisionService, build_server

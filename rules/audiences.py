@@ -21,9 +21,9 @@ import functools
 from dataclasses import dataclass, field
 
 from rules import explainer
-from rules.compiler import CompiledPolicy
-from rules.decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
-                            Explanation, MissingFact)
+from rules.engine.compiler import CompiledPolicy
+from rules.engine.decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
+                                   Explanation, MissingFact)
 from rules.language.model import PARTIES, PLACEHOLDER, WhoseFact
 
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}

@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rules.decision import Audience, DecisionRequest, RequestError
+from rules.engine.decision import Audience, DecisionRequest, RequestError
 from rules.evaluator import Evaluator
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.language.yamlsource import YamlSourceError, read_yaml
 
 AUDIENCES = {a.value.lower(): a for a in Audience}

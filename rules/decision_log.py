@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from rules.decision import Decision, DecisionRequest
+from rules.engine.decision import Decision, DecisionRequest
 
 if TYPE_CHECKING:
     from rules.evaluator import Evaluator

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from rules.language import arith, values
-from rules import audiences, durable_host, explainer, whatif
-from rules.compiler import CompiledList, CompiledPolicy
-from rules.decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
-                            FactUsed, Flag, ItemVerdict, MissingFact, Output, PolicyRef, RequestError, Shadow,
-                            TrailStep, Violation)
+from rules import audiences, explainer, whatif
+from rules.engine import durable_host
+from rules.engine.compiler import CompiledList, CompiledPolicy
+from rules.engine.decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest,
+                                   Explanation, FactUsed, Flag, ItemVerdict, MissingFact, Output, PolicyRef,
+                                   RequestError, Shadow, TrailStep, Violation)
 from rules.language.model import Fact, FactType, ItemList, Rule, Uses
-from rules.hitpolicy import Hit, first_hit
-from rules.loader import Bundle
+from rules.engine.hitpolicy import Hit, first_hit
+from rules.engine.loader import Bundle
 
 UNDETERMINED_TEXT = "the decision needs facts that were not given"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rules.decision import UNDETERMINED, Decision
+from rules.engine.decision import UNDETERMINED, Decision
 from rules.language.model import PLACEHOLDER, AllOf, AnyOf, Condition, FactType, NotOf, ParamType, PolicyVersion, Ref
 
 NOT_GIVEN = "(not given)"

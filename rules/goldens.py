@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rules.decision import Decision, DecisionRequest, RequestError
+from rules.engine.decision import Decision, DecisionRequest, RequestError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # golden files are large: libyaml when there is one

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rules import goldens
 from rules.evaluator import Evaluator
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 WARNING = ("Warning: {n} expected decision(s) changed. For a version already in use this is a behaviour "
            "change: review the diff before committing (new law is a new version, and a correction a new "

@@ -44,7 +44,7 @@ import yaml
 
 from rules import corpus
 from rules.language.checks import needs
-from rules.decision import UNDETERMINED, Decision, DecisionRequest, RequestError
+from rules.engine.decision import UNDETERMINED, Decision, DecisionRequest, RequestError
 from rules.language.model import FactType, PolicyVersion
 
 DEFAULT_EXAMPLES = 3
@@ -721,7 +721,7 @@ def _command(args) -> str:
 
 def run(args) -> int:
     from rules.evaluator import Evaluator
-    from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+    from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
     try:
         (policy, old), (other, new) = _split(args.old), _split(args.new)
         if policy != other:

@@ -37,7 +37,7 @@ from typing import Any, Hashable, Iterable
 
 from rules.language import arith
 from rules.language.checks import expressions, needs, tested, value_types, walk
-from rules.loader import shown_path
+from rules.engine.loader import shown_path
 from rules.language.model import (PLACEHOLDER, AllOf, Compare, Condition, FactType, Lookup, NotOf, ParamType,
                                   PolicyVersion, Ref, Rule, WhoseFact)
 from rules.language.yamlsource import Located, YamlSourceError, read_yaml

@@ -17,11 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rules.decision import Decision, RequestError
+from rules.engine.decision import Decision, RequestError
 from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError
-from rules.durable_host import EngineError
+from rules.engine.durable_host import EngineError
 from rules.evaluator import Evaluator
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 COLUMNS = ("decision_id", "decided_at", "revision", "current_revision", "outcome", "current_outcome",
            "amount_pence", "current_amount_pence", "outputs_changed")

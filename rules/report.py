@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from rules.decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
+from rules.engine.decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
 from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError, LoggedDecision, replay
 
 PARTIES = {Audience.CASEWORKER: "the Service (a caseworker)", Audience.RECEIVING_PARENT: "the receiving parent",
@@ -51,7 +51,7 @@ def run(args) -> int:
     if not args.replay:
         return 0
     from rules.evaluator import Evaluator  # the engine is only needed to replay
-    from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+    from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
     try:
         bundle = load_bundle(args.policies or DEFAULT_POLICY_DIR)
         result = replay(Evaluator(bundle), logged)

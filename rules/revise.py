@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rules import goldens
 from rules.goldentest import dir_options, shown
-from rules.loader import DEFAULT_POLICY_DIR
+from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.newversion import _date, _top_level, _validate
 from rules.language.yamlsource import YamlSourceError, read_yaml
 

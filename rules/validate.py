@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from rules.lint import NOTE, WARNING, lint
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 
 def add_command(commands) -> None:

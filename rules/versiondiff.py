@@ -18,7 +18,7 @@ from typing import Any
 
 from rules.language import arith
 from rules.explainer import describe, format_value
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.markdown import conclusion
 from rules.language.model import About, Fact, ItemList, ParamType, PolicyVersion, Rule, Status, WhoseFact
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rules.language.checks import walk
-from rules.decision import UNDETERMINED
+from rules.engine.decision import UNDETERMINED
 from rules.language.model import Fact, FactType, ParamType, PolicyVersion, Ref
 from rules.language.values import date_code, date_from_code, months_code
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from rules.decision_log import DEFAULT_PATH as DEFAULT_DECISION_LOG, LOG_ENV, DecisionLog, DecisionLogError
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 from . import authz, limits as server_limits, tls, workers
 from .observability import LOG_FORMATS, Metrics, configure_logging, is_loopback, serve_metrics

@@ -11,9 +11,10 @@ from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from rules.language import arith, values
-from rules.compiler import CompiledPolicy
-from rules.decision import (PARENTS, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
-                            MissingFact, Output, PolicyRef, RequestError, RequestReason, Shadow, TrailStep, Violation)
+from rules.engine.compiler import CompiledPolicy
+from rules.engine.decision import (PARENTS, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
+                                   MissingFact, Output, PolicyRef, RequestError, RequestReason, Shadow, TrailStep,
+                                   Violation)
 from rules.explainer import describe
 from rules.language.model import About, Rule, WhoseFact
 
@@ -257,7 +258,7 @@ def _fact_spec(f, lst=None) -> pb.FactSpec:
 
 
 def _sensitive(lst) -> bool:
-    """As the engine counts a list (rules/compiler.py)."""
+    """As the engine counts a list (rules/engine/compiler.py)."""
     return lst.sensitive or any(f.sensitive for f in lst.facts)
 
 

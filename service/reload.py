@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from rules.evaluator import Evaluator
-from rules.loader import Bundle, LoadError, PolicyLoadError, load_bundle
+from rules.engine.loader import Bundle, LoadError, PolicyLoadError, load_bundle
 
 from .writes import Writes
 

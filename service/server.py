@@ -46,9 +46,9 @@ from cms_policy.v1 import policy_pb2_grpc as pb_grpc
 from rules import decision_log as dlog
 from rules import markdown
 from rules.language import values
-from rules.decision import Decision, DecisionRequest, RequestError, Violation
+from rules.engine.decision import Decision, DecisionRequest, RequestError, Violation
 from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
-from rules.durable_host import EngineError
+from rules.engine.durable_host import EngineError
 
 from . import authz, convert
 from .limits import Limits

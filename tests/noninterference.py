@@ -11,7 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Iterator
 
-from rules.decision import PARENTS, UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, RequestReason
+from rules.engine.decision import (PARENTS, UNDETERMINED, Audience, Decision, DecisionRequest, RequestError,
+                                   RequestReason)
 from rules.language.model import FactType, WhoseFact
 
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}

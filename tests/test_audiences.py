@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules.decision import PARENTS, Audience, DecisionRequest, RequestReason
+from rules.engine.decision import PARENTS, Audience, DecisionRequest, RequestReason
 from rules.explainer import format_value
 from rules.language.model import FactType, WhoseFact
 

@@ -13,7 +13,7 @@ import yaml
 
 from rules import goldens
 from rules.__main__ import main
-from rules.loader import DEFAULT_POLICY_DIR
+from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.yamlsource import read_yaml
 
 FEE_2017 = goldens.DEFAULT_DIR / "application_fee" / "2017"

@@ -23,7 +23,7 @@ from google.protobuf import struct_pb2
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules import decision_log
-from rules.decision import Audience, DecisionRequest, RequestReason
+from rules.engine.decision import Audience, DecisionRequest, RequestReason
 from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
                                 SQLiteDecisionLog, differences, key_id, new_key_text, parse_keys, replay)
 from service import convert

@@ -31,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules import decision_log
-from rules.decision import DecisionRequest
+from rules.engine.decision import DecisionRequest
 from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
                                 key_id, new_key_text, replay)
 from rules.decision_log_pg import PostgresDecisionLog, redact
@@ -231,7 +231,7 @@ def test_an_altered_or_moved_sealed_row_fails_its_integrity_check(pg_url, sql, e
 
 
 def test_every_golden_case_replays_identically_from_the_log(pg_url, evaluator):
-    from rules.decision import DecisionRequest
+    from rules.engine.decision import DecisionRequest
     with DecisionLog.open(pg_url, [key := _key()]) as log:
         ids = []
         for req in _golden_requests():

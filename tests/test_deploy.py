@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rules.loader import DEFAULT_POLICY_DIR, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, load_bundle
 from service import probe
 from service.reload import LiveBundle, _signature
 

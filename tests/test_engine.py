@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rules.language import values
-from rules.decision import DecisionRequest, RequestError
-from rules.hitpolicy import Hit, first_hit
+from rules.engine.decision import DecisionRequest, RequestError
+from rules.engine.hitpolicy import Hit, first_hit
 
 ADULT = dict(application_route="direct_pay", applicant_in_northern_ireland=False, application_date="2019-03-15",
              applicant_date_of_birth="1985-07-20", abuse_of_applicant=False, child_abuse_disclosed=False,
@@ -192,7 +192,7 @@ def test_sessions_are_deleted_beyond_the_engine_session_cap(evaluator):
 
 
 def test_engine_errors_carry_no_fact_values(bundle):
-    from rules import durable_host
+    from rules.engine import durable_host
     ruleset = bundle.policies["application_fee"]["2017"].ruleset
     with pytest.raises(durable_host.EngineError) as caught:  # no rule handles a fact not tagged _t: w
         durable_host.evaluate(ruleset, {"_t": "other", "abuse_of_applicant": "SECRET-VALUE"})
@@ -209,7 +209,7 @@ def _tiny_ruleset(name: str) -> tuple[str, dict, dict]:
 
 
 def test_a_ruleset_the_engine_refuses_is_an_engine_error(monkeypatch):
-    from rules import durable_host
+    from rules.engine import durable_host
 
     def refuse(name, text):
         raise Exception("Could not create ruleset, error code: 113")
@@ -228,8 +228,8 @@ def test_a_ruleset_the_engine_refuses_is_an_engine_error(monkeypatch):
 _PERTURBED_LOAD = """
 import json
 import durable_rules_engine as core
-from rules import durable_host
-from rules.loader import load_bundle
+from rules.engine import durable_host
+from rules.engine.loader import load_bundle
 
 def refusals(definition, tries=20):
     text, refused = json.dumps(definition), 0
@@ -261,7 +261,7 @@ def test_every_shipped_ruleset_is_taken_whatever_the_heap_holds(perturb):
 
 def test_any_in_compiles_to_one_iany_per_value(bundle):
     """The form durable_rules can always take (see the test above): no $or inside an $iany."""
-    from rules import durable_host
+    from rules.engine import durable_host
 
     fee = next(p for p in bundle.versions("application_fee") if p.version.version == "2017")
     definition, _ = durable_host.registered(fee.ruleset)

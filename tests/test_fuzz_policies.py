@@ -29,11 +29,11 @@ from hypothesis import strategies as st
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules.language import checks, values, yamlsource
-from rules import durable_host
-from rules.decision import DecisionRequest, RequestError
+from rules.engine import durable_host
+from rules.engine.decision import DecisionRequest, RequestError
 from rules.decision_log import DecisionLog
 from rules.evaluator import Evaluator
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.language.model import FactType
 from service.reload import LiveBundle
 from service.server import build_server

@@ -32,11 +32,11 @@ from hypothesis import strategies as st
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules import durable_host
+from rules.engine import durable_host
 from rules.language import values
-from rules.decision import DecisionRequest, RequestError
+from rules.engine.decision import DecisionRequest, RequestError
 from rules.decision_log import DecisionLog
-from rules.loader import load_bundle
+from rules.engine.loader import load_bundle
 from rules.language.model import Fact, FactType
 from service import convert
 from service.reload import LiveBundle

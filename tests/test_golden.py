@@ -14,7 +14,7 @@ from google.protobuf import json_format, struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from rules import goldens
-from rules.decision import Decision
+from rules.engine.decision import Decision
 from rules.language.model import Citation
 
 GOLDEN = goldens.DEFAULT_DIR

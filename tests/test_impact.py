@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from rules import corpus, impact
-from rules.decision import DecisionRequest
+from rules.engine.decision import DecisionRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = Path(__file__).parent / "fixtures" / "impact"

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rules.language.arith import percent_text, round_half_up
-from rules.decision import DecisionRequest, RequestError
+from rules.engine.decision import DecisionRequest, RequestError
 from rules.evaluator import Evaluator
-from rules.loader import load_bundle
+from rules.engine.loader import load_bundle
 
 LANGUAGE = Path(__file__).parent / "fixtures" / "language"
 

@@ -12,7 +12,7 @@ import pytest
 
 from rules import lint as lint_module
 from rules.lint import NOTE, WARNING, lint
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 FEE_2017 = DEFAULT_POLICY_DIR / "application_fee" / "2017.yaml"
@@ -397,7 +397,7 @@ def test_never_firing_matches_brute_force_with_facts_missing():
     import itertools
     import random
     from pydantic import TypeAdapter
-    from rules.hitpolicy import first_hit
+    from rules.engine.hitpolicy import first_hit
     from rules.language.model import Condition, Rule
     rng, (space, values) = random.Random(7), _brute_space()
     cases = [dict(zip("benl", combo)) for combo in itertools.product(*([None, *values[f]] for f in "benl"))]

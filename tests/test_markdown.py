@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules.loader import load_bundle
+from rules.engine.loader import load_bundle
 from rules.markdown import DEFAULT_EXAMPLES_DIR, NO_EXAMPLES, document
 
 ROOT = Path(__file__).resolve().parents[1]

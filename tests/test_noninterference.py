@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from rules import audiences
-from rules.decision import Audience, DecisionRequest
+from rules.engine.decision import Audience, DecisionRequest
 from rules.evaluator import Evaluator
 from rules.language.model import FactType
 

@@ -32,7 +32,7 @@ from cms_policy.v1 import policy_pb2_grpc
 from rules import goldens
 from rules.explainer import format_value
 from rules.decision_log import DecisionLog
-from rules.loader import DEFAULT_POLICY_DIR
+from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.model import FactType
 from service import convert, server as server_module
 from service.observability import JsonFormatter, Metrics, TextFormatter, log_fields, resolve_format

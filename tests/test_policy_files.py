@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BROKEN = sorted((FIXTURES / "broken").glob("*.yaml"))

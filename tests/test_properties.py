@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.language.arith import round_half_up
-from rules.decision import DecisionRequest
+from rules.engine.decision import DecisionRequest
 from rules.evaluator import Evaluator
-from rules.loader import load_bundle
+from rules.engine.loader import load_bundle
 
 EVALUATOR = Evaluator(load_bundle())
 GOLDEN = Path(__file__).parent / "golden"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.decision import DecisionRequest
+from rules.engine.decision import DecisionRequest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 ROW = re.compile(r"^\| `(\w+)` \| (?:`(version|as_at)` ([\w-]+); )?`(\{.*\})` \| `(\w+)`(?:, (\d+) pence)?", re.M)

@@ -18,8 +18,8 @@ from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules.decision import DecisionRequest
-from rules.loader import DEFAULT_POLICY_DIR, load_bundle
+from rules.engine.decision import DecisionRequest
+from rules.engine.loader import DEFAULT_POLICY_DIR, load_bundle
 from service.reload import LiveBundle, Watcher
 from service.writes import Writes
 

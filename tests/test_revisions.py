@@ -13,10 +13,10 @@ import pytest
 
 from rules import goldens
 from rules.__main__ import main
-from rules.decision import DecisionRequest
+from rules.engine.decision import DecisionRequest
 from rules.decision_log import DecisionLog, replay
 from rules.evaluator import Evaluator
-from rules.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.remediate import remediate
 
 FEE = "application_fee"

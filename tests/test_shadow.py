@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules.decision import DecisionRequest, RequestError
+from rules.engine.decision import DecisionRequest, RequestError
 from rules.decision_log import DecisionLog, replay
-from rules.durable_host import EngineError
+from rules.engine.durable_host import EngineError
 from rules.evaluator import Evaluator
 from rules.report import render
 

@@ -14,7 +14,7 @@ from google.rpc import code_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from rules import goldens
-from rules.decision import PARENTS, Audience, Counterfactual, DecisionRequest, DisclosureRisk, MissingFact
+from rules.engine.decision import PARENTS, Audience, Counterfactual, DecisionRequest, DisclosureRisk, MissingFact
 from service import authz, convert
 
 from .test_batch import Local

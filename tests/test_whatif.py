@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from rules.decision import Audience, DecisionRequest
+from rules.engine.decision import Audience, DecisionRequest
 
 CALCULATION = {"relevant_other_children": 0, "receives_prescribed_benefit": False, "paying_parent_is_prisoner": False,
                "nil_rate_category": "none", "qualifying_children": [{"shared_care_nights": 0}]}

@@ -23,9 +23,9 @@ from functools import cached_property
 from typing import Any
 
 from rules.language import arith
-from rules import durable_host
+from rules.engine import durable_host
 from rules.language.checks import needs, tested, value_types
-from rules.hitpolicy import first_hit
+from rules.engine.hitpolicy import first_hit
 from rules.language.model import (AllOf, AnyOf, Compare, Condition, Fact, FactType, ItemList, NotOf, PolicyVersion,
                                   Ref, Rule)
 from rules.language.values import count_key, date_code, encode, months_code

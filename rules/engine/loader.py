@@ -19,12 +19,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from rules.language.checks import check
-from rules.durable_host import EngineError
-from rules.compiler import CompiledPolicy, compile_policy, content_hash
+from rules.engine.durable_host import EngineError
+from rules.engine.compiler import CompiledPolicy, compile_policy, content_hash
 from rules.language.model import FactType, PolicyVersion, Status
 from rules.language.yamlsource import MAX_BYTES, Located, YamlSourceError, read_yaml
 
-DEFAULT_POLICY_DIR = Path(__file__).parent / "policies"
+DEFAULT_POLICY_DIR = Path(__file__).parent.parent / "policies"  # rules/policies
 
 
 @dataclass(frozen=True)
