@@ -5,9 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from rules import markdown, report, validate
+from rules import report, validate
 from rules import decidefile, goldentest, newversion, versiondiff
 from rules import corpus, impact, remediate, revise
+from rules.authoring import doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     report.add_command(commands)
-    markdown.add_command(commands)
+    doc.add_command(commands)
     validate.add_command(commands)
     goldentest.add_command(commands)
     decidefile.add_command(commands)

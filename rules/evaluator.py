@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rules.language import arith, values
-from rules import audiences, explainer, whatif
+from rules.explain import audiences, explainer, whatif
 from rules.engine import durable_host
 from rules.engine.compiler import CompiledList, CompiledPolicy
 from rules.engine.decision import (PARENTS, UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rules import goldens, validate
 from rules.goldentest import dir_options, shown
-from rules.explainer import format_value
+from rules.explain.explainer import format_value
 from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.model import ParamType, Status
 from rules.language.yamlsource import YamlSourceError, read_yaml

@@ -15,7 +15,7 @@ from rules.engine.compiler import CompiledPolicy
 from rules.engine.decision import (PARENTS, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
                                    MissingFact, Output, PolicyRef, RequestError, RequestReason, Shadow, TrailStep,
                                    Violation)
-from rules.explainer import describe
+from rules.explain.explainer import describe
 from rules.language.model import About, Rule, WhoseFact
 
 # Whose view of a decision a request asks for (None: the full decision).

@@ -44,7 +44,7 @@ from grpc_status import rpc_status
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc as pb_grpc
 from rules import decision_log as dlog
-from rules import markdown
+from rules.explain import markdown
 from rules.language import values
 from rules.engine.decision import Decision, DecisionRequest, RequestError, Violation
 from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError

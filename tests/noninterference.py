@@ -3,7 +3,7 @@ when only the other parent's secrets change, and an outcome that does change mus
 disclosure risk for that parent.
 
 It reads the fact schema itself (whose each fact is, whether it is sensitive) and does not use the
-engine's own reckoning of it (rules/audiences.py): a mistake there must show up here.
+engine's own reckoning of it (rules/explain/audiences.py): a mistake there must show up here.
 """
 from __future__ import annotations
 

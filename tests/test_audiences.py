@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rules.engine.decision import PARENTS, Audience, DecisionRequest, RequestReason
-from rules.explainer import format_value
+from rules.explain.explainer import format_value
 from rules.language.model import FactType, WhoseFact
 
 GOLDEN = Path(__file__).parent / "golden"

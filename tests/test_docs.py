@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rules.markdown import DEFAULT_EXAMPLES_DIR, all_documents
+from rules.authoring.doc import DEFAULT_EXAMPLES_DIR
+from rules.explain.markdown import all_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY_DOCS = ROOT / "docs" / "policies"

@@ -1,4 +1,4 @@
-"""Policy versions as Markdown documents (rules/markdown.py): every version renders with its
+"""Policy versions as Markdown documents (rules/explain/markdown.py): every version renders with its
 parameters, rules, citations and worked examples, tables stay tables, and `python -m rules doc`."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from rules.engine.loader import load_bundle
-from rules.markdown import DEFAULT_EXAMPLES_DIR, NO_EXAMPLES, document
+from rules.authoring.doc import DEFAULT_EXAMPLES_DIR
+from rules.explain.markdown import NO_EXAMPLES, document
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGUAGE = Path(__file__).parent / "fixtures" / "language"
@@ -54,7 +55,7 @@ def _assert_tables_well_formed(doc: str) -> None:
 def test_every_version_renders_completely(bundle, policy, version):
     compiled = bundle.policies[policy][version]
     pv = compiled.version
-    doc = document(compiled)
+    doc = document(compiled, DEFAULT_EXAMPLES_DIR)
 
     assert doc.startswith(f"# {_words(pv.title)}\n")
     assert compiled.content_hash in doc
@@ -79,7 +80,7 @@ def test_every_version_renders_completely(bundle, policy, version):
 
 
 def test_money_and_dates_read_as_words(bundle):
-    doc = document(bundle.policies["application_fee"]["2017"])
+    doc = document(bundle.policies["application_fee"]["2017"], DEFAULT_EXAMPLES_DIR)
     assert "| `application_fee_pence` | £20.00 | The application fee. |" in doc
     assert "in force from 1 August 2017 to 25 February 2024" in doc
     assert "[Child Support Fees Regulations 2014 (SI 2014/612), regs 3 and 4](https://www.legislation.gov.uk/uksi/2014/612)" in doc
@@ -87,12 +88,12 @@ def test_money_and_dates_read_as_words(bundle):
     assert "- `application_date`: 15 March 2019" in example
     assert "- `applicant_in_northern_ireland`: no" in example
     assert "**Decision:** `FEE_PAYABLE` (the application fee is payable), £20.00." in example
-    assert document(bundle.policies["application_fee"]["2017"]) == doc  # nothing depends on the time
+    assert document(bundle.policies["application_fee"]["2017"], DEFAULT_EXAMPLES_DIR) == doc  # nothing depends on the time
 
 
 def test_rules_read_in_order_with_conditions_and_amounts(bundle):
     compiled = bundle.policies["application_fee"]["2017"]
-    doc = document(compiled)
+    doc = document(compiled, DEFAULT_EXAMPLES_DIR)
     ids = re.findall(r"^### \d+\. `(.+)`$", doc, re.M)
     assert ids == [r.id for r in compiled.version.rules]
     under_19 = doc.split("### 3. `waived.under-19`\n", 1)[1].split("\n### ", 1)[0]
@@ -104,7 +105,7 @@ def test_rules_read_in_order_with_conditions_and_amounts(bundle):
 
 
 def test_percent_tables_are_small_tables(bundle):
-    doc = document(bundle.policies["maintenance_calculation"]["2012"])
+    doc = document(bundle.policies["maintenance_calculation"]["2012"], DEFAULT_EXAMPLES_DIR)
     assert "| `reduced_rates` | the table below |" in doc
     assert "| relevant other children 0 | 17% | 25% | 31% |" in doc
     assert "| 3 or more | 12.4% | 18.9% | 23.8% |" in doc
@@ -172,8 +173,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, encoding="utf-8", timeout=120)
 
 
-@pytest.mark.skipif(not (ROOT / "rules" / "report.py").exists(),
-                    reason="rules/__main__.py imports rules/report.py, which is not written yet")
 def test_cli_prints_and_writes_the_document(bundle, tmp_path):
     title = bundle.policies["application_fee"]["2017"].version.title
     done = _cli("application_fee", "2017")

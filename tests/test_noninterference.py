@@ -17,7 +17,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rules import audiences
+from rules.explain import audiences
 from rules.engine.decision import Audience, DecisionRequest
 from rules.evaluator import Evaluator
 from rules.language.model import FactType

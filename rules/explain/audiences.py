@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from rules import explainer
+from rules.explain import explainer
 from rules.engine.compiler import CompiledPolicy
 from rules.engine.decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
                                    Explanation, MissingFact)

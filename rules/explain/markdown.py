@@ -1,27 +1,25 @@
 """A policy version as a Markdown document for people: its law, parameters, facts, each rule in
 plain English, and its golden cases as worked examples (`GetPolicy` with `markdown`, and
-`python -m rules doc <policy> <version>`). The output is GitHub-flavoured Markdown and depends
+`python -m rules doc`, rules/authoring/doc.py). The output is GitHub-flavoured Markdown and depends
 only on the version and the example files, never on when it is made.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rules.language import arith
-from rules import goldens
 from rules.engine.compiler import CompiledPolicy
-from rules.explainer import describe, format_value, money
-from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.explain.explainer import describe, format_value, money
 from rules.language.model import (Citation, Fact, FactType, ItemList, Parameter, ParamType, PolicyVersion, Rule,
                                   Status, Uses)
 
-DEFAULT_EXAMPLES_DIR = goldens.DEFAULT_DIR
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # golden files are large: libyaml when there is one
 NO_EXAMPLES = "No worked examples are installed for this version."
 RULE_ORDER = ("Rules are tried in the order below. The first outcome rule whose condition holds decides the "
               "outcome, and the first rule for each derived value that holds gives that value (otherwise its "
@@ -30,7 +28,9 @@ RULE_ORDER = ("Rules are tried in the order below. The first outcome rule whose 
               "`UNDETERMINED`.")
 
 
-def document(compiled: CompiledPolicy, examples_dir: Path | None = DEFAULT_EXAMPLES_DIR) -> str:
+def document(compiled: CompiledPolicy, examples_dir: Path | None = None) -> str:
+    """The version's document; its worked examples are the golden cases under `examples_dir`
+    (`<policy>/<version>/*.yaml`), if given."""
     pv = compiled.version
     sections = [_header(compiled), _sources(pv), _corrections(pv), _outcomes(pv), _parameters(pv), _facts_section(pv),
                 _lists(pv), _uses(pv), _rules(pv), _examples(compiled, examples_dir)]
@@ -249,7 +249,7 @@ def _examples(compiled: CompiledPolicy, examples_dir: Path | None) -> str:
 
 
 def _example(compiled: CompiledPolicy, path: Path) -> str:
-    case = goldens.read(path)
+    case = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     request, expected = case["request"], case.get("expected") or {}
     picked = (f"as at {request['as_at']}" if request.get("as_at")
               else f"version `{request['version']}`" if request.get("version") else "no version or as-at date")
@@ -294,7 +294,7 @@ def _value(kind: FactType | None, value: Any, labels: dict[str, str]) -> str:
     return _inline(format_value(kind, value))
 
 
-# --- command line -------------------------------------------------------------
+# --- every version ------------------------------------------------------------
 
 INDEX_NOTE = ("Generated from `rules/policies/` and the golden cases in `tests/golden/` by "
               "`python -m rules doc --all --out docs/policies`; do not edit by hand. "
@@ -306,7 +306,7 @@ def _version_order(compiled: CompiledPolicy) -> tuple:
     return (pv.effective_from or dt.date.max, pv.version)
 
 
-def all_documents(bundle, examples_dir: Path | None = DEFAULT_EXAMPLES_DIR) -> dict[str, str]:
+def all_documents(bundle, examples_dir: Path | None = None) -> dict[str, str]:
     """Every version's document and an index, by path relative to the output directory
     (`<policy>/<version>.md` and `README.md`)."""
     docs = {f"{policy}/{version}.md": document(compiled, examples_dir)
@@ -331,72 +331,3 @@ def index(bundle) -> str:
             rows.append([f"[`{pv.version}`]({policy}/{pv.version}.md)", pv.status.value, when, pv.title])
         parts.append(f"## `{policy}`\n\n" + _table(["Version", "Status", "In force", "Title"], rows))
     return "\n\n".join(parts) + "\n"
-
-
-def write_all(bundle, out: Path, examples_dir: Path | None = DEFAULT_EXAMPLES_DIR) -> list[Path]:
-    """Write every document under `out`, remove `<policy>/*.md` files no version has, and return
-    the paths written or removed whose content changed."""
-    docs = all_documents(bundle, examples_dir)
-    changed = []
-    for rel, text in docs.items():
-        path = out / rel
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            changed.append(path)
-    for path in sorted(out.glob("*/*.md")):
-        if path.relative_to(out).as_posix() not in docs:
-            path.unlink()
-            changed.append(path)
-    return changed
-
-
-def add_command(commands) -> None:
-    parser = commands.add_parser("doc", help="render a policy version as a Markdown document",
-                                 description="Render a policy version as a Markdown document; with --all, "
-                                             "every version (and an index) into the --out directory.")
-    parser.add_argument("policy", nargs="?")
-    parser.add_argument("version", nargs="?")
-    parser.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR, help="policy directory")
-    parser.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES_DIR,
-                        help="golden cases directory (<policy>/<version>/*.yaml)")
-    parser.add_argument("--output", type=Path, help="write the document to this file, not standard output")
-    parser.add_argument("--all", action="store_true",
-                        help="every version: write OUT/<policy>/<version>.md and OUT/README.md (an index)")
-    parser.add_argument("--out", type=Path, help="with --all: the directory to write (e.g. docs/policies)")
-    parser.set_defaults(run=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.all:
-        if args.policy or args.version or args.output or not args.out:
-            print("error: --all takes --out DIR and no policy, version or --output", file=sys.stderr)
-            return 2
-    elif not (args.policy and args.version) or args.out:
-        print("error: give a policy and a version (or --all --out DIR)", file=sys.stderr)
-        return 2
-    try:
-        bundle = load_bundle(args.policies)
-    except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if args.all:
-        changed = write_all(bundle, args.out, args.examples)
-        for path in changed:
-            print(f"{'wrote' if path.exists() else 'removed'} {path}")
-        print(f"{len(changed)} of {sum(map(len, bundle.policies.values())) + 1} documents changed in {args.out}")
-        return 0
-    versions = bundle.policies.get(args.policy)
-    if versions is None:
-        print(f"unknown policy '{args.policy}' (policies: {', '.join(sorted(bundle.policies))})", file=sys.stderr)
-        return 1
-    if args.version not in versions:
-        print(f"{args.policy} has no version '{args.version}' (versions: {', '.join(sorted(versions))})",
-              file=sys.stderr)
-        return 1
-    text = document(versions[args.version], args.examples)
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
