@@ -34,6 +34,8 @@ from google.protobuf import struct_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
+# Golden cases name parties and reasons as the engine does; the wire's enum values carry a prefix.
+WIRE_PREFIXES = {"subject": "AUDIENCE_", "requested_by": "AUDIENCE_", "reason": "REQUEST_REASON_"}
 ECHO = "/bench.Echo/Echo"
 DECIDE = "/cms.policy.v1.PolicyDecisionService/Decide"
 CALL_TIMEOUT = 10.0  # seconds; a call that takes longer counts as an error (DEADLINE_EXCEEDED)
@@ -234,7 +236,7 @@ def decide_payloads(policy: str, version: str | None = None, omit_counterfactual
         message = pb.DecideRequest(policy=req["policy"], version=str(req.get("version", "")),
                                    as_at=str(req.get("as_at", "")), facts=facts,
                                    omit_counterfactuals=omit_counterfactuals,
-                                   **{k: req[k] for k in ("subject", "requested_by", "reason") if k in req})
+                                   **{k: prefix + req[k] for k, prefix in WIRE_PREFIXES.items() if k in req})
         out.append(message.SerializeToString())
     if not out:
         raise ValueError(f"no golden requests for {policy}/{version or '*'} in {GOLDEN}")

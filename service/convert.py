@@ -18,6 +18,13 @@ from rules.engine.decision import (PARENTS, Audience, Counterfactual, Decision, 
 from rules.explain.explainer import describe
 from rules.language.model import About, Rule, WhoseFact
 
+# The engine's parties and reasons on the wire, where each enum value carries its enum's name as a
+# prefix (buf lint): AUDIENCE_CASEWORKER is the engine's CASEWORKER.
+AUDIENCES: dict[Audience, int] = {a: pb.Audience.Value(f"AUDIENCE_{a.value}") for a in Audience}
+REASONS: dict[RequestReason, int] = {r: pb.RequestReason.Value(f"REQUEST_REASON_{r.value}") for r in RequestReason}
+_PARTIES = {number: a for a, number in AUDIENCES.items()}
+_REASONS = {number: r for r, number in REASONS.items()}
+
 # Whose view of a decision a request asks for (None: the full decision).
 VIEWS: dict[int, Audience | None] = {pb.VIEW_UNSPECIFIED: None, pb.VIEW_RECEIVING_PARENT: Audience.RECEIVING_PARENT,
                                      pb.VIEW_PAYING_PARENT: Audience.PAYING_PARENT}
@@ -38,19 +45,20 @@ def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dic
     added to `problems` by field."""
     out = {"counterfactuals": not message.omit_counterfactuals, "shadow_version": message.shadow_version}
     if message.subject:
-        subject = Audience(pb.Audience.Name(message.subject)) if message.subject in pb.Audience.values() else None
+        subject = _PARTIES.get(message.subject)
         if subject in PARENTS:
             out["subject"] = subject
         else:
-            problems.append(Violation(field="subject", description="the subject is RECEIVING_PARENT or PAYING_PARENT"))
+            problems.append(Violation(field="subject",
+                                      description="the subject is AUDIENCE_RECEIVING_PARENT or AUDIENCE_PAYING_PARENT"))
     if message.requested_by:
-        if message.requested_by in pb.Audience.values():
-            out["requested_by"] = Audience(pb.Audience.Name(message.requested_by))
+        if message.requested_by in _PARTIES:
+            out["requested_by"] = _PARTIES[message.requested_by]
         else:
             problems.append(Violation(field="requested_by", description="unknown party"))
     if message.reason:
-        if message.reason in pb.RequestReason.values():
-            out["reason"] = RequestReason(pb.RequestReason.Name(message.reason))
+        if message.reason in _REASONS:
+            out["reason"] = _REASONS[message.reason]
         else:
             problems.append(Violation(field="reason", description="unknown reason"))
     problems += view_problems(message.view)  # the response's, not the engine's: checked here with the rest
@@ -105,9 +113,9 @@ def _plain(value: struct_pb2.Value, depth: int):
 def decide_request(r: DecisionRequest) -> pb.DecideRequest:
     """A request as the engine took it, back as the DecideRequest it came from (for GetDecision)."""
     return pb.DecideRequest(policy=r.policy, version=r.version, as_at=_date(r.as_at), facts=_struct(r.facts),
-                            subject=r.subject.value if r.subject else 0,
-                            requested_by=r.requested_by.value if r.requested_by else 0,
-                            reason=r.reason.value if r.reason else 0, omit_counterfactuals=not r.counterfactuals,
+                            subject=AUDIENCES[r.subject] if r.subject else 0,
+                            requested_by=AUDIENCES[r.requested_by] if r.requested_by else 0,
+                            reason=REASONS[r.reason] if r.reason else 0, omit_counterfactuals=not r.counterfactuals,
                             shadow_version=r.shadow_version)
 
 
@@ -165,10 +173,10 @@ def _add_missing(into, missing: list[MissingFact]) -> None:
         into.add(name=m.name, description=m.description, question=m.question)
 
 
-def decision(d: Decision, out: pb.Decision | None = None) -> pb.Decision:
+def decision(d: Decision, out: pb.DecideResponse | None = None) -> pb.DecideResponse:
     """`d` as a protobuf Decision: filled into `out` in place if given (e.g. a batch result's,
     where building one and setting it would copy it), else into a new one."""
-    out = pb.Decision() if out is None else out
+    out = pb.DecideResponse() if out is None else out
     out.decision_id, out.as_at, out.outcome = d.decision_id, _date(d.as_at), d.outcome
     out.outcome_description, out.rationale, out.bundle_hash = d.outcome_description, d.rationale, d.bundle_hash
     for f in d.flags:
@@ -181,7 +189,7 @@ def decision(d: Decision, out: pb.Decision | None = None) -> pb.Decision:
     for e in d.explanations:
         _set_explanation(out.explanations.add(), e)
     for r in d.disclosure_risks:
-        out.disclosure_risks.add(parent=r.parent.value, whose=r.whose.value if r.whose else 0, facts=r.facts,
+        out.disclosure_risks.add(parent=AUDIENCES[r.parent], whose=AUDIENCES[r.whose] if r.whose else 0, facts=r.facts,
                                  rule_id=r.rule_id, infers=r.infers, advice=r.advice)
     if d.shadow:
         _set_shadow(out.shadow, d.shadow)
@@ -208,7 +216,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 def _set_explanation(out: pb.Explanation, e: Explanation) -> None:
     # `hold`, not `notify`: proto3's default (false) must mean what a message from before the field meant
-    out.audience, out.text, out.withheld, out.hold = e.audience.value, e.text, e.withheld, not e.notify
+    out.audience, out.text, out.withheld, out.hold = AUDIENCES[e.audience], e.text, e.withheld, not e.notify
     _add_counterfactuals(out.counterfactuals, e.counterfactuals)
     _add_missing(out.questions, e.questions)
 
@@ -216,7 +224,7 @@ def _set_explanation(out: pb.Explanation, e: Explanation) -> None:
 def _add_counterfactuals(into, counterfactuals: list[Counterfactual]) -> None:
     for c in counterfactuals:
         _set_value(into.add(fact=c.fact, direction=c.direction, outcome=c.outcome, text=c.text,
-                            shown_to=[a.value for a in c.shown_to], parent_text=c.parent_text).value, c.value)
+                            shown_to=[AUDIENCES[a] for a in c.shown_to], parent_text=c.parent_text).value, c.value)
 
 
 def _policy_ref(ref: PolicyRef) -> pb.PolicyRef:
@@ -285,9 +293,9 @@ def _param_value(value):
     return value
 
 
-def policy_detail(compiled: CompiledPolicy, earlier: list[CompiledPolicy] = ()) -> pb.PolicyVersionDetail:
+def policy_detail(compiled: CompiledPolicy, earlier: list[CompiledPolicy] = ()) -> pb.GetPolicyResponse:
     pv = compiled.version
-    return pb.PolicyVersionDetail(
+    return pb.GetPolicyResponse(
         corrections=[pb.Correction(revision=c.revision, date=c.date.isoformat(), change=c.change,
                                    citations=_citations(c.cites)) for c in pv.corrections],
         earlier_revisions=[policy_ref(e) for e in earlier],

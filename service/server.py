@@ -133,7 +133,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         return "decision", {**_decision_fields(decision), "latency_ms": _ms(seconds),
                             "record_ms": _ms(record_seconds), **fields}
 
-    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:
         started = time.perf_counter()
         snapshot = self.live.current
         policy = _policy_label(snapshot, request.policy)
@@ -271,15 +271,15 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no decision with id '{decision_id[:64]}'")
         return logged
 
-    def GetDecision(self, request: pb.GetDecisionRequest, context: grpc.ServicerContext) -> pb.LoggedDecision:
+    def GetDecision(self, request: pb.GetDecisionRequest, context: grpc.ServicerContext) -> pb.GetDecisionResponse:
         problems = convert.view_problems(request.view)
         if problems:
             _abort_invalid(context, problems)
         logged = self._logged(request.decision_id, context)
         log.info("decision fetched", extra={"decision_id": logged.decision.decision_id})
         if request.view:  # a parent's: the request holds the other parent's facts
-            return pb.LoggedDecision(decision=convert.decision(convert.viewed(logged.decision, request.view)))
-        return pb.LoggedDecision(request=convert.decide_request(logged.request),
+            return pb.GetDecisionResponse(decision=convert.decision(convert.viewed(logged.decision, request.view)))
+        return pb.GetDecisionResponse(request=convert.decide_request(logged.request),
                                  decision=convert.decision(logged.decision), bundle_hash=logged.bundle_hash)
 
     def ReplayDecision(self, request: pb.ReplayDecisionRequest, context: grpc.ServicerContext
@@ -316,7 +316,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
                       for name in sorted(bundle.policies)],
             bundle_hash=bundle.bundle_hash)
 
-    def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.ServicerContext) -> pb.PolicyVersionDetail:
+    def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.ServicerContext) -> pb.GetPolicyResponse:
         try:
             compiled, _ = self.live.current.evaluator.select(
                 self._request(request.policy, request.version, request.as_at, None))

@@ -21,6 +21,15 @@ from rules.engine.loader import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Golden cases name parties and reasons as the engine does (RECEIVING_PARENT); on the wire each enum
+# value carries its enum's name as a prefix (AUDIENCE_RECEIVING_PARENT).
+WIRE_PREFIXES = {"subject": "AUDIENCE_", "requested_by": "AUDIENCE_", "reason": "REQUEST_REASON_"}
+
+
+def wire_enums(req: dict) -> dict:
+    """A golden case's subject, requested_by and reason, as DecideRequest's keyword arguments."""
+    return {k: prefix + req[k] for k, prefix in WIRE_PREFIXES.items() if k in req}
+
 
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,

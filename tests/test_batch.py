@@ -77,8 +77,8 @@ def _batch(*requests: pb.DecideRequest) -> pb.DecideBatchRequest:
     return pb.DecideBatchRequest(requests=requests)
 
 
-def _without_id(decision: pb.Decision) -> pb.Decision:
-    out = pb.Decision()
+def _without_id(decision: pb.DecideResponse) -> pb.DecideResponse:
+    out = pb.DecideResponse()
     out.CopyFrom(decision)
     out.ClearField("decision_id")
     out.ClearField("decided_at")

@@ -58,7 +58,7 @@ def _integrity(log_path: Path) -> None:
         db.close()
 
 
-def _check_recorded(stub, acknowledged: list[pb.Decision]) -> None:
+def _check_recorded(stub, acknowledged: list[pb.DecideResponse]) -> None:
     for decision in acknowledged:
         logged = stub.GetDecision(pb.GetDecisionRequest(decision_id=decision.decision_id))
         assert logged.decision == decision, f"{decision.decision_id} reads back differently"
@@ -73,7 +73,7 @@ def test_every_acknowledged_decision_survives_sigkill_and_replays(tmp_path):
     for round_ in range(ROUNDS):
         proc, channel, _ = start_service(tmp_path)
         stub = policy_pb2_grpc.PolicyDecisionServiceStub(channel)
-        acknowledged: list[pb.Decision] = []
+        acknowledged: list[pb.DecideResponse] = []
         stop = threading.Event()
         clients = [threading.Thread(target=_load, args=(stub, requests, acknowledged, stop, i * 37 + round_))
                    for i in range(CLIENTS)]
@@ -130,8 +130,8 @@ def test_sigterm_drains_requests_under_way_then_exits(tmp_path):
 
     assert proc.returncode == 0, service_log.read_text()[-2000:]
     assert took < 20, f"took {took:.1f}s to stop"
-    decided = [r for r in results if isinstance(r, pb.Decision)]
-    refused = [r for r in results if not isinstance(r, pb.Decision)]
+    decided = [r for r in results if isinstance(r, pb.DecideResponse)]
+    refused = [r for r in results if not isinstance(r, pb.DecideResponse)]
     # Requests the server had accepted finish; any that arrived after the stop began are refused
     # as UNAVAILABLE, never cut off half-way.
     assert decided, "no request under way was allowed to finish"

@@ -329,7 +329,7 @@ def test_differences_are_short_and_readable():
 
 def test_get_decision_returns_the_decision_decide_returned(stub):
     request = _pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS},
-                          subject=pb.RECEIVING_PARENT, requested_by=pb.CASEWORKER, reason=pb.NEW_APPLICATION)
+                          subject=pb.AUDIENCE_RECEIVING_PARENT, requested_by=pb.AUDIENCE_CASEWORKER, reason=pb.REQUEST_REASON_NEW_APPLICATION)
     decided = stub.Decide(request)
     logged = stub.GetDecision(pb.GetDecisionRequest(decision_id=decided.decision_id))
     assert logged.decision == decided
@@ -395,8 +395,8 @@ def test_get_decision_round_trips_the_request_fields(evaluator):
     request = _fee_request(subject=Audience.PAYING_PARENT, requested_by=Audience.RECEIVING_PARENT,
                            reason=RequestReason.ANNUAL_REVIEW, counterfactuals=False)
     message = convert.decide_request(request)
-    assert message.subject == pb.PAYING_PARENT and message.requested_by == pb.RECEIVING_PARENT
-    assert message.reason == pb.ANNUAL_REVIEW and message.omit_counterfactuals and message.as_at == "2019-03-15"
+    assert message.subject == pb.AUDIENCE_PAYING_PARENT and message.requested_by == pb.AUDIENCE_RECEIVING_PARENT
+    assert message.reason == pb.REQUEST_REASON_ANNUAL_REVIEW and message.omit_counterfactuals and message.as_at == "2019-03-15"
 
 
 # --- across a restart, and for a reviewer ------------------------------------------------
@@ -451,7 +451,7 @@ def _explain(*args) -> subprocess.CompletedProcess:
 
 def test_explain_prints_a_readable_report(stub, decision_log_path):
     decided = stub.Decide(_pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS},
-                                      subject=pb.RECEIVING_PARENT, requested_by=pb.RECEIVING_PARENT))
+                                      subject=pb.AUDIENCE_RECEIVING_PARENT, requested_by=pb.AUDIENCE_RECEIVING_PARENT))
     result = _explain(decided.decision_id, "--decision-log", str(decision_log_path), "--replay")
     assert result.returncode == 0, result.stderr
     report = result.stdout

@@ -443,9 +443,9 @@ def test_with_the_server_down_record_fails_and_recovers_when_it_is_back(pg_url, 
 
 # --- the service, end to end -------------------------------------------------------------------
 
-def _decide_fee(stub) -> pb.Decision:
+def _decide_fee(stub) -> pb.DecideResponse:
     return stub.Decide(_pb_request({"policy": "application_fee", "as_at": "2019-03-15", "facts": FEE_FACTS},
-                                   subject=pb.RECEIVING_PARENT, requested_by=pb.CASEWORKER))
+                                   subject=pb.AUDIENCE_RECEIVING_PARENT, requested_by=pb.AUDIENCE_CASEWORKER))
 
 
 def test_the_service_records_in_postgresql_and_replays_after_a_restart(pg_url, pg_server, tmp_path, monkeypatch):

@@ -327,7 +327,7 @@ def decide_requests(draw) -> pb.DecideRequest:
 DECIDE_CODES = {grpc.StatusCode.INVALID_ARGUMENT}
 
 
-def _check_decision(server: Server, request: pb.DecideRequest, decision: pb.Decision) -> None:
+def _check_decision(server: Server, request: pb.DecideRequest, decision: pb.DecideResponse) -> None:
     assert decision.outcome and re.fullmatch(r"[0-9a-f]{32}", decision.decision_id)
     assert decision.policy.policy == request.policy and decision.bundle_hash == BUNDLE.bundle_hash
     code, logged = server.call(server.decide.GetDecision, pb.GetDecisionRequest(decision_id=decision.decision_id), set())

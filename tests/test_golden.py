@@ -17,6 +17,8 @@ from rules import goldens
 from rules.engine.decision import Decision
 from rules.language.model import Citation
 
+from .conftest import wire_enums
+
 GOLDEN = goldens.DEFAULT_DIR
 CASES = sorted(GOLDEN.glob("*/*/*.yaml"))
 EARLIER = sorted(GOLDEN.glob("*/*/r*/*.yaml"))  # how an earlier revision of a corrected version decided
@@ -27,11 +29,11 @@ def _grpc(stub, req: dict) -> dict:
     facts.update(req.get("facts", {}))
     message = pb.DecideRequest(policy=req["policy"], version=req.get("version", ""),
                                as_at=str(req.get("as_at", "")), facts=facts,
-                               **{k: req[k] for k in ("subject", "requested_by", "reason") if k in req})
+                               **wire_enums(req))
     return _as_engine_dump(stub.Decide(message))
 
 
-def _as_engine_dump(message: pb.Decision) -> dict:
+def _as_engine_dump(message: pb.DecideResponse) -> dict:
     """A Decision message in the shape of the engine model's golden dump."""
     data = json_format.MessageToDict(message, preserving_proto_field_name=True)
     data["decided_at"] = message.decided_at.ToJsonString()
@@ -39,7 +41,8 @@ def _as_engine_dump(message: pb.Decision) -> dict:
 
 
 def _normalise(data: dict) -> dict:
-    """Proto3 leaves out empty fields; put back what the engine model spells as None."""
+    """Proto3 leaves out empty fields; put back what the engine model spells as None. Audiences lose
+    the wire's enum prefix (AUDIENCE_CASEWORKER is the engine's CASEWORKER)."""
     data["policy"] = {k: (v or None) if k.startswith("effective") else v for k, v in data["policy"].items()}
     data["as_at"] = data.get("as_at") or None
     data.setdefault("rationale", "")  # empty in a parent's view
@@ -51,10 +54,21 @@ def _normalise(data: dict) -> dict:
     for v in data.get("items", []):
         v.setdefault("index", 0)
     for e in data.get("explanations", []):
+        e["audience"] = _engine_audience(e["audience"])
+        for c in e.get("counterfactuals", []):
+            c["shown_to"] = [_engine_audience(a) for a in c.get("shown_to", [])]
         e["notify"] = not e.pop("hold", False)  # the model's `notify` is the message's `hold` negated
         e.setdefault("text", "")  # nothing to send yet
+    for c in data.get("counterfactuals", []):
+        c["shown_to"] = [_engine_audience(a) for a in c.get("shown_to", [])]
+    for r in data.get("disclosure_risks", []):
+        r.update({k: _engine_audience(r[k]) for k in ("parent", "whose") if k in r})
     data["sub_decisions"] = [_normalise(sub) for sub in data.get("sub_decisions", [])]
     return data
+
+
+def _engine_audience(name: str) -> str:
+    return name.removeprefix("AUDIENCE_")
 
 
 @pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(GOLDEN)) for p in CASES])

@@ -38,7 +38,7 @@ from service import convert, server as server_module
 from service.observability import JsonFormatter, Metrics, TextFormatter, log_fields, resolve_format
 from service.reload import LiveBundle
 
-from .conftest import ROOT, _free_port, start_service, stop_service
+from .conftest import ROOT, _free_port, start_service, stop_service, wire_enums
 
 GOLDEN = ROOT / "tests" / "golden"
 CASES = sorted(GOLDEN.glob("*/*/*.yaml"))
@@ -58,7 +58,7 @@ def _message(req: dict, **kw) -> pb.DecideRequest:
     facts = struct_pb2.Struct()
     facts.update(req.get("facts", {}))
     return pb.DecideRequest(policy=req["policy"], version=str(req.get("version", "")), as_at=str(req.get("as_at", "")),
-                            facts=facts, **{k: req[k] for k in ("subject", "requested_by", "reason") if k in req}, **kw)
+                            facts=facts, **wire_enums(req), **kw)
 
 
 def _code(call) -> grpc.StatusCode:

@@ -250,7 +250,7 @@ def test_a_symlink_swap_deploys_a_whole_directory_at_once(tmp_path):
 
 # --- the running service -----------------------------------------------------------------
 
-def _decide(stub) -> pb.Decision:
+def _decide(stub) -> pb.DecideResponse:
     facts = struct_pb2.Struct()
     facts.update(FEE_FACTS)
     return stub.Decide(pb.DecideRequest(policy="application_fee", version="2017", facts=facts,

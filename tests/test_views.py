@@ -17,6 +17,7 @@ from rules import goldens
 from rules.engine.decision import PARENTS, Audience, Counterfactual, DecisionRequest, DisclosureRisk, MissingFact
 from service import authz, convert
 
+from .conftest import wire_enums
 from .test_batch import Local
 from .test_golden import _as_engine_dump
 
@@ -24,7 +25,7 @@ from .test_golden import _as_engine_dump
 PARENT_FIELDS = {"decision_id", "decided_at", "policy", "outcome", "outcome_description", "amount_pence", "outputs",
                  "explanations", "counterfactuals", "missing_facts"}
 EXPLANATION_FIELDS = {"audience", "text", "withheld", "hold", "counterfactuals", "questions"}
-PARENT_VIEWS = {pb.VIEW_RECEIVING_PARENT: pb.RECEIVING_PARENT, pb.VIEW_PAYING_PARENT: pb.PAYING_PARENT}
+PARENT_VIEWS = {pb.VIEW_RECEIVING_PARENT: pb.AUDIENCE_RECEIVING_PARENT, pb.VIEW_PAYING_PARENT: pb.AUDIENCE_PAYING_PARENT}
 
 
 def _richest_case(policy: Path) -> Path:
@@ -41,7 +42,7 @@ def _request(case: Path, view: int = pb.VIEW_UNSPECIFIED) -> pb.DecideRequest:
     facts.update(req.get("facts", {}))
     return pb.DecideRequest(policy=req["policy"], version=req.get("version", ""), as_at=str(req.get("as_at", "")),
                             facts=facts, view=view,
-                            **{k: req[k] for k in ("subject", "requested_by", "reason") if k in req})
+                            **wire_enums(req))
 
 
 def _set(message) -> set[str]:
@@ -89,8 +90,8 @@ def test_a_batch_gives_each_request_its_own_view(stub):
     response = stub.DecideBatch(pb.DecideBatchRequest(requests=[_request(CASES[0], v) for v in views]), timeout=30)
     full, receiving, paying = (r.decision for r in response.results)
     assert "rationale" in _set(full) and len(full.explanations) == 3
-    assert [e.audience for e in receiving.explanations] == [pb.RECEIVING_PARENT] and _set(receiving) <= PARENT_FIELDS
-    assert [e.audience for e in paying.explanations] == [pb.PAYING_PARENT] and _set(paying) <= PARENT_FIELDS
+    assert [e.audience for e in receiving.explanations] == [pb.AUDIENCE_RECEIVING_PARENT] and _set(receiving) <= PARENT_FIELDS
+    assert [e.audience for e in paying.explanations] == [pb.AUDIENCE_PAYING_PARENT] and _set(paying) <= PARENT_FIELDS
 
 
 def test_an_unknown_view_is_invalid(stub):
@@ -145,7 +146,7 @@ def _denied(call) -> str:
 def test_a_caller_limited_to_parents_views_is_refused_the_full_decision(limited, caplog):
     stub, portal = limited.stub, _as(PORTAL_TOKEN)
     seen = stub.Decide(_request(CASES[0], pb.VIEW_PAYING_PARENT), timeout=30, metadata=portal)
-    assert [e.audience for e in seen.explanations] == [pb.PAYING_PARENT]
+    assert [e.audience for e in seen.explanations] == [pb.AUDIENCE_PAYING_PARENT]
     logged = stub.GetDecision(pb.GetDecisionRequest(decision_id=seen.decision_id, view=pb.VIEW_PAYING_PARENT),
                               timeout=10, metadata=portal)
     assert not logged.HasField("request")
@@ -184,7 +185,7 @@ def test_a_batch_refuses_the_full_view_in_that_requests_result(limited, caplog):
         response = limited.stub.DecideBatch(pb.DecideBatchRequest(requests=requests), timeout=30,
                                             metadata=_as(PORTAL_TOKEN))
     parent, full, unknown = response.results
-    assert [e.audience for e in parent.decision.explanations] == [pb.RECEIVING_PARENT]
+    assert [e.audience for e in parent.decision.explanations] == [pb.AUDIENCE_RECEIVING_PARENT]
     assert (full.error.code, full.error.message) == (code_pb2.PERMISSION_DENIED,
                                                      "caller 'parent-portal' may not call Decide with view 'full'")
     assert (unknown.error.code, unknown.error.message) == (code_pb2.PERMISSION_DENIED,

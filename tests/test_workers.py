@@ -41,7 +41,7 @@ def _fresh_channels(target: str, n: int) -> list[grpc.Channel]:
     return [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(n)]
 
 
-def _decide(channel: grpc.Channel) -> pb.Decision:
+def _decide(channel: grpc.Channel) -> pb.DecideResponse:
     facts = struct_pb2.Struct()
     facts.update({"application_route": "family_based"})
     return pb_grpc.PolicyDecisionServiceStub(channel).Decide(
