@@ -65,16 +65,25 @@ def test_the_readme_is_a_short_guide():
 
 def _links(path: Path) -> list[str]:
     text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
-    return [t for t in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:|#", t)]
+    return [t for t in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's ids for a Markdown file's headings: lower case, punctuation dropped, spaces as '-'."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
 
 
 @pytest.mark.parametrize("page", [*GUIDES, POLICY_DOCS / "README.md"], ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_relative_link_points_to_a_file_in_the_repository(page):
     broken = []
     for target in _links(page):
-        resolved = (page.parent / target.split("#")[0]).resolve()
+        file, _, anchor = target.partition("#")
+        resolved = (page.parent / file).resolve() if file else page
         if not resolved.is_relative_to(ROOT) or not resolved.exists():
             broken.append(target)
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            broken.append(target)  # a heading that is not there (renamed or moved)
     assert not broken, f"{page.relative_to(ROOT)} links to what a clone does not have: {broken}"
 
 

@@ -1,8 +1,11 @@
-"""The README's example requests, one per domain, decide as the README says."""
+"""The README's example requests, one per domain, decide as the README says, and its first
+Python example prints what the README shows."""
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +27,21 @@ def test_readme_example(evaluator, policy, key, value, facts, outcome, amount):
     assert decision.outcome == outcome, decision.rationale
     if amount:
         assert decision.amount_pence == int(amount)
+
+
+def _block_after(text: str, marker: str, lang: str) -> str:
+    """The first fenced block of `lang` after `marker`."""
+    rest = text[text.index(marker):]
+    return re.search(rf"^```{lang}\n(.*?)^```$", rest, re.M | re.S)[1]
+
+
+def test_the_first_python_example_prints_what_the_readme_says(server_process):
+    """Run against the real service, the README's first example prints exactly what it shows."""
+    proc, _ = server_process
+    port = proc.args[proc.args.index("--port") + 1]
+    code = _block_after(README, "## Asking for a decision", "python")
+    shown = _block_after(README, "## Asking for a decision", "text")
+    assert "localhost:50051" in code
+    run = subprocess.run([sys.executable, "-c", code.replace("localhost:50051", f"127.0.0.1:{port}")],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert run.stdout == shown
