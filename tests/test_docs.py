@@ -122,3 +122,30 @@ def test_the_readme_set_up_commands_exist():
     for command in ("serve", "test"):
         assert f"./dev {command}" in readme
         assert re.search(rf"^\s*{command}\)", dev, re.M), f"./dev has no '{command}' command"
+
+
+NUMBERS = {"five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+
+
+def test_the_readme_counts_the_domains_it_lists(bundle):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"The (\w+) policy domains", readme)[1]
+    table = readme[readme.index("| policy | versions |"):].split("\n\n")[0].splitlines()[2:]
+    assert NUMBERS[said] == len(table) == len(bundle.policies)
+    assert sorted(re.match(r"\| `(\w+)`", row)[1] for row in table) == sorted(bundle.policies)
+
+
+@pytest.mark.parametrize("page", GUIDES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_no_page_points_outside_the_repository(page):
+    text = page.read_text(encoding="utf-8")
+    outside = [s for s in CODE.findall(text) + LINK.findall(text)
+               if s.startswith("../") and not (page.parent / s.split("#")[0]).resolve().is_relative_to(ROOT)]
+    assert not outside, f"{page.relative_to(ROOT)} names what is outside the repository: {outside}"
+
+
+@pytest.mark.parametrize("page", GUIDES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_page_that_shows_python_m_says_which_python(page):
+    """`python -m rules` needs the project's environment: a bare `python` lacks durable_rules."""
+    text = page.read_text(encoding="utf-8")
+    if re.search(r"(?<![/\w])python -m (rules|service)\b", text):
+        assert ".venv/bin/python" in text, f"{page.relative_to(ROOT)} shows `python -m` without saying it means .venv"
