@@ -32,7 +32,7 @@ from durable import engine as durable_engine
 from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules import corpus
+from rules.authoring import corpus
 from rules.engine import durable_host
 from rules.engine.decision import DecisionRequest
 from rules.decision_log import DecisionLog
@@ -125,7 +125,7 @@ class _NoLog:
 
 
 def requests(policy: str, version: str, count: int) -> list[dict]:
-    """`count` synthetic requests (rules/corpus.py: shaped by the review's figures), pinned to a version."""
+    """`count` synthetic requests (rules/authoring/corpus.py: shaped by the review's figures), pinned to a version."""
     return [{**case, "version": version} for case in corpus.generate(policy, count)]
 
 

@@ -244,10 +244,10 @@ def decide_payloads(policy: str, version: str | None = None, omit_counterfactual
 
 
 def corpus_payloads(policy: str, version: str, count: int = 500, omit_counterfactuals: bool = True) -> list[bytes]:
-    """Serialized DecideRequests of `count` synthetic requests (rules/corpus.py, shaped by the
+    """Serialized DecideRequests of `count` synthetic requests (rules/authoring/corpus.py, shaped by the
     review's figures), pinned to `version`: the realistic mix, where golden cases are edge cases."""
     from cms_policy.v1 import policy_pb2 as pb
-    from rules import corpus
+    from rules.authoring import corpus
     out = []
     for case in corpus.generate(policy, count):
         facts = struct_pb2.Struct()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from rules import corpus
+from rules.authoring import corpus
 from rules.language import values
 from rules.engine.decision import DecisionRequest
 from rules.evaluator import Evaluator

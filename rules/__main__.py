@@ -5,10 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rules import report, validate
-from rules import decidefile, goldentest, newversion, versiondiff
-from rules import corpus, impact, remediate, revise
-from rules.authoring import doc
+from rules.authoring import (corpus, decidefile, doc, goldentest, impact, newversion, remediate, report, revise,
+                             validate, versiondiff)
 
 
 def main(argv: list[str] | None = None) -> int:

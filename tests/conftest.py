@@ -20,6 +20,7 @@ from rules.evaluator import Evaluator
 from rules.engine.loader import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
 
 # Golden cases name parties and reasons as the engine does (RECEIVING_PARENT); on the wire each enum
 # value carries its enum's name as a prefix (AUDIENCE_RECEIVING_PARENT).

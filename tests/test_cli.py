@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules import goldens
+from rules.authoring import goldens
 from rules.__main__ import main
 from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.yamlsource import read_yaml
 
-FEE_2017 = goldens.DEFAULT_DIR / "application_fee" / "2017"
+from .conftest import GOLDEN
+
+FEE_2017 = GOLDEN / "application_fee" / "2017"
 FEE_PARAMETER = "  application_fee_pence:\n    type: money\n    value: 2000\n"
 
 
@@ -30,7 +32,7 @@ def run(capsys, *args) -> tuple[int, str, str]:
 def work(tmp_path, monkeypatch):
     """Copies of every policy and of application_fee's golden cases; the working directory is tmp_path."""
     shutil.copytree(DEFAULT_POLICY_DIR, tmp_path / "policies")
-    shutil.copytree(goldens.DEFAULT_DIR / "application_fee", tmp_path / "golden" / "application_fee")
+    shutil.copytree(GOLDEN / "application_fee", tmp_path / "golden" / "application_fee")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -52,6 +54,15 @@ def test_test_passes_on_the_shipped_golden_cases(capsys):
     assert code == 0
     assert lines[0] == "ok    application_fee/2017/01-standard-fee"
     assert lines[-1] == f"{len(list(FEE_2017.glob('*.yaml')))} cases: {len(lines) - 1} ok, 0 failed"
+
+
+def test_test_outside_the_repository_needs_the_golden_directory_named(tmp_path, monkeypatch, capsys):
+    """The installed package carries no golden cases: the default is tests/golden of the working
+    directory, and its absence is an error, not an empty run."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "test", "application_fee", "2017", "--policies", DEFAULT_POLICY_DIR)
+    assert code == 2 and out == ""
+    assert err.strip() == "error: no golden cases directory tests/golden (run from the repository root, or give --golden DIR)"
 
 
 def test_test_shows_a_readable_diff_when_the_policy_changes(work, capsys):
@@ -145,7 +156,7 @@ def test_decide_a_golden_case_gives_its_expected_explanations(capsys):
 
 
 def test_decide_says_when_a_parent_is_sent_nothing_yet(capsys):
-    path = goldens.DEFAULT_DIR / "service_type" / "2012" / "06-abuse-disclosed-refer.yaml"
+    path = GOLDEN / "service_type" / "2012" / "06-abuse-disclosed-refer.yaml"
     code, out, _ = run(capsys, "decide", path, "--audience", "paying_parent")
     assert code == 0 and out.startswith("(nothing is sent to this parent yet")
 

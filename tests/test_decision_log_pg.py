@@ -519,7 +519,7 @@ def test_the_service_answers_unavailable_while_the_database_is_down_and_recovers
 
 
 def test_decisions_of_a_version_are_listed_from_the_clear_columns_for_remediation(pg_url, evaluator):
-    from rules.remediate import remediate
+    from rules.authoring.remediate import remediate
     decided = [evaluator.decide(_fee_request()) for _ in range(3)]
     with DecisionLog.open(pg_url, [_key()]) as log:
         for decision in decided:

@@ -13,13 +13,13 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules import goldens
+from rules.authoring import goldens
 from rules.engine.decision import Decision
 from rules.language.model import Citation
 
 from .conftest import wire_enums
 
-GOLDEN = goldens.DEFAULT_DIR
+GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = sorted(GOLDEN.glob("*/*/*.yaml"))
 EARLIER = sorted(GOLDEN.glob("*/*/r*/*.yaml"))  # how an earlier revision of a corrected version decided
 

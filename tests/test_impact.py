@@ -1,5 +1,5 @@
-"""The impact report (`python -m rules impact`, rules/impact.py) and the synthetic corpus
-(`python -m rules corpus`, rules/corpus.py).
+"""The impact report (`python -m rules impact`, rules/authoring/impact.py) and the synthetic corpus
+(`python -m rules corpus`, rules/authoring/corpus.py).
 
 The handwritten cases in tests/fixtures/impact/ are counted by hand from the spec, for
 application_fee/2024 (every statutory application: NO_FEE) against review-2023 (the fee, waived
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from rules import corpus, impact
+from rules.authoring import corpus, impact
 from rules.engine.decision import DecisionRequest
 
 ROOT = Path(__file__).resolve().parents[1]

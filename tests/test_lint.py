@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rules import lint as lint_module
-from rules.lint import NOTE, WARNING, lint
+from rules.authoring import lint as lint_module
+from rules.authoring.lint import NOTE, WARNING, lint
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules import goldens
+from rules.authoring import goldens
 from rules.explain.explainer import format_value
 from rules.decision_log import DecisionLog
 from rules.engine.loader import DEFAULT_POLICY_DIR

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from rules import goldens
+from rules.authoring import goldens
 from rules.__main__ import main
 from rules.engine.decision import DecisionRequest
 from rules.decision_log import DecisionLog, replay
 from rules.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
-from rules.remediate import remediate
+from rules.authoring.remediate import remediate
+
+from .conftest import GOLDEN
 
 FEE = "application_fee"
 FEE_PARAMETER = "    value: 2000\n"  # application_fee_pence in 2017.yaml
@@ -26,7 +28,7 @@ FEE_PARAMETER = "    value: 2000\n"  # application_fee_pence in 2017.yaml
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     shutil.copytree(DEFAULT_POLICY_DIR, tmp_path / "policies")
-    shutil.copytree(goldens.DEFAULT_DIR / FEE, tmp_path / "golden" / FEE)
+    shutil.copytree(GOLDEN / FEE, tmp_path / "golden" / FEE)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

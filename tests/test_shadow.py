@@ -13,7 +13,7 @@ from rules.engine.decision import DecisionRequest, RequestError
 from rules.decision_log import DecisionLog, replay
 from rules.engine.durable_host import EngineError
 from rules.evaluator import Evaluator
-from rules.report import render
+from rules.authoring.report import render
 
 # Domestic abuse disclosed but not reported: the 2017 fee is payable; the review's proposal
 # waives it on the applicant's word alone.

@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules import goldens
+from rules.authoring import goldens
 from rules.engine.decision import PARENTS, Audience, Counterfactual, DecisionRequest, DisclosureRisk, MissingFact
 from service import authz, convert
 
@@ -33,7 +33,7 @@ def _richest_case(policy: Path) -> Path:
     return max(policy.glob("*/*.yaml"), key=lambda p: (p.stat().st_size, p.name))
 
 
-CASES = [_richest_case(p) for p in sorted(goldens.DEFAULT_DIR.iterdir()) if p.is_dir()]
+CASES = [_richest_case(p) for p in sorted((Path(__file__).resolve().parent / "golden").iterdir()) if p.is_dir()]
 
 
 def _request(case: Path, view: int = pb.VIEW_UNSPECIFIED) -> pb.DecideRequest:

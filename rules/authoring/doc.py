@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from rules import goldens
+from rules.authoring import goldens
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.explain.markdown import all_documents, document
 
-DEFAULT_EXAMPLES_DIR = goldens.DEFAULT_DIR
+DEFAULT_EXAMPLES_DIR = goldens.DEFAULT_DIR  # when absent, each document says it has no worked examples
 
 
 def write_all(bundle, out: Path, examples_dir: Path | None = DEFAULT_EXAMPLES_DIR) -> list[Path]:

@@ -17,10 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from rules import goldens
-from rules.goldentest import dir_options, shown
+from rules.authoring import goldens
+from rules.authoring.goldentest import dir_options, shown
 from rules.engine.loader import DEFAULT_POLICY_DIR
-from rules.newversion import _date, _top_level, _validate
+from rules.authoring.newversion import _date, _top_level, _validate
 from rules.language.yamlsource import YamlSourceError, read_yaml
 
 
@@ -41,6 +41,10 @@ def add_command(commands) -> None:
 
 
 def run(args) -> int:
+    problem = goldens.missing_dir(args.golden)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     current = args.policies / args.policy / f"{args.version}.yaml"
     if not current.is_file():
         print(f"error: no version {args.version} of {args.policy}: {shown(current)} does not exist", file=sys.stderr)

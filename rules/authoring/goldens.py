@@ -22,7 +22,8 @@ import yaml
 
 from rules.engine.decision import Decision, DecisionRequest, RequestError
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
+# The repository's cases, found from the working directory: the installed package carries none.
+DEFAULT_DIR = Path("tests/golden")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # golden files are large: libyaml when there is one
 MAX_DIFF_LINES = 60
 HASH = "policy.content_hash"  # changes with every edit of the policy file
@@ -42,6 +43,15 @@ def dump(data: Any) -> str:
 
 def read(path: Path) -> dict:
     return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_LOADER)
+
+
+def missing_dir(golden_dir: Path) -> str | None:
+    """Why `golden_dir` cannot be used (None if it can): a tool run outside the repository without
+    --golden is told so, not shown an empty set of cases."""
+    if Path(golden_dir).is_dir():
+        return None
+    hint = " (run from the repository root, or give --golden DIR)" if Path(golden_dir) == DEFAULT_DIR else ""
+    return f"error: no golden cases directory {golden_dir}{hint}"
 
 
 def paths(golden_dir: Path, policy: str, version: str) -> list[Path]:

@@ -20,8 +20,8 @@ import re
 import sys
 from pathlib import Path
 
-from rules import goldens, validate
-from rules.goldentest import dir_options, shown
+from rules.authoring import goldens, validate
+from rules.authoring.goldentest import dir_options, shown
 from rules.explain.explainer import format_value
 from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.model import ParamType, Status
@@ -56,6 +56,10 @@ def _date(text: str) -> dt.date:
 
 
 def run(args) -> int:
+    problem = goldens.missing_dir(args.golden)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     source = args.policies / args.policy / f"{args.source}.yaml"
     target = source.with_name(f"{args.new}.yaml")
     cases_from = args.golden / args.policy / args.source

@@ -42,7 +42,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from rules import corpus
+from rules.authoring import corpus
 from rules.language.checks import needs
 from rules.engine.decision import UNDETERMINED, Decision, DecisionRequest, RequestError
 from rules.language.model import FactType, PolicyVersion

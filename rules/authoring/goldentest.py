@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rules import goldens
+from rules.authoring import goldens
 from rules.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
@@ -38,6 +38,10 @@ def add_command(commands) -> None:
 
 
 def run(args) -> int:
+    problem = goldens.missing_dir(args.golden)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     try:
         bundle = load_bundle(args.policies)
     except PolicyLoadError as exc:

@@ -1,7 +1,7 @@
 """`python -m rules validate [FILE ...]`: check policy files the way the service loads them.
 
 Every error is printed at once as `path:line: message` and the exit status is 1. With no errors,
-the lint findings (see rules/lint.py) follow as `path:line: warning: message` and
+the lint findings (see rules/authoring/lint.py) follow as `path:line: warning: message` and
 `path:line: note: message`, then a summary of what was loaded; the exit status is 0 (with
 `--strict`, 1 if there is any warning). Files are checked as part of their directory's bundle
 (versions of a policy must agree, used policies must exist), so naming files only narrows which
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rules.lint import NOTE, WARNING, lint
+from rules.authoring.lint import NOTE, WARNING, lint
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 
