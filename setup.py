@@ -5,7 +5,7 @@ committed. Project metadata lives in pyproject.toml.
 """
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 
@@ -32,4 +32,8 @@ def generate_stubs() -> None:
 
 
 generate_stubs()
-setup(packages=find_packages(include=["rules*", "service*", "cms_policy*"]))
+# The policy folders (rules/policies/<domain>/ and their revisions/) hold only YAML, shipped as the
+# rules package's data (pyproject.toml); listed as namespace packages, or setuptools warns for each
+# ("Package would be ignored").
+policy_dirs = find_namespace_packages(include=["rules.policies", "rules.policies.*"], exclude=["*__pycache__*"])
+setup(packages=find_packages(include=["rules*", "service*", "cms_policy*"]) + policy_dirs)

@@ -129,3 +129,17 @@ def test_the_authoring_tools_run_as_a_console_script():
                             env={**os.environ, "PATH": "/usr/bin:/bin"})  # no .venv on PATH: the script finds it
     assert result.returncode == 0, result.stderr
     assert "usage: cms-policy validate" in result.stdout
+
+
+def test_the_build_warns_about_nothing(tmp_path):
+    """A newcomer's first install showed setuptools "Package would be ignored" warnings, one for
+    each policy folder (pip -v shows what the backend says; ./dev keeps it in its log)."""
+    source = tmp_path / "source"
+    generated = {".git", ".venv", "node_modules", "build", "dist", "cms_policy", "tests", "bench"}  # at the top only
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
+        n for n in names if n == "__pycache__" or n.endswith(".egg-info") or (Path(folder) == ROOT and n in generated)])
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+                             "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    said = (result.stdout + result.stderr).splitlines()
+    assert not [line for line in said if "Warning" in line or "would be ignored" in line], "\n".join(said)
