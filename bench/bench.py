@@ -32,7 +32,7 @@ import scaling  # noqa: E402
 from cms_policy.v1 import policy_pb2 as pb  # noqa: E402
 from rules.authoring import corpus  # noqa: E402
 from rules.engine.decision import DecisionRequest  # noqa: E402
-from rules.evaluator import Evaluator  # noqa: E402
+from rules.decide.evaluator import Evaluator  # noqa: E402
 from rules.engine.loader import load_bundle  # noqa: E402
 
 DECIDE_BATCH = "/cms.policy.v1.PolicyDecisionService/DecideBatch"

@@ -36,7 +36,7 @@ from rules.authoring import corpus
 from rules.engine import durable_host
 from rules.engine.decision import DecisionRequest
 from rules.decision_log import DecisionLog
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import Bundle
 from service.observability import configure_logging
 from service.reload import LiveBundle

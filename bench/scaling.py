@@ -25,7 +25,7 @@ import yaml
 from rules.authoring import corpus
 from rules.language import values
 from rules.engine.decision import DecisionRequest
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, load_bundle
 
 BLOCK = 100  # timed calls in a row before the next measurement takes its turn

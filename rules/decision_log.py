@@ -61,18 +61,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rules.engine.decision import Decision, DecisionRequest
-
-if TYPE_CHECKING:
-    from rules.evaluator import Evaluator
 
 log = logging.getLogger("cms_policy.decision_log")
 
@@ -729,62 +725,3 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             log.info("migrated the decision log %s from schema %d to %d", path, stored, SCHEMA_VERSION)
     finally:
         os.close(writer)
-
-
-# --- replaying ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Replay:
-    replayed: Decision
-    differences: list[str]
-    current: Decision | None = None  # under the version's current revision, when it decided under an earlier one
-    current_differences: list[str] = field(default_factory=list)
-
-    @property
-    def identical(self) -> bool:
-        return not self.differences
-
-
-def replay(evaluator: Evaluator, logged: LoggedDecision) -> Replay:
-    """Decide a logged request again with the version it used and compare everything but id,
-    time, bundle and shadow (a shadow is not part of the decision). RequestError if that version
-    (with the same content) is no longer loaded."""
-    replayed = evaluator.replay(logged.request, logged.decision)
-    ref = logged.decision.policy
-    latest = evaluator.bundle.policies.get(ref.policy, {}).get(ref.version)
-    current = None
-    if latest is not None and latest.content_hash != ref.content_hash:  # corrected since
-        current = evaluator.replay(logged.request, logged.decision, current=True)
-    return Replay(replayed=replayed, differences=differences(logged.decision.golden(), replayed.golden()),
-                  current=current, current_differences=differences(logged.decision.golden(), current.golden())
-                  if current else [])
-
-
-def differences(original: dict, replayed: dict) -> list[str]:
-    """Where two decisions (as `Decision.golden()`) differ, one short line per top-level key,
-    e.g. "outcome: WAIVED != FEE_PAYABLE"."""
-    out = []
-    for name in list(original) + [k for k in replayed if k not in original]:
-        a, b = original.get(name), replayed.get(name)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{name}.{line}" for line in differences(a, b)]
-        elif isinstance(a, list) and isinstance(b, list):
-            if len(a) != len(b):
-                out.append(f"{name}: {len(a)} != {len(b)} entries")
-            else:
-                first = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-                out.append(f"{name}: entry {first} differs")
-        else:
-            a, b = _short(a), _short(b)
-            out.append(f"{name}: {a} != {b}" if a and b else f"{name}: differs")
-    return out
-
-
-def _short(value) -> str | None:
-    """A scalar in a few words; None for a long text or a structure (say only that it differs)."""
-    if value is None:
-        return "(none)"
-    text = str(value) if isinstance(value, (str, int, float, bool)) else ""
-    return text if 0 < len(text) <= 40 else None

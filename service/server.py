@@ -43,11 +43,12 @@ from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc as pb_grpc
-from rules import decision_log as dlog
+from rules.decide.replay import replay
 from rules.explain import markdown
 from rules.language import values
 from rules.engine.decision import Decision, DecisionRequest, RequestError, Violation
-from rules.decision_log import DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
+from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
+                                 LoggedDecision)
 from rules.engine.durable_host import EngineError
 
 from . import authz, convert
@@ -250,7 +251,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         context.abort(code, f"the deadline passed {stage.replace('_', ' ')}; nothing was recorded"
                       if code is grpc.StatusCode.DEADLINE_EXCEEDED else "cancelled; nothing was recorded")
 
-    def _logged(self, decision_id: str, context: grpc.ServicerContext) -> dlog.LoggedDecision:
+    def _logged(self, decision_id: str, context: grpc.ServicerContext) -> LoggedDecision:
         if not decision_id:
             _abort_invalid(context, [Violation(field="decision_id", description="required")])
         if len(decision_id) > values.MAX_NAME:
@@ -291,7 +292,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
                   "version": original.policy.version}
         self._check_deadline(context, "before_replay", started, **fields)
         try:
-            result = dlog.replay(self.live.current.evaluator, logged)
+            result = replay(self.live.current.evaluator, logged)
         except RequestError as exc:
             log.info("replay refused", extra=fields)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot replay: {exc}")

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cms_policy.v1 import policy_pb2_grpc
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ from grpc_status import rpc_status
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules.decision_log import DecisionLog, DecisionLogError
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from service import authz
 from service import server as server_module
 from service.observability import JsonFormatter, Metrics

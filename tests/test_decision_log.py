@@ -25,7 +25,8 @@ from cms_policy.v1 import policy_pb2_grpc
 from rules import decision_log
 from rules.engine.decision import Audience, DecisionRequest, RequestReason
 from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
-                                SQLiteDecisionLog, differences, key_id, new_key_text, parse_keys, replay)
+                                SQLiteDecisionLog, key_id, new_key_text, parse_keys)
+from rules.decide.replay import differences, replay
 from service import convert
 from service.reload import LiveBundle
 from service.server import build_server

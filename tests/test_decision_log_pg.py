@@ -33,7 +33,8 @@ from cms_policy.v1 import policy_pb2_grpc
 from rules import decision_log
 from rules.engine.decision import DecisionRequest
 from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
-                                key_id, new_key_text, replay)
+                                key_id, new_key_text)
+from rules.decide.replay import replay
 from rules.decision_log_pg import PostgresDecisionLog, redact
 
 from . import pgcluster

@@ -102,7 +102,7 @@ def test_application_date_picks_the_version_when_no_date_is_given(evaluator):
 
 
 def test_today_is_the_default_as_at(bundle):
-    from rules.evaluator import Evaluator
+    from rules.decide.evaluator import Evaluator
     pinned = Evaluator(bundle, today=lambda: dt.date(2016, 1, 1))
     facts = {k: v for k, v in ADULT.items() if k != "application_date"}
     assert pinned.decide(DecisionRequest(policy="application_fee", facts=facts)).policy.version == "2014"

@@ -32,7 +32,7 @@ from rules.language import checks, values, yamlsource
 from rules.engine import durable_host
 from rules.engine.decision import DecisionRequest, RequestError
 from rules.decision_log import DecisionLog
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.language.model import FactType
 from service.reload import LiveBundle

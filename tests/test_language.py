@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from rules.language.arith import percent_text, round_half_up
 from rules.engine.decision import DecisionRequest, RequestError
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import load_bundle
 
 LANGUAGE = Path(__file__).parent / "fixtures" / "language"

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from rules.explain import audiences
 from rules.engine.decision import Audience, DecisionRequest
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.language.model import FactType
 
 from .noninterference import schema, violations

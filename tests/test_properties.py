@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rules.language.arith import round_half_up
 from rules.engine.decision import DecisionRequest
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import load_bundle
 
 EVALUATOR = Evaluator(load_bundle())

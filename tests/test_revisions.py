@@ -14,8 +14,9 @@ import pytest
 from rules.authoring import goldens
 from rules.__main__ import main
 from rules.engine.decision import DecisionRequest
-from rules.decision_log import DecisionLog, replay
-from rules.evaluator import Evaluator
+from rules.decision_log import DecisionLog
+from rules.decide.replay import replay
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.authoring.remediate import remediate
 

@@ -10,9 +10,10 @@ from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from rules.engine.decision import DecisionRequest, RequestError
-from rules.decision_log import DecisionLog, replay
+from rules.decision_log import DecisionLog
+from rules.decide.replay import replay
 from rules.engine.durable_host import EngineError
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.authoring.report import render
 
 # Domestic abuse disclosed but not reported: the 2017 fee is payable; the review's proposal

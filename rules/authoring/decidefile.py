@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rules.engine.decision import Audience, DecisionRequest, RequestError
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.language.yamlsource import YamlSourceError, read_yaml
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from rules.authoring import goldens
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 WARNING = ("Warning: {n} expected decision(s) changed. For a version already in use this is a behaviour "

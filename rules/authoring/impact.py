@@ -720,7 +720,7 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
-    from rules.evaluator import Evaluator
+    from rules.decide.evaluator import Evaluator
     from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
     try:
         (policy, old), (other, new) = _split(args.old), _split(args.new)

@@ -20,7 +20,7 @@ from pathlib import Path
 from rules.engine.decision import Decision, RequestError
 from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError
 from rules.engine.durable_host import EngineError
-from rules.evaluator import Evaluator
+from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 COLUMNS = ("decision_id", "decided_at", "revision", "current_revision", "outcome", "current_outcome",

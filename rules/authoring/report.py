@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from rules.engine.decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
-from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError, LoggedDecision, replay
+from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError, LoggedDecision
 
 PARTIES = {Audience.CASEWORKER: "the Service (a caseworker)", Audience.RECEIVING_PARENT: "the receiving parent",
            Audience.PAYING_PARENT: "the paying parent"}
@@ -50,7 +50,8 @@ def run(args) -> int:
     print(render(logged))
     if not args.replay:
         return 0
-    from rules.evaluator import Evaluator  # the engine is only needed to replay
+    from rules.decide.evaluator import Evaluator  # the engine is only needed to replay
+    from rules.decide.replay import replay
     from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
     try:
         bundle = load_bundle(args.policies or DEFAULT_POLICY_DIR)
