@@ -35,7 +35,7 @@ from cms_policy.v1 import policy_pb2 as pb
 from rules.authoring import corpus
 from rules.engine import durable_host
 from rules.engine.decision import DecisionRequest
-from rules.decision_log import DecisionLog
+from rules.audit.factory import open_log
 from rules.decide.evaluator import Evaluator
 from rules.engine.loader import Bundle
 from service.observability import configure_logging
@@ -146,7 +146,7 @@ def measure(bundle: Bundle, policy: str, version: str, n: int, cases: int = 500)
     configure_logging("json", stream=open(os.devnull, "w"))  # the service's log line, written nowhere
     evaluator, live = Evaluator(bundle), LiveBundle(bundle)
     workdir = Path(tempfile.mkdtemp(prefix="cms-bench-"))
-    decision_log = DecisionLog.open(workdir / "decisions.sqlite3", keys=[os.urandom(32)])
+    decision_log = open_log(workdir / "decisions.sqlite3", keys=[os.urandom(32)])
     try:
         logged = PolicyDecisionService(live, decision_log)
         unlogged = PolicyDecisionService(live, _NoLog())

@@ -54,7 +54,7 @@ def _echo_handler(kind: str, workdir: str, stamps: list[float]):
 def _server(kind: str, port: int, workdir: str, pipe) -> None:
     stamps: list[float] = []
     if kind == "Decide":
-        from rules.decision_log import DecisionLog
+        from rules.audit.factory import open_log
         from rules.engine.loader import load_bundle
         from service.observability import configure_logging
         from service.reload import LiveBundle
@@ -69,7 +69,7 @@ def _server(kind: str, port: int, workdir: str, pipe) -> None:
             finally:
                 stamps.append(time.perf_counter())
         PolicyDecisionService.Decide = stamped
-        decision_log = DecisionLog.open(Path(workdir) / "decisions.sqlite3", keys=[os.urandom(32)])
+        decision_log = open_log(Path(workdir) / "decisions.sqlite3", keys=[os.urandom(32)])
         server, _ = build_server(LiveBundle(load_bundle()), f"127.0.0.1:{port}", decision_log=decision_log)
     else:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))

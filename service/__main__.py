@@ -9,7 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
-from rules.decision_log import DEFAULT_PATH as DEFAULT_DECISION_LOG, LOG_ENV, DecisionLog, DecisionLogError
+from rules.audit.factory import open_log
+from rules.audit.log import DEFAULT_PATH as DEFAULT_DECISION_LOG, LOG_ENV
+from rules.audit.errors import DecisionLogError
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 from . import authz, limits as server_limits, tls, workers
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"policy files rejected:\n{exc}", file=sys.stderr)
         return 2
     try:
-        decision_log = DecisionLog.open(args.decision_log, key_file=args.decision_log_key_file)
+        decision_log = open_log(args.decision_log, key_file=args.decision_log_key_file)
     except DecisionLogError as exc:
         print(f"decision log unusable: {exc}", file=sys.stderr)
         return 2

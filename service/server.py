@@ -47,8 +47,9 @@ from rules.decide.replay import replay
 from rules.explain import markdown
 from rules.language import values
 from rules.engine.decision import Decision, DecisionRequest, RequestError, Violation
-from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
-                                 LoggedDecision)
+from rules.audit.log import DecisionLog
+from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
+from rules.audit.sealer import LoggedDecision
 from rules.engine.durable_host import EngineError
 
 from . import authz, convert

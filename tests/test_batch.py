@@ -22,7 +22,9 @@ from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules.decision_log import DecisionLog, DecisionLogError
+from rules.audit.factory import open_log
+from rules.audit.log import DecisionLog
+from rules.audit.errors import DecisionLogError
 from rules.decide.evaluator import Evaluator
 from service import authz
 from service import server as server_module
@@ -160,7 +162,7 @@ class Local:
 
     def __init__(self, bundle, workdir: Path, *, authorisation=None, wrap_log=None):
         self.path = workdir / "decisions.sqlite3"
-        self.log = DecisionLog.open(self.path, [b"k" * 32])
+        self.log = open_log(self.path, [b"k" * 32])
         self.metrics = Metrics()
         self.server, port = build_server(
             LiveBundle(bundle), "127.0.0.1:0", decision_log=wrap_log(self.log) if wrap_log else self.log,

@@ -22,10 +22,12 @@ from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules import decision_log
+from rules.audit import sealer, sqlite as sqlite_log
 from rules.engine.decision import Audience, DecisionRequest, RequestReason
-from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
-                                SQLiteDecisionLog, key_id, new_key_text, parse_keys)
+from rules.audit.factory import open_log
+from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError, DecisionLogUnavailable
+from rules.audit.sqlite import SQLiteDecisionLog
+from rules.audit.keys import key_id, new_key_text, parse_keys
 from rules.decide.replay import differences, replay
 from service import convert
 from service.reload import LiveBundle
@@ -91,7 +93,7 @@ def test_record_then_get_gives_back_request_decision_and_bundle_hash(tmp_path, e
     request = _fee_request(subject=Audience.RECEIVING_PARENT, requested_by=Audience.RECEIVING_PARENT,
                            reason=RequestReason.NEW_APPLICATION)
     decision = evaluator.decide(request)
-    with DecisionLog.open(tmp_path / "log.sqlite3", [_key()]) as log:
+    with open_log(tmp_path / "log.sqlite3", [_key()]) as log:
         log.record(request, decision)
         logged = log.get(decision.decision_id)
         assert log.get(uuid.uuid4().hex) is None
@@ -108,7 +110,7 @@ def test_a_process_that_holds_the_file_lock_and_stops_makes_writers_unavailable_
     import time
     request = _fee_request()
     decision = evaluator.decide(request)
-    with DecisionLog.open(tmp_path / "log.sqlite3", [_key()]) as log:
+    with open_log(tmp_path / "log.sqlite3", [_key()]) as log:
         frozen = os.open(tmp_path / "log.sqlite3.lock", os.O_RDWR)  # another open file: another holder
         fcntl.flock(frozen, fcntl.LOCK_EX)
         outcome: list = []
@@ -124,8 +126,8 @@ def test_a_process_that_holds_the_file_lock_and_stops_makes_writers_unavailable_
         writer.start()
         writer.join(10)  # without a bound on the wait it would never return
         assert not writer.is_alive() and time.monotonic() - started < 1.0
-        assert isinstance(outcome[0], decision_log.DecisionLogUnavailable) and "file lock" in str(outcome[0])
-        with pytest.raises(decision_log.DecisionLogUnavailable):
+        assert isinstance(outcome[0], DecisionLogUnavailable) and "file lock" in str(outcome[0])
+        with pytest.raises(DecisionLogUnavailable):
             log.check(0.2)
         os.close(frozen)  # the frozen worker is killed: the kernel frees its lock
         log.check(0.2)
@@ -137,7 +139,7 @@ def test_the_log_is_wal_and_only_what_describes_no_case_is_in_the_clear(tmp_path
     path = tmp_path / "log.sqlite3"
     request = _fee_request(shadow_version="review-2023")
     decision = evaluator.decide(request)
-    with DecisionLog.open(path, [key := _key()]) as log:
+    with open_log(path, [key := _key()]) as log:
         log.record(request, decision)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -150,7 +152,7 @@ def test_the_log_is_wal_and_only_what_describes_no_case_is_in_the_clear(tmp_path
 
 def test_no_sensitive_fact_or_text_is_stored_in_clear(tmp_path, evaluator):
     path = tmp_path / "log.sqlite3"
-    log = DecisionLog.open(path, [_key()])
+    log = open_log(path, [_key()])
     for _ in range(3):
         request = _fee_request()
         log.record(request, evaluator.decide(request))
@@ -177,7 +179,7 @@ def test_a_sealed_document_is_padded_so_its_length_does_not_tell_abuse_from_none
     unpadded = [len(r.model_dump_json()) + len(d.model_dump_json()) for r, d in zip(requests, decisions)]
     assert unpadded[0] - unpadded[1] > 500  # the scan has teeth
     path = tmp_path / "log.sqlite3"
-    with DecisionLog.open(path, [_key()]) as log:
+    with open_log(path, [_key()]) as log:
         log.record_batch(list(zip(requests, decisions)))
         assert [log.get(d.decision_id).decision for d in decisions] == decisions
     db = sqlite3.connect(path)
@@ -188,7 +190,7 @@ def test_a_sealed_document_is_padded_so_its_length_does_not_tell_abuse_from_none
 def test_padding_fills_a_power_of_two_from_4_kib_with_json_whitespace():
     for size, bucket in ((2, 4096), (4096, 4096), (4097, 8192), (70_000, 131_072)):
         document = b'{"x":"' + b"a" * (size - 8) + b'"}'
-        padded = decision_log._pad(document)
+        padded = sealer._pad(document)
         assert len(padded) == bucket and padded.startswith(document) and json.loads(padded) == json.loads(document)
 
 
@@ -218,7 +220,7 @@ def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_fi
         return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("old.sqlite3"))
 
     assert all(outcome in stored() for outcome in outcomes)  # the scan has teeth
-    with DecisionLog.open(path, [key]) as log:
+    with open_log(path, [key]) as log:
         for outcome in outcomes:  # not in the table, nor left in the file's free space or its write-ahead log
             assert outcome not in stored(), outcome
         for decision in decisions:
@@ -238,22 +240,22 @@ def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_fi
 
 def test_the_wrong_key_is_refused_with_a_clear_error(tmp_path, evaluator):
     path = tmp_path / "log.sqlite3"
-    with DecisionLog.open(path, [_key()]) as log:
+    with open_log(path, [_key()]) as log:
         log.record(_fee_request(), evaluator.decide(_fee_request()))
     with pytest.raises(DecisionLogKeyError, match="wrong key"):
-        DecisionLog.open(path, [_key()])
+        open_log(path, [_key()])
 
 
 def test_keys_rotate_and_a_row_without_its_key_says_so(tmp_path, evaluator):
     path, old, new = tmp_path / "log.sqlite3", _key(), _key()
     first = evaluator.decide(_fee_request())
-    with DecisionLog.open(path, [old]) as log:
+    with open_log(path, [old]) as log:
         log.record(_fee_request(), first)
-    with DecisionLog.open(path, [new, old]) as log:  # the new key seals, the old one still opens
+    with open_log(path, [new, old]) as log:  # the new key seals, the old one still opens
         second = evaluator.decide(_fee_request())
         log.record(_fee_request(), second)
         assert log.get(first.decision_id).decision == first
-    with DecisionLog.open(path, [new]) as log:  # the newest row is sealed with `new`: the log opens
+    with open_log(path, [new]) as log:  # the newest row is sealed with `new`: the log opens
         assert log.get(second.decision_id).decision == second
         with pytest.raises(DecisionLogKeyError, match="not given"):
             log.get(first.decision_id)
@@ -262,7 +264,7 @@ def test_keys_rotate_and_a_row_without_its_key_says_so(tmp_path, evaluator):
 def test_a_sealed_row_cannot_be_moved_to_another_decision(tmp_path, evaluator):
     path = tmp_path / "log.sqlite3"
     a, b = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
-    with DecisionLog.open(path, [key := _key()]) as log:
+    with open_log(path, [key := _key()]) as log:
         log.record(_fee_request(), a)
         log.record(_fee_request(), b)
     db = sqlite3.connect(path)
@@ -271,7 +273,7 @@ def test_a_sealed_row_cannot_be_moved_to_another_decision(tmp_path, evaluator):
                (a.decision_id, a.decision_id, b.decision_id))
     db.commit()
     db.close()
-    with DecisionLog.open(path, [key]) as log, pytest.raises(DecisionLogIntegrityError):
+    with open_log(path, [key]) as log, pytest.raises(DecisionLogIntegrityError):
         log.get(b.decision_id)
 
 
@@ -279,15 +281,15 @@ def test_development_key_is_generated_once_beside_the_log(tmp_path, evaluator, m
     monkeypatch.delenv("CMS_POLICY_LOG_KEY", raising=False)
     path = tmp_path / "var" / "decisions.sqlite3"
     decision = evaluator.decide(_fee_request())
-    with DecisionLog.open(path) as log:  # makes var/ and var/decisions.sqlite3.key
+    with open_log(path) as log:  # makes var/ and var/decisions.sqlite3.key
         log.record(_fee_request(), decision)
     key_file = Path(f"{path}.key")
     assert key_file.stat().st_mode & 0o777 == 0o600
-    with DecisionLog.open(path) as log:
+    with open_log(path) as log:
         assert log.get(decision.decision_id).decision == decision
     key_file.unlink()  # a lost key is an error, never a new key for a log that has rows
     with pytest.raises(DecisionLogKeyError, match="no key"):
-        DecisionLog.open(path)
+        open_log(path)
     assert not key_file.exists()
 
 
@@ -295,12 +297,12 @@ def test_keys_come_from_the_environment_or_a_key_file(tmp_path, evaluator, monke
     text = new_key_text()
     monkeypatch.setenv("CMS_POLICY_LOG_KEY", text)
     decision = evaluator.decide(_fee_request())
-    with DecisionLog.open(tmp_path / "log.sqlite3") as log:
+    with open_log(tmp_path / "log.sqlite3") as log:
         log.record(_fee_request(), decision)
     assert not (tmp_path / "log.sqlite3.key").exists()
     monkeypatch.delenv("CMS_POLICY_LOG_KEY")
     (tmp_path / "secret").write_text(f"# current key\n{text}\n")
-    with DecisionLog.open(tmp_path / "log.sqlite3", key_file=tmp_path / "secret") as log:
+    with open_log(tmp_path / "log.sqlite3", key_file=tmp_path / "secret") as log:
         assert log.get(decision.decision_id).decision == decision
     with pytest.raises(DecisionLogKeyError, match="32 bytes"):
         parse_keys(base64.b64encode(b"short").decode(), "test")
@@ -309,10 +311,10 @@ def test_keys_come_from_the_environment_or_a_key_file(tmp_path, evaluator, monke
 
 
 def test_a_path_is_sqlite_and_a_url_made_a_path_is_refused(tmp_path):
-    with DecisionLog.open(str(tmp_path / "log.sqlite3"), [_key()]) as log:
+    with open_log(str(tmp_path / "log.sqlite3"), [_key()]) as log:
         assert isinstance(log, SQLiteDecisionLog) and log.where == str(tmp_path / "log.sqlite3")
     with pytest.raises(DecisionLogError, match="as a string"):  # Path("postgresql://h/db") is "postgresql:/h/db"
-        DecisionLog.open(Path("postgresql://db.example/cms"), [_key()])
+        open_log(Path("postgresql://db.example/cms"), [_key()])
     assert not Path("postgresql:").exists()
 
 
@@ -363,7 +365,7 @@ def test_unknown_and_missing_ids(stub, call):
 @pytest.fixture
 def in_process(bundle, tmp_path):
     """A server in this process on its own decision log: (stub, log)."""
-    log = DecisionLog.open(tmp_path / "log.sqlite3", [_key()])
+    log = open_log(tmp_path / "log.sqlite3", [_key()])
     server, port = build_server(LiveBundle(bundle), "127.0.0.1:0", decision_log=log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield policy_pb2_grpc.PolicyDecisionServiceStub(channel), log
@@ -474,7 +476,7 @@ def test_explain_an_unknown_id_fails(server_process, decision_log_path):
 
 def test_concurrent_records_share_commits_and_all_are_stored(tmp_path, evaluator):
     import threading
-    log = DecisionLog.open(tmp_path / "log.sqlite3", [_key()])
+    log = open_log(tmp_path / "log.sqlite3", [_key()])
     commits, insert = [], log._insert
     log._insert = lambda rows, deadline: commits.append(len(rows)) or insert(rows, deadline)
     decisions = [evaluator.decide(_fee_request()) for _ in range(200)]
@@ -495,12 +497,12 @@ def test_checkpoints_run_beside_the_commits_and_keep_the_write_ahead_log_small(t
     every few hundred): a thread does, after commits, and under writes that never pause it restarts
     the write-ahead log once it holds CHECKPOINT_FRAMES frames (without that, it grew without end)."""
     import threading
-    monkeypatch.setattr(decision_log, "CHECKPOINT_PAUSE", 0.05)
-    monkeypatch.setattr(decision_log, "CHECKPOINT_FRAMES", 200)
+    monkeypatch.setattr(sqlite_log, "CHECKPOINT_PAUSE", 0.05)
+    monkeypatch.setattr(sqlite_log, "CHECKPOINT_FRAMES", 200)
     path = tmp_path / "log.sqlite3"
     request = _fee_request(counterfactuals=False)
     decision = evaluator.decide(request)
-    log = DecisionLog.open(path, [_key()])
+    log = open_log(path, [_key()])
     assert log._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     ids = iter(range(1_000_000))  # next() on one iterator is atomic in CPython
 
@@ -521,7 +523,7 @@ def test_checkpoints_run_beside_the_commits_and_keep_the_write_ahead_log_small(t
 
 
 def test_a_batch_is_recorded_whole_or_not_at_all(tmp_path, evaluator):
-    with DecisionLog.open(tmp_path / "log.sqlite3", [_key()]) as log:
+    with open_log(tmp_path / "log.sqlite3", [_key()]) as log:
         first, second = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
         log.record_batch([(_fee_request(), first), (_fee_request(), second)])
         assert log.count() == 2
@@ -535,13 +537,13 @@ def test_a_batch_is_recorded_whole_or_not_at_all(tmp_path, evaluator):
 def test_stored_bytes_of_the_wrong_shape_fail_the_integrity_check(tmp_path, evaluator, change):
     """Issue 27 item 7: a short nonce or a sealed value that is not bytes gave INTERNAL, not DATA_LOSS."""
     path, decision = tmp_path / "log.sqlite3", evaluator.decide(_fee_request())
-    with DecisionLog.open(path, [key := _key()]) as log:
+    with open_log(path, [key := _key()]) as log:
         log.record(_fee_request(), decision)
     db = sqlite3.connect(path)
     db.execute(f"UPDATE decisions SET {change} WHERE decision_id = ?", (decision.decision_id,))
     db.commit()
     db.close()
-    with DecisionLog.open(path, [key]) as log, pytest.raises(DecisionLogIntegrityError):
+    with open_log(path, [key]) as log, pytest.raises(DecisionLogIntegrityError):
         log.get(decision.decision_id)
 
 
@@ -566,14 +568,14 @@ def test_a_changed_clear_column_fails_the_integrity_check(tmp_path, evaluator, c
     nothing.)"""
     path, key, other = tmp_path / "log.sqlite3", _key(), _key()
     decision, untouched = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
-    with DecisionLog.open(path, [key, other]) as log:
+    with open_log(path, [key, other]) as log:
         log.record_batch([(_fee_request(), decision), (_fee_request(), untouched)])
     db = sqlite3.connect(path)
     db.execute(f"UPDATE decisions SET {column} = ? WHERE decision_id = ?",
                (_altered_clear_values(decision, other)[column], decision.decision_id))
     db.commit()
     db.close()
-    with DecisionLog.open(path, [key, other]) as log:
+    with open_log(path, [key, other]) as log:
         with pytest.raises(DecisionLogIntegrityError, match=decision.decision_id):
             log.get(decision.decision_id)
         assert log.get(untouched.decision_id).decision == untouched
@@ -582,20 +584,20 @@ def test_a_changed_clear_column_fails_the_integrity_check(tmp_path, evaluator, c
 def test_the_same_instant_written_another_way_is_not_a_change(tmp_path, evaluator):
     """decided_at is bound as its UTC instant (PostgreSQL keeps a timestamptz, not the text)."""
     path, decision = tmp_path / "log.sqlite3", evaluator.decide(_fee_request())
-    with DecisionLog.open(path, [key := _key()]) as log:
+    with open_log(path, [key := _key()]) as log:
         log.record(_fee_request(), decision)
     same = dt.datetime.fromisoformat(decision.decided_at).astimezone(dt.timezone(dt.timedelta(hours=1)))
     db = sqlite3.connect(path)
     db.execute("UPDATE decisions SET decided_at = ?", (same.isoformat(timespec="microseconds"),))
     db.commit()
     db.close()
-    with DecisionLog.open(path, [key]) as log:
+    with open_log(path, [key]) as log:
         assert log.get(decision.decision_id).decision == decision
 
 
 def _format_1_row(key: bytes, request: DecisionRequest, decision) -> tuple:
     """A row as schema 3 stored it (CLEAR_COLUMNS, nonce, sealed): the decision id alone as associated data."""
-    payload = decision_log._pad(json.dumps({"format": 1, "request": request.model_dump(mode="json"),
+    payload = sealer._pad(json.dumps({"format": 1, "request": request.model_dump(mode="json"),
                                             "decision": decision.model_dump(mode="json")}).encode())
     nonce = os.urandom(12)
     return (decision.decision_id, decision.decided_at, decision.policy.policy, decision.policy.version,
@@ -621,7 +623,7 @@ def test_a_schema_3_log_is_migrated_and_its_rows_still_open(tmp_path, evaluator)
     db.commit()
     db.close()
     new = evaluator.decide(_fee_request())
-    with DecisionLog.open(path, [key]) as log:
+    with open_log(path, [key]) as log:
         assert [log.get(d.decision_id).decision for d in old] == old
         log.record(_fee_request(), new)
     db = sqlite3.connect(path)
@@ -632,7 +634,7 @@ def test_a_schema_3_log_is_migrated_and_its_rows_still_open(tmp_path, evaluator)
     db.execute("UPDATE decisions SET bundle_hash = ?", ("0" * 64,))
     db.commit()
     db.close()
-    with DecisionLog.open(path, [key]) as log:
+    with open_log(path, [key]) as log:
         assert log.get(old[0].decision_id).bundle_hash == "0" * 64  # format 1: not bound
         with pytest.raises(DecisionLogIntegrityError):
             log.get(new.decision_id)

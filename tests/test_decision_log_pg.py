@@ -30,12 +30,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules import decision_log
+from rules.audit import log as audit_log
 from rules.engine.decision import DecisionRequest
-from rules.decision_log import (DecisionLog, DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError,
-                                key_id, new_key_text)
+from rules.audit.factory import open_log
+from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
+from rules.audit.keys import key_id, new_key_text
 from rules.decide.replay import replay
-from rules.decision_log_pg import PostgresDecisionLog, redact
+from rules.audit.postgres import PostgresDecisionLog, redact
 
 from . import pgcluster
 from .conftest import ROOT, start_service, stop_service
@@ -128,20 +129,20 @@ def _columns(sql: psycopg.Connection) -> list[str]:
 # --- the log on its own ------------------------------------------------------------------
 
 def test_the_backend_is_chosen_by_the_target(pg_url, tmp_path):
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         assert isinstance(log, PostgresDecisionLog)
     with pytest.raises(DecisionLogError, match="as a string"):  # Path() collapses "//": not a file name
-        DecisionLog.open(Path(pg_url), [_key()])
-    with DecisionLog.open(pg_url.replace("postgresql://", "postgres://", 1), [_key()]) as log:
+        open_log(Path(pg_url), [_key()])
+    with open_log(pg_url.replace("postgresql://", "postgres://", 1), [_key()]) as log:
         assert isinstance(log, PostgresDecisionLog)
-    with DecisionLog.open(str(tmp_path / "log.sqlite3"), [_key()]) as log:
+    with open_log(str(tmp_path / "log.sqlite3"), [_key()]) as log:
         assert not isinstance(log, PostgresDecisionLog) and log.path == tmp_path / "log.sqlite3"
 
 
 def test_record_then_get_gives_back_request_decision_and_bundle_hash(pg_url, sql, evaluator):
     request = _fee_request()
     decision = evaluator.decide(request)
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         log.record(request, decision)
         # Committed before record returned: another connection sees it at once.
         assert sql.execute("SELECT count(*) FROM decisions").fetchone()[0] == 1
@@ -156,7 +157,7 @@ def test_record_then_get_gives_back_request_decision_and_bundle_hash(pg_url, sql
 def test_the_clear_columns_and_the_schema_version(pg_url, sql, evaluator):
     request = _fee_request(shadow_version="review-2023")
     decision = evaluator.decide(request)
-    with DecisionLog.open(pg_url, [key := _key()]) as log:
+    with open_log(pg_url, [key := _key()]) as log:
         log.record(request, decision)
     assert _columns(sql) == STORED_COLUMNS
     row = sql.execute(f"SELECT {', '.join(CLEAR_COLUMNS)} FROM decisions").fetchone()
@@ -167,7 +168,7 @@ def test_the_clear_columns_and_the_schema_version(pg_url, sql, evaluator):
 
 
 def test_no_sensitive_fact_or_text_is_stored_in_clear(pg_url, sql, pg_server, evaluator):
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         for _ in range(3):
             request = _fee_request(shadow_version="review-2023")
             log.record(request, evaluator.decide(request))
@@ -192,22 +193,22 @@ def test_no_sensitive_fact_or_text_is_stored_in_clear(pg_url, sql, pg_server, ev
 
 
 def test_the_wrong_key_is_refused_with_a_clear_error(pg_url, evaluator):
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         log.record(_fee_request(), evaluator.decide(_fee_request()))
     with pytest.raises(DecisionLogKeyError, match="wrong key"):
-        DecisionLog.open(pg_url, [_key()])
+        open_log(pg_url, [_key()])
 
 
 def test_keys_rotate_and_a_row_without_its_key_says_so(pg_url, evaluator):
     old, new = _key(), _key()
     first = evaluator.decide(_fee_request())
-    with DecisionLog.open(pg_url, [old]) as log:
+    with open_log(pg_url, [old]) as log:
         log.record(_fee_request(), first)
-    with DecisionLog.open(pg_url, [new, old]) as log:
+    with open_log(pg_url, [new, old]) as log:
         second = evaluator.decide(_fee_request())
         log.record(_fee_request(), second)
         assert log.get(first.decision_id).decision == first
-    with DecisionLog.open(pg_url, [new]) as log:
+    with open_log(pg_url, [new]) as log:
         assert log.get(second.decision_id).decision == second
         with pytest.raises(DecisionLogKeyError, match="not given"):
             log.get(first.decision_id)
@@ -215,7 +216,7 @@ def test_keys_rotate_and_a_row_without_its_key_says_so(pg_url, evaluator):
 
 def test_an_altered_or_moved_sealed_row_fails_its_integrity_check(pg_url, sql, evaluator):
     a, b, c = (evaluator.decide(_fee_request()) for _ in range(3))
-    with DecisionLog.open(pg_url, [key := _key()]) as log:
+    with open_log(pg_url, [key := _key()]) as log:
         for decision in (a, b, c):
             log.record(_fee_request(), decision)
     sql.execute("UPDATE decisions SET nonce = (SELECT nonce FROM decisions WHERE decision_id = %s),"
@@ -224,7 +225,7 @@ def test_an_altered_or_moved_sealed_row_fails_its_integrity_check(pg_url, sql, e
     # Change one byte (to another value: setting it to a fixed one left it as it was 1 time in 256).
     sql.execute("UPDATE decisions SET sealed = set_byte(sealed, 19, (get_byte(sealed, 19) + 1) %% 256)"
                 " WHERE decision_id = %s", (c.decision_id,))
-    with DecisionLog.open(pg_url, [key]) as log:
+    with open_log(pg_url, [key]) as log:
         assert log.get(a.decision_id).decision == a
         for altered in (b, c):
             with pytest.raises(DecisionLogIntegrityError):
@@ -233,14 +234,14 @@ def test_an_altered_or_moved_sealed_row_fails_its_integrity_check(pg_url, sql, e
 
 def test_every_golden_case_replays_identically_from_the_log(pg_url, evaluator):
     from rules.engine.decision import DecisionRequest
-    with DecisionLog.open(pg_url, [key := _key()]) as log:
+    with open_log(pg_url, [key := _key()]) as log:
         ids = []
         for req in _golden_requests():
             request = DecisionRequest.model_validate(req)
             decision = evaluator.decide(request)
             log.record(request, decision)
             ids.append(decision.decision_id)
-    with DecisionLog.open(pg_url, [key]) as log:
+    with open_log(pg_url, [key]) as log:
         for decision_id in ids:
             result = replay(evaluator, log.get(decision_id))
             assert result.identical, (decision_id, result.differences)
@@ -250,32 +251,32 @@ def test_keys_come_from_a_secret_never_from_a_file_beside_the_url(pg_url, tmp_pa
     monkeypatch.delenv("CMS_POLICY_LOG_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DecisionLogKeyError, match="CMS_POLICY_LOG_KEY") as caught:
-        DecisionLog.open(pg_url)
+        open_log(pg_url)
     assert "--decision-log-key-file" in str(caught.value)
     assert list(tmp_path.iterdir()) == []  # no development key made anywhere
     text = new_key_text()
     monkeypatch.setenv("CMS_POLICY_LOG_KEY", text)
     decision = evaluator.decide(_fee_request())
-    with DecisionLog.open(pg_url) as log:
+    with open_log(pg_url) as log:
         log.record(_fee_request(), decision)
     monkeypatch.delenv("CMS_POLICY_LOG_KEY")
     (tmp_path / "secret").write_text(f"# current key\n{text}\n")
-    with DecisionLog.open(pg_url, key_file=tmp_path / "secret") as log:
+    with open_log(pg_url, key_file=tmp_path / "secret") as log:
         assert log.get(decision.decision_id).decision == decision
 
 
 def test_the_schema_is_made_only_when_asked_and_a_strange_one_is_refused(pg_url, sql):
     with pytest.raises(DecisionLogError, match="no decision log in"):
-        DecisionLog.open(pg_url, [_key()], create=False)
+        open_log(pg_url, [_key()], create=False)
     assert sql.execute("SELECT to_regclass('decisions')").fetchone()[0] is None
-    with DecisionLog.open(pg_url, [_key()]):
+    with open_log(pg_url, [_key()]):
         pass
     sql.execute("UPDATE decision_log_schema SET version = 99")
     with pytest.raises(DecisionLogError, match="schema 99, this code reads 4"):
-        DecisionLog.open(pg_url, [_key()])
+        open_log(pg_url, [_key()])
     sql.execute("DROP TABLE decision_log_schema")
     with pytest.raises(DecisionLogError, match="not a decision log"):
-        DecisionLog.open(pg_url, [_key()])
+        open_log(pg_url, [_key()])
 
 
 def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_table(pg_url, sql, pg_server,
@@ -298,7 +299,7 @@ def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_ta
                            f"({', '.join(['%s'] * len(SCHEMA_2_COLUMNS))})",
                            [_schema_2_row(key, r, d) for r, d in zip(requests, decisions)])
     old_lengths = sql.execute("SELECT decision_id, length(sealed) FROM decisions ORDER BY decided_at").fetchall()
-    with DecisionLog.open(pg_url, [key]) as log:
+    with open_log(pg_url, [key]) as log:
         for decision in decisions:
             logged = log.get(decision.decision_id)
             assert logged.decision == decision and replay(evaluator, logged).identical
@@ -327,14 +328,14 @@ def test_the_password_is_never_in_messages(pg_server):
     assert redact("postgresql://h/db?password=x&sslmode=require") == "postgresql://h/db?password=***&sslmode=require"
     assert redact("postgres://u@h/db?options=-csearch_path%3Da+b") == "postgres://u@h/db?options=-csearch_path%3Da+b"
     with pytest.raises(DecisionLogError) as caught:  # port 1: nothing listens
-        DecisionLog.open(url, [_key()])
+        open_log(url, [_key()])
     assert secret not in str(caught.value) and "someone:***@127.0.0.1:1" in str(caught.value)
 
 
 def test_synchronous_commit_off_is_turned_on(pg_url, evaluator):
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(pg_url).query))
     url = _with_options(pg_url, query["options"] + " -csynchronous_commit=off")
-    with DecisionLog.open(url, [_key()]) as log:
+    with open_log(url, [_key()]) as log:
         log.record(_fee_request(), evaluator.decide(_fee_request()))
         with log._pool.connection() as conn:
             assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
@@ -348,7 +349,7 @@ def test_replicas_start_together_and_record_concurrently(pg_url, evaluator):
 
     def start():
         try:
-            logs.append(DecisionLog.open(pg_url, [key]))
+            logs.append(open_log(pg_url, [key]))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -389,7 +390,7 @@ def _terminate_log_connections(sql) -> int:
 
 
 def test_a_terminated_connection_is_replaced_without_losing_a_decision(pg_url, sql, evaluator, caplog):
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         log.record(_fee_request(), evaluator.decide(_fee_request()))
         assert _terminate_log_connections(sql) >= 1
         decision = evaluator.decide(_fee_request())
@@ -402,8 +403,8 @@ def test_a_terminated_connection_is_replaced_without_losing_a_decision(pg_url, s
 def test_a_retry_after_a_lost_acknowledgement_finds_its_own_row(pg_url, sql, evaluator):
     """The first try's commit landed but its answer was lost: the retry meets its own row (same
     nonce and sealed bytes) and succeeds; a different row under the same id is an error."""
-    from rules.decision_log import COLUMNS
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    from rules.audit.sealer import COLUMNS
+    with open_log(pg_url, [_key()]) as log:
         log.count()  # a pooled connection, to be terminated
         decision = evaluator.decide(_fee_request())
         row = log._sealer.seal(_fee_request(), decision)
@@ -417,7 +418,7 @@ def test_a_retry_after_a_lost_acknowledgement_finds_its_own_row(pg_url, sql, eva
 
 
 def test_a_closed_log_refuses_to_record(pg_url, evaluator):
-    log = DecisionLog.open(pg_url, [_key()])
+    log = open_log(pg_url, [_key()])
     log.close()
     with pytest.raises(DecisionLogError, match="closed"):
         log.record(_fee_request(), evaluator.decide(_fee_request()))
@@ -425,7 +426,7 @@ def test_a_closed_log_refuses_to_record(pg_url, evaluator):
 
 def test_with_the_server_down_record_fails_and_recovers_when_it_is_back(pg_url, pg_server, evaluator):
     cluster = pg_server.stoppable()
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         before = evaluator.decide(_fee_request())
         log.record(_fee_request(), before)
         cluster.stop()
@@ -522,7 +523,7 @@ def test_the_service_answers_unavailable_while_the_database_is_down_and_recovers
 def test_decisions_of_a_version_are_listed_from_the_clear_columns_for_remediation(pg_url, evaluator):
     from rules.authoring.remediate import remediate
     decided = [evaluator.decide(_fee_request()) for _ in range(3)]
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         for decision in decided:
             log.record(_fee_request(), decision)
         listed = log.decided_under("application_fee", decided[0].policy.version)
@@ -537,7 +538,7 @@ def test_decisions_of_a_version_are_listed_from_the_clear_columns_for_remediatio
 @pytest.mark.parametrize("column", ALTERABLE)
 def test_a_changed_clear_column_fails_the_integrity_check(pg_url, sql, evaluator, column):
     decision, untouched = evaluator.decide(_fee_request()), evaluator.decide(_fee_request())
-    with DecisionLog.open(pg_url, [key := _key(), other := _key()]) as log:
+    with open_log(pg_url, [key := _key(), other := _key()]) as log:
         log.record_batch([(_fee_request(), decision), (_fee_request(), untouched)])
         sql.execute(f"UPDATE decisions SET {column} = %s WHERE decision_id = %s",
                     (_altered_clear_values(decision, other)[column], decision.decision_id))
@@ -545,7 +546,7 @@ def test_a_changed_clear_column_fails_the_integrity_check(pg_url, sql, evaluator
             log.get(decision.decision_id)
         assert log.get(untouched.decision_id).decision == untouched
     # The time is bound as its instant: the session's time zone does not change it.
-    with DecisionLog.open(_with_options(pg_url, _options(pg_url) + " -ctimezone=Asia/Kolkata"), [key, other]) as log:
+    with open_log(_with_options(pg_url, _options(pg_url) + " -ctimezone=Asia/Kolkata"), [key, other]) as log:
         assert log.get(untouched.decision_id).decision == untouched
 
 
@@ -569,7 +570,7 @@ def test_a_schema_3_log_is_migrated_and_its_rows_still_open(pg_url, sql, evaluat
                            f"({', '.join(['%s'] * (len(CLEAR_COLUMNS) + 2))})",
                            [_format_1_row(key, _fee_request(), d) for d in old])
     new = evaluator.decide(_fee_request())
-    with DecisionLog.open(pg_url, [key]) as log:
+    with open_log(pg_url, [key]) as log:
         assert [log.get(d.decision_id).decision for d in old] == old
         log.record(_fee_request(), new)
         assert sql.execute("SELECT version FROM decision_log_schema").fetchall() == [(4,)]
@@ -585,7 +586,7 @@ def test_a_schema_3_log_is_migrated_and_its_rows_still_open(pg_url, sql, evaluat
 def test_get_decision_of_a_row_with_a_changed_clear_column_is_data_loss(pg_url, sql, bundle):
     from service.reload import LiveBundle
     from service.server import build_server
-    with DecisionLog.open(pg_url, [_key()]) as log:
+    with open_log(pg_url, [_key()]) as log:
         server, port = build_server(LiveBundle(bundle), "127.0.0.1:0", decision_log=log)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -606,8 +607,8 @@ def served(pg_url, bundle, monkeypatch):
     """An in-process server on a PostgreSQL log: (decision stub, health stub, log)."""
     from service.reload import LiveBundle
     from service.server import build_server
-    monkeypatch.setattr(decision_log, "CHECK_EVERY", (0.2, 10.0), raising=False)  # back within the test's patience
-    log = DecisionLog.open(pg_url, [_key()])
+    monkeypatch.setattr(audit_log, "CHECK_EVERY", (0.2, 10.0), raising=False)  # back within the test's patience
+    log = open_log(pg_url, [_key()])
     server, port = build_server(LiveBundle(bundle), "127.0.0.1:0", decision_log=log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield policy_pb2_grpc.PolicyDecisionServiceStub(channel), health_pb2_grpc.HealthStub(channel), log
@@ -679,7 +680,7 @@ def test_a_locked_table_gives_unavailable_within_the_deadline_and_readiness_foll
         assert _health(health, SERVICE) == "NOT_SERVING"  # not ready: keep traffic away
         assert _health(health, "") == "SERVING"  # but alive: a restart would mend nothing
         locker.rollback()
-    _eventually(lambda: _health(health, SERVICE), "SERVING", within=decision_log.CHECK_TIMEOUT + 2)
+    _eventually(lambda: _health(health, SERVICE), "SERVING", within=audit_log.CHECK_TIMEOUT + 2)
     after = [_decide_fee(stub) for _ in range(3)]
     assert [_get(stub, d.decision_id) for d in [before, *after]] == [before, *after]
     assert log.count() == 4
@@ -724,10 +725,10 @@ def test_a_frozen_server_gives_unavailable_within_the_deadline_and_nothing_hangs
         with pytest.raises(grpc.RpcError) as caught:
             _get(stub, before.decision_id, timeout=CHAOS_DEADLINE)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        _eventually(lambda: _health(health, SERVICE), "NOT_SERVING", within=decision_log.CHECK_TIMEOUT + 1)
+        _eventually(lambda: _health(health, SERVICE), "NOT_SERVING", within=audit_log.CHECK_TIMEOUT + 1)
         assert _health(health, "") == "SERVING"
         _unavailable_within_the_deadline(_decide_many(stub, CHAOS_CALLS, CHAOS_DEADLINE))  # known failing: at once
-    _eventually(lambda: _health(health, SERVICE), "SERVING", within=decision_log.CHECK_TIMEOUT + 5)
+    _eventually(lambda: _health(health, SERVICE), "SERVING", within=audit_log.CHECK_TIMEOUT + 5)
     after = [_decide_fee(stub) for _ in range(CHAOS_CALLS)]
     assert [_get(stub, d.decision_id) for d in [before, *after]] == [before, *after]
     assert log.count() == 1 + CHAOS_CALLS

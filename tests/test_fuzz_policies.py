@@ -31,7 +31,7 @@ from cms_policy.v1 import policy_pb2_grpc
 from rules.language import checks, values, yamlsource
 from rules.engine import durable_host
 from rules.engine.decision import DecisionRequest, RequestError
-from rules.decision_log import DecisionLog
+from rules.audit.factory import open_log
 from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.language.model import FactType
@@ -428,7 +428,7 @@ def live_service(tmp_path_factory):
     directory = tmp_path_factory.mktemp("live") / "policies"
     shutil.copytree(DEFAULT_POLICY_DIR, directory)
     live = LiveBundle(load_bundle(directory), directory)
-    log = DecisionLog.open(tmp_path_factory.mktemp("live-log") / "decisions.sqlite3", [os.urandom(32)])
+    log = open_log(tmp_path_factory.mktemp("live-log") / "decisions.sqlite3", [os.urandom(32)])
     server, port = build_server(live, "127.0.0.1:0", decision_log=log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield (directory, live, policy_pb2_grpc.PolicyDecisionServiceStub(channel),

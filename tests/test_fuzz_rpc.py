@@ -35,7 +35,7 @@ from cms_policy.v1 import policy_pb2_grpc
 from rules.engine import durable_host
 from rules.language import values
 from rules.engine.decision import DecisionRequest, RequestError
-from rules.decision_log import DecisionLog
+from rules.audit.factory import open_log
 from rules.engine.loader import load_bundle
 from rules.language.model import Fact, FactType
 from service import convert
@@ -78,7 +78,7 @@ def server(tmp_path_factory):
     old_level = root.level
     root.addHandler(records)
     root.setLevel(logging.DEBUG)
-    log = DecisionLog.open(tmp_path_factory.mktemp("fuzz-log") / "decisions.sqlite3", [os.urandom(32)])
+    log = open_log(tmp_path_factory.mktemp("fuzz-log") / "decisions.sqlite3", [os.urandom(32)])
     srv, port = build_server(LiveBundle(BUNDLE), "127.0.0.1:0", decision_log=log)
     big = 64 * 1024 * 1024  # the client may send more than the server takes
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", big),

@@ -31,7 +31,7 @@ from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules.authoring import goldens
 from rules.explain.explainer import format_value
-from rules.decision_log import DecisionLog
+from rules.audit.factory import open_log
 from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.model import FactType
 from service import convert, server as server_module
@@ -464,7 +464,7 @@ def test_an_unexpected_error_is_internal_and_neither_sent_nor_logged_with_its_te
     root = logging.getLogger()
     root.addHandler(handler)
     metrics = Metrics()
-    log = DecisionLog.open(tmp_path / "log.sqlite3", [b"k" * 32])
+    log = open_log(tmp_path / "log.sqlite3", [b"k" * 32])
     server, port = server_module.build_server(LiveBundle(bundle), "127.0.0.1:0", decision_log=log, metrics=metrics)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

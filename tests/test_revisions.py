@@ -14,7 +14,7 @@ import pytest
 from rules.authoring import goldens
 from rules.__main__ import main
 from rules.engine.decision import DecisionRequest
-from rules.decision_log import DecisionLog
+from rules.audit.factory import open_log
 from rules.decide.replay import replay
 from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
@@ -85,7 +85,7 @@ def test_a_logged_decision_replays_under_its_revision_and_remediation_finds_what
     bundle, n = load_bundle(work / "policies"), _revision(work)
     key = os.urandom(32)
     adult, young, waived = _fee_request("1985-07-20"), _fee_request("2001-01-01"), _fee_request("1985-07-20", True)
-    with DecisionLog.open(work / "log.sqlite3", [key]) as log:
+    with open_log(work / "log.sqlite3", [key]) as log:
         decided = [Evaluator(bundle).decide(r) for r in (adult, young)]
         for request, decision in zip((adult, young), decided):
             log.record(request, decision)
@@ -97,7 +97,7 @@ def test_a_logged_decision_replays_under_its_revision_and_remediation_finds_what
     corrected = Evaluator(load_bundle(work / "policies"))
     assert corrected.decide(adult).amount_pence == 2500  # new decisions use the current revision
 
-    with DecisionLog.open(work / "log.sqlite3", [key]) as log:
+    with open_log(work / "log.sqlite3", [key]) as log:
         after = corrected.decide(adult)
         log.record(adult, after)  # already under revision 2: not for remediation
         logged = log.get(decided[0].decision_id)
@@ -164,14 +164,14 @@ def test_remediation_of_the_spent_conviction_correction_finds_exactly_the_decisi
 
     requests = [evidence(True), evidence(False), evidence(True, about_them=False), evidence(None)]
     key = os.urandom(32)
-    with DecisionLog.open(tmp_path / "log.sqlite3", [key]) as log:
+    with open_log(tmp_path / "log.sqlite3", [key]) as log:
         logged = [old.decide(r) for r in requests]
         for request, decision in zip(requests, logged):
             log.record(request, decision)
     assert [d.outcome for d in logged] == ["VERIFIED", "VERIFIED", "NOT_VERIFIED", "VERIFIED"]
 
     now = Evaluator(load_bundle())
-    with DecisionLog.open(tmp_path / "log.sqlite3", [key]) as log:
+    with open_log(tmp_path / "log.sqlite3", [key]) as log:
         assert all(replay(now, log.get(d.decision_id)).identical for d in logged)  # still the evidence they were
         report = remediate(log, now, "abuse_evidence", "2016")
     assert report.looked_at == 4 and not report.failed

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules.decision_log import DecisionLog
+from rules.audit.factory import open_log
 from service import authz, tls
 from service.reload import LiveBundle
 from service.server import build_server
@@ -173,7 +173,7 @@ class Served:
 
     def __init__(self, bundle, workdir: Path, transport: tls.Transport, authorisation=None):
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = DecisionLog.open(workdir / "decisions.sqlite3", [b"k" * 32])
+        self.log = open_log(workdir / "decisions.sqlite3", [b"k" * 32])
         self.server, self.port = build_server(
             LiveBundle(bundle), "127.0.0.1:0", decision_log=self.log, credentials=transport.credentials,
             interceptors=[authz.AuthzInterceptor(authorisation)] if authorisation else ())

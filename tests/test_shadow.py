@@ -10,7 +10,7 @@ from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from rules.engine.decision import DecisionRequest, RequestError
-from rules.decision_log import DecisionLog
+from rules.audit.factory import open_log
 from rules.decide.replay import replay
 from rules.engine.durable_host import EngineError
 from rules.decide.evaluator import Evaluator
@@ -88,7 +88,7 @@ def test_the_log_keeps_the_shadow_sealed_and_only_its_version_in_the_clear(tmp_p
     request = _request(shadow_version="review-2023")
     decision = evaluator.decide(request)
     path = tmp_path / "log.sqlite3"
-    with DecisionLog.open(path, [b"k" * 32]) as log:
+    with open_log(path, [b"k" * 32]) as log:
         log.record(request, decision)
         logged = log.get(decision.decision_id)
         assert logged.decision.shadow == decision.shadow
@@ -111,7 +111,7 @@ def test_a_log_from_before_shadows_is_upgraded_in_place(tmp_path, evaluator):
             key_id TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
         PRAGMA user_version = 1;""")
     db.close()
-    with DecisionLog.open(path, [b"k" * 32]) as log:
+    with open_log(path, [b"k" * 32]) as log:
         decision = evaluator.decide(_request())
         log.record(_request(), decision)
         assert log.get(decision.decision_id).decision == decision

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rules.engine.decision import Decision, RequestError
-from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError
+from rules.audit.factory import open_log
+from rules.audit.log import DEFAULT_PATH, LOG_ENV, DecisionLog
+from rules.audit.errors import DecisionLogError
 from rules.engine.durable_host import EngineError
 from rules.decide.evaluator import Evaluator
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
@@ -112,7 +114,7 @@ def run(args) -> int:
         print(f"error: no version {args.version} of {args.policy} is loaded", file=sys.stderr)
         return 2
     try:
-        with DecisionLog.open(args.decision_log, key_file=args.key_file, create=False) as log:
+        with open_log(args.decision_log, key_file=args.key_file, create=False) as log:
             report = remediate(log, Evaluator(bundle), args.policy, args.version, args.id)
             where = log.where
     except DecisionLogError as exc:

@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 
 from rules.engine.decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
-from rules.decision_log import DEFAULT_PATH, LOG_ENV, DecisionLog, DecisionLogError, LoggedDecision
+from rules.audit.factory import open_log
+from rules.audit.log import DEFAULT_PATH, LOG_ENV
+from rules.audit.errors import DecisionLogError
+from rules.audit.sealer import LoggedDecision
 
 PARTIES = {Audience.CASEWORKER: "the Service (a caseworker)", Audience.RECEIVING_PARENT: "the receiving parent",
            Audience.PAYING_PARENT: "the paying parent"}
@@ -38,7 +41,7 @@ def add_command(commands) -> None:
 
 def run(args) -> int:
     try:
-        with DecisionLog.open(args.decision_log, key_file=args.key_file, create=False) as log:
+        with open_log(args.decision_log, key_file=args.key_file, create=False) as log:
             logged = log.get(args.decision_id)
             where = log.where  # a URL without its password
     except DecisionLogError as exc:

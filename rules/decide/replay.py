@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rules.decide.evaluator import Evaluator
-from rules.decision_log import LoggedDecision
+from rules.audit.sealer import LoggedDecision
 from rules.engine.decision import Decision
 
 

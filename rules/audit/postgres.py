@@ -1,7 +1,7 @@
 """The decision log in PostgreSQL, for several replicas of the service sharing one log.
 
 The same table as the SQLite log (`decisions`, the same clear columns — none says anything about a
-case's circumstances — `decided_at` as a `timestamptz`), the same sealing (`decision_log.Sealer`: AES-256-GCM, every clear
+case's circumstances — `decided_at` as a `timestamptz`), the same sealing (`sealer.Sealer`: AES-256-GCM, every clear
 column as associated data, key ids, rotation), the same interface (`DecisionLog`). Chosen by giving `--decision-log` a
 `postgresql://` or `postgres://` URL (libpq's: `postgresql://user@host:5432/db?sslmode=verify-full`;
 the password is best left out of the URL and given by `PGPASSWORD` or a `PGPASSFILE`).
@@ -51,8 +51,10 @@ from typing import TypeVar
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from rules.decision_log import (COLUMNS, SCHEMA_VERSION, DecisionLog, DecisionLogError, DecisionLogKeyError,
-                                DecisionLogUnavailable, SealedRow, resolve_keys)
+from rules.audit.sealer import COLUMNS, SealedRow
+from rules.audit.log import SCHEMA_VERSION, DecisionLog
+from rules.audit.errors import DecisionLogError, DecisionLogKeyError, DecisionLogUnavailable
+from rules.audit.keys import resolve_keys
 
 log = logging.getLogger("cms_policy.decision_log")
 
