@@ -25,14 +25,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import grpc  # noqa: E402
-
 import inprocess  # noqa: E402
 import load  # noqa: E402
 import scaling  # noqa: E402
+
 from cms_policy.v1 import policy_pb2 as pb  # noqa: E402
 from rules.authoring import corpus  # noqa: E402
-from rules.engine.decision import DecisionRequest  # noqa: E402
 from rules.decide.evaluator import Evaluator  # noqa: E402
+from rules.engine.decision import DecisionRequest  # noqa: E402
 from rules.engine.loader import load_bundle  # noqa: E402
 
 DECIDE_BATCH = "/cms.policy.v1.PolicyDecisionService/DecideBatch"
@@ -45,7 +45,7 @@ def machine() -> dict:
             "python": platform.python_version(), "grpcio": grpc.__version__,
             "protobuf": metadata.version("protobuf"), "durable_rules": metadata.version("durable_rules"),
             "kernel": platform.release(), "load_average_at_start": os.getloadavg(),
-            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
 def enacted(bundle) -> list[tuple[str, str]]:

@@ -10,8 +10,8 @@ verdicts are not returned. `agreement` checks a floor against the golden (review
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 

@@ -29,20 +29,19 @@ import time
 from pathlib import Path
 
 from durable import engine as durable_engine
+from floors import FLOORS
 from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
+from rules.audit.factory import open_log
 from rules.authoring import corpus
+from rules.decide.evaluator import Evaluator
 from rules.engine import durable_host
 from rules.engine.decision import DecisionRequest
-from rules.audit.factory import open_log
-from rules.decide.evaluator import Evaluator
 from rules.engine.loader import Bundle
 from service.observability import configure_logging
 from service.reload import LiveBundle
 from service.server import PolicyDecisionService
-
-from floors import FLOORS
 
 
 class _QuietHost(durable_engine.Host):

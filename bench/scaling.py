@@ -23,10 +23,10 @@ from pathlib import Path
 import yaml
 
 from rules.authoring import corpus
-from rules.language import values
-from rules.engine.decision import DecisionRequest
 from rules.decide.evaluator import Evaluator
+from rules.engine.decision import DecisionRequest
 from rules.engine.loader import DEFAULT_POLICY_DIR, load_bundle
+from rules.language import values
 
 BLOCK = 100  # timed calls in a row before the next measurement takes its turn
 CITE = {"source": "Synthetic benchmark guidance"}

@@ -29,7 +29,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import grpc  # noqa: E402
-
 import load  # noqa: E402
 
 CALLS = 2000

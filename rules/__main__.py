@@ -5,8 +5,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from rules.authoring import (corpus, decidefile, doc, goldentest, impact, newversion, remediate, report, revise,
-                             validate, versiondiff)
+from rules.authoring import (
+    corpus,
+    decidefile,
+    doc,
+    goldentest,
+    impact,
+    newversion,
+    remediate,
+    report,
+    revise,
+    validate,
+    versiondiff,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,16 +9,18 @@ import sys
 import threading
 from pathlib import Path
 
-from rules.audit.factory import open_log
-from rules.audit.log import DEFAULT_PATH as DEFAULT_DECISION_LOG, LOG_ENV
 from rules.audit.errors import DecisionLogError
+from rules.audit.factory import open_log
+from rules.audit.log import DEFAULT_PATH as DEFAULT_DECISION_LOG
+from rules.audit.log import LOG_ENV
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
-from . import authz, limits as server_limits, tls, workers
+from . import authz, tls, workers
+from . import limits as server_limits
 from .observability import LOG_FORMATS, Metrics, configure_logging, is_loopback, serve_metrics
 from .reload import LiveBundle, Watcher
-from .writes import Writes
 from .server import build_server
+from .writes import Writes
 
 log = logging.getLogger("cms_policy.service")
 

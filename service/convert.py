@@ -10,12 +10,25 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules.language import arith, values
 from rules.engine.compiler import CompiledPolicy
-from rules.engine.decision import (PARENTS, Audience, Counterfactual, Decision, DecisionRequest, Explanation,
-                                   MissingFact, Output, PolicyRef, RequestError, RequestReason, Shadow, TrailStep,
-                                   Violation)
+from rules.engine.decision import (
+    PARENTS,
+    Audience,
+    Counterfactual,
+    Decision,
+    DecisionRequest,
+    Explanation,
+    MissingFact,
+    Output,
+    PolicyRef,
+    RequestError,
+    RequestReason,
+    Shadow,
+    TrailStep,
+    Violation,
+)
 from rules.explain.explainer import describe
+from rules.language import arith, values
 from rules.language.model import About, Rule, WhoseFact
 
 # The engine's parties and reasons on the wire, where each enum value carries its enum's name as a
@@ -211,7 +224,7 @@ def decision(d: Decision, out: pb.DecideResponse | None = None) -> pb.DecideResp
     return out
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _set_explanation(out: pb.Explanation, e: Explanation) -> None:

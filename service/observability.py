@@ -41,17 +41,26 @@ import logging
 import sys
 import time
 import traceback
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 LOG_FORMATS = ("auto", "json", "text")
 
 # Attributes every LogRecord has; anything else on a record is a field given with `extra`.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
-_bound: contextvars.ContextVar[dict] = contextvars.ContextVar("cms_policy_log_fields", default={})
+# never mutated: each binding sets a new dict
+_bound: contextvars.ContextVar[dict] = contextvars.ContextVar("cms_policy_log_fields", default={})  # noqa: B039
 
 
 @contextlib.contextmanager

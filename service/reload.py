@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rules.decide.evaluator import Evaluator
 from rules.engine.loader import Bundle, LoadError, PolicyLoadError, load_bundle

@@ -43,14 +43,14 @@ from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc as pb_grpc
+from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
+from rules.audit.log import DecisionLog
+from rules.audit.sealer import LoggedDecision
 from rules.decide.replay import replay
+from rules.engine.decision import Decision, DecisionRequest, RequestError, Violation
+from rules.engine.durable_host import EngineError
 from rules.explain import markdown
 from rules.language import values
-from rules.engine.decision import Decision, DecisionRequest, RequestError, Violation
-from rules.audit.log import DecisionLog
-from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
-from rules.audit.sealer import LoggedDecision
-from rules.engine.durable_host import EngineError
 
 from . import authz, convert
 from .limits import Limits

@@ -118,7 +118,7 @@ class CertificateFiles:
         leaf = chain[0]
         if _spki(key.public_key()) != _spki(leaf.public_key()):
             raise TransportConfigError(f"{self.key}: this private key does not belong to the certificate in {self.cert}")
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         if leaf.not_valid_after_utc <= now:
             raise TransportConfigError(f"{self.cert}: the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
         if leaf.not_valid_before_utc > now:

@@ -8,11 +8,18 @@ engine's own reckoning of it (rules/explain/audiences.py): a mistake there must 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-from rules.engine.decision import (PARENTS, UNDETERMINED, Audience, Decision, DecisionRequest, RequestError,
-                                   RequestReason)
+from rules.engine.decision import (
+    PARENTS,
+    UNDETERMINED,
+    Audience,
+    Decision,
+    DecisionRequest,
+    RequestError,
+    RequestReason,
+)
 from rules.language.model import FactType, WhoseFact
 
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}

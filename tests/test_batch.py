@@ -22,9 +22,9 @@ from grpc_status import rpc_status
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
+from rules.audit.errors import DecisionLogError
 from rules.audit.factory import open_log
 from rules.audit.log import DecisionLog
-from rules.audit.errors import DecisionLogError
 from rules.decide.evaluator import Evaluator
 from service import authz
 from service import server as server_module

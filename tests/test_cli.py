@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules.authoring import goldens
 from rules.__main__ import main
+from rules.authoring import goldens
 from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.yamlsource import read_yaml
 

@@ -22,13 +22,14 @@ from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules.audit import sealer, sqlite as sqlite_log
-from rules.engine.decision import Audience, DecisionRequest, RequestReason
-from rules.audit.factory import open_log
+from rules.audit import sealer
+from rules.audit import sqlite as sqlite_log
 from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError, DecisionLogUnavailable
-from rules.audit.sqlite import SQLiteDecisionLog
+from rules.audit.factory import open_log
 from rules.audit.keys import key_id, new_key_text, parse_keys
+from rules.audit.sqlite import SQLiteDecisionLog
 from rules.decide.replay import differences, replay
+from rules.engine.decision import Audience, DecisionRequest, RequestReason
 from service import convert
 from service.reload import LiveBundle
 from service.server import build_server
@@ -204,7 +205,7 @@ def test_a_schema_2_log_is_migrated_in_place_and_its_clear_outcomes_leave_the_fi
                                                                                         "WAIVED"]
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode = WAL")
-    db.executescript(f"""
+    db.executescript("""
         CREATE TABLE decisions (decision_id TEXT PRIMARY KEY, decided_at TEXT NOT NULL, policy TEXT NOT NULL,
             version TEXT NOT NULL, content_hash TEXT NOT NULL, bundle_hash TEXT NOT NULL, outcome TEXT NOT NULL,
             shadow_version TEXT, shadow_outcome TEXT, key_id TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);

@@ -31,18 +31,29 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from rules.audit import log as audit_log
-from rules.engine.decision import DecisionRequest
-from rules.audit.factory import open_log
 from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
+from rules.audit.factory import open_log
 from rules.audit.keys import key_id, new_key_text
-from rules.decide.replay import replay
 from rules.audit.postgres import PostgresDecisionLog, redact
+from rules.decide.replay import replay
+from rules.engine.decision import DecisionRequest
 
 from . import pgcluster
 from .conftest import ROOT, start_service, stop_service
-from .test_decision_log import (ALTERABLE, CLEAR_COLUMNS, FEE_FACTS, SCHEMA_2_COLUMNS, STORED_COLUMNS, UNREPORTED,
-                                _altered_clear_values, _fee_request, _format_1_row, _golden_requests, _pb_request,
-                                _schema_2_row)
+from .test_decision_log import (
+    ALTERABLE,
+    CLEAR_COLUMNS,
+    FEE_FACTS,
+    SCHEMA_2_COLUMNS,
+    STORED_COLUMNS,
+    UNREPORTED,
+    _altered_clear_values,
+    _fee_request,
+    _format_1_row,
+    _golden_requests,
+    _pb_request,
+    _schema_2_row,
+)
 
 # Calls under each chaos (a locked table, a frozen server): from more client threads than the
 # service's 8 workers. CMS_CHAOS_CALLS=N for a longer run.
@@ -350,7 +361,7 @@ def test_replicas_start_together_and_record_concurrently(pg_url, evaluator):
     def start():
         try:
             logs.append(open_log(pg_url, [key]))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     starters = [threading.Thread(target=start) for _ in range(4)]  # racing to make the schema
@@ -365,7 +376,7 @@ def test_replicas_start_together_and_record_concurrently(pg_url, evaluator):
         try:
             for decision in decisions[i::8]:
                 logs[i % 4].record(_fee_request(), decision)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     writers = [threading.Thread(target=write, args=(i,)) for i in range(8)]
@@ -431,7 +442,7 @@ def test_with_the_server_down_record_fails_and_recovers_when_it_is_back(pg_url, 
         log.record(_fee_request(), before)
         cluster.stop()
         try:
-            with pytest.raises(DecisionLogError, match="could not be recorded|cannot connect"):
+            with pytest.raises(DecisionLogError, match=r"could not be recorded|cannot connect"):
                 log.record(_fee_request(), evaluator.decide(_fee_request()))
             with pytest.raises(DecisionLogError):
                 log.get(before.decision_id)

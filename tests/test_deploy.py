@@ -137,7 +137,7 @@ def test_the_dockerfile_builds_in_two_stages_and_runs_unprivileged():
 def _certificate(name: str, issuer: tuple | None, tmp: Path, ca: bool = False) -> tuple:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject)
                .issuer_name(issuer[0].subject if issuer else subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.language import values
 from rules.engine.decision import DecisionRequest, RequestError
 from rules.engine.hitpolicy import Hit, first_hit
+from rules.language import values
 
 ADULT = dict(application_route="direct_pay", applicant_in_northern_ireland=False, application_date="2019-03-15",
              applicant_date_of_birth="1985-07-20", abuse_of_applicant=False, child_abuse_disclosed=False,
@@ -215,7 +215,7 @@ def test_a_ruleset_the_engine_refuses_is_an_engine_error(monkeypatch):
         raise Exception("Could not create ruleset, error code: 113")
     monkeypatch.setattr(durable_host._core, "create_ruleset", refuse)
     name, rules, fact = _tiny_ruleset("test.refused")
-    with pytest.raises(durable_host.EngineError, match="cannot take ruleset test.refused.*113"):
+    with pytest.raises(durable_host.EngineError, match=r"cannot take ruleset test\.refused.*113"):
         durable_host.register(name, rules, fact)
     assert name not in durable_host._rulesets
 

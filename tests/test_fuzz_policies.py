@@ -23,17 +23,17 @@ import yaml
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules.language import checks, values, yamlsource
-from rules.engine import durable_host
-from rules.engine.decision import DecisionRequest, RequestError
 from rules.audit.factory import open_log
 from rules.decide.evaluator import Evaluator
+from rules.engine import durable_host
+from rules.engine.decision import DecisionRequest, RequestError
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.language import checks, values, yamlsource
 from rules.language.model import FactType
 from service.reload import LiveBundle
 from service.server import build_server
@@ -413,7 +413,7 @@ def test_what_the_engine_can_take_decides(tmp_path):
         "{all: [" * 10 + "{fact: f0, eq: true}" + ", {fact: f1, eq: true}]}" * 10,
         "{fact: d, lt: {fact: d, plus_years: 150}}",
     ]
-    for n, when in enumerate(at_limit):
+    for when in at_limit:
         bundle = load_checked(_bundle_dir(tmp_path, {"syn/v1.yaml": _synthetic(when, facts=checks.MAX_ENGINE_AT_ONCE)}))
         assert bundle is not None, when
         every = {f"f{i}": True for i in range(checks.MAX_ENGINE_AT_ONCE)} | {"d": "2199-12-31", "s": "v1"}

@@ -27,16 +27,16 @@ from google.protobuf.internal.encoder import _VarintBytes
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules.engine import durable_host
-from rules.language import values
-from rules.engine.decision import DecisionRequest, RequestError
 from rules.audit.factory import open_log
+from rules.engine import durable_host
+from rules.engine.decision import DecisionRequest, RequestError
 from rules.engine.loader import load_bundle
+from rules.language import values
 from rules.language.model import Fact, FactType
 from service import convert
 from service.reload import LiveBundle

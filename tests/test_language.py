@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.language.arith import percent_text, round_half_up
-from rules.engine.decision import DecisionRequest, RequestError
 from rules.decide.evaluator import Evaluator
+from rules.engine.decision import DecisionRequest, RequestError
 from rules.engine.loader import load_bundle
+from rules.language.arith import percent_text, round_half_up
 
 LANGUAGE = Path(__file__).parent / "fixtures" / "language"
 

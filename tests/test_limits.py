@@ -26,7 +26,7 @@ from service.limits import RESERVED_FDS, Limits
 
 from .conftest import start_service, stop_service
 from .eventually import eventually
-from .http2 import GOAWAY, PING, RST_STREAM, ACK, MAX_CONCURRENT_STREAMS, Connection, frame
+from .http2 import ACK, GOAWAY, MAX_CONCURRENT_STREAMS, PING, RST_STREAM, Connection, frame
 
 INITIAL_WINDOW = 65_535  # bytes a peer may send on a connection unread (RFC 9113, 6.9.2)
 

@@ -368,6 +368,7 @@ def _kleene(cond, env: dict):
 def _brute_space():
     import itertools
     from types import SimpleNamespace
+
     from rules.language.model import Fact
     facts = [Fact(name="b", type="bool", description="b"), Fact(name="e", type="enum", allowed=("a", "b", "c"), description="e"),
              Fact(name="n", type="integer", description="n"),
@@ -382,7 +383,9 @@ def _brute_space():
 def test_satisfiability_matches_brute_force():
     import itertools
     import random
+
     from pydantic import TypeAdapter
+
     from rules.language.model import Condition
     rng, (space, values) = random.Random(5), _brute_space()
     cases = [dict(zip("benl", combo)) for combo in itertools.product(*(values[f] for f in "benl"))]
@@ -396,7 +399,9 @@ def test_never_firing_matches_brute_force_with_facts_missing():
     (exactly, for the comparisons the analysis models; for others it is only sound)."""
     import itertools
     import random
+
     from pydantic import TypeAdapter
+
     from rules.engine.hitpolicy import first_hit
     from rules.language.model import Condition, Rule
     rng, (space, values) = random.Random(7), _brute_space()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules.engine.loader import load_bundle
 from rules.authoring.doc import DEFAULT_EXAMPLES_DIR
+from rules.engine.loader import load_bundle
 from rules.explain.markdown import NO_EXAMPLES, document
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from rules.explain import audiences
-from rules.engine.decision import Audience, DecisionRequest
 from rules.decide.evaluator import Evaluator
+from rules.engine.decision import Audience, DecisionRequest
+from rules.explain import audiences
 from rules.language.model import FactType
 
 from .noninterference import schema, violations

@@ -29,12 +29,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
-from rules.authoring import goldens
-from rules.explain.explainer import format_value
 from rules.audit.factory import open_log
+from rules.authoring import goldens
 from rules.engine.loader import DEFAULT_POLICY_DIR
+from rules.explain.explainer import format_value
 from rules.language.model import FactType
-from service import convert, server as server_module
+from service import convert
+from service import server as server_module
 from service.observability import JsonFormatter, Metrics, TextFormatter, log_fields, resolve_format
 from service.reload import LiveBundle
 

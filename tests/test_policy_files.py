@@ -135,7 +135,7 @@ def test_validate_cli_reports_every_error_with_file_and_line(tmp_path):
     assert any(re.match(r"^third/v1\.yaml:\d+: ", line) for line in lines), lines
     # Naming a file narrows the report to it.
     only = _validate("--policies", ".", "third/v1.yaml", cwd=tmp_path)
-    assert only.returncode == 1 and only.stderr and all(l.startswith("third/v1.yaml:") for l in only.stderr.splitlines())
+    assert only.returncode == 1 and only.stderr and all(line.startswith("third/v1.yaml:") for line in only.stderr.splitlines())
 
 
 def test_validate_cli_checks_a_directory_named_as_the_bundle(tmp_path):

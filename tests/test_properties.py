@@ -11,10 +11,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.language.arith import round_half_up
-from rules.engine.decision import DecisionRequest
 from rules.decide.evaluator import Evaluator
+from rules.engine.decision import DecisionRequest
 from rules.engine.loader import load_bundle
+from rules.language.arith import round_half_up
 
 EVALUATOR = Evaluator(load_bundle())
 GOLDEN = Path(__file__).parent / "golden"

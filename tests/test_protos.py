@@ -7,10 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import grpc_tools
 import pytest
 from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2, status_pb2
-import grpc_tools
 from grpc_tools import protoc
 
 from .conftest import ROOT

@@ -132,7 +132,7 @@ def test_decisions_during_reloads_each_come_whole_from_one_bundle(tmp_path):
             try:
                 d = _fee(live.current.evaluator)
                 seen.append((d.bundle_hash, d.amount_pence))
-            except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+            except Exception as exc:
                 failures.append(exc)
 
     threads = [threading.Thread(target=decide) for _ in range(3)]

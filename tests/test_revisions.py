@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from rules.authoring import goldens
 from rules.__main__ import main
-from rules.engine.decision import DecisionRequest
 from rules.audit.factory import open_log
-from rules.decide.replay import replay
-from rules.decide.evaluator import Evaluator
-from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.authoring import goldens
 from rules.authoring.remediate import remediate
+from rules.decide.evaluator import Evaluator
+from rules.decide.replay import replay
+from rules.engine.decision import DecisionRequest
+from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 from .conftest import GOLDEN
 

@@ -71,7 +71,7 @@ def _issue(cn: str, issuer: Issued | None = None, *, dns=(), uris=(), ips=(), se
            days: float = 1, key=None) -> Issued:
     """A certificate for `cn` signed by `issuer` (None: a self-signed CA)."""
     key = key or ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     builder = (x509.CertificateBuilder().subject_name(name)
                .issuer_name(issuer.certificate.subject if issuer else name).public_key(key.public_key())
@@ -430,7 +430,7 @@ def test_loopback_addresses(host, loopback):
 
 
 def test_plaintext_is_loopback_only_unless_insecure_plaintext_is_given():
-    with pytest.raises(tls.TransportConfigError, match="refusing to serve plaintext on 0.0.0.0"):
+    with pytest.raises(tls.TransportConfigError, match=r"refusing to serve plaintext on 0\.0\.0\.0"):
         tls.configure("0.0.0.0", None, None)
     transport = tls.configure("0.0.0.0", None, None, insecure_plaintext=True)
     assert transport.credentials is None

@@ -204,6 +204,7 @@ def test_a_port_in_use_is_a_clear_start_up_error(tmp_path):
     import socket
     import subprocess
     import sys
+
     from .conftest import ROOT
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

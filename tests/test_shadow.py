@@ -9,12 +9,12 @@ import pytest
 from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
-from rules.engine.decision import DecisionRequest, RequestError
 from rules.audit.factory import open_log
-from rules.decide.replay import replay
-from rules.engine.durable_host import EngineError
-from rules.decide.evaluator import Evaluator
 from rules.authoring.report import render
+from rules.decide.evaluator import Evaluator
+from rules.decide.replay import replay
+from rules.engine.decision import DecisionRequest, RequestError
+from rules.engine.durable_host import EngineError
 
 # Domestic abuse disclosed but not reported: the 2017 fee is payable; the review's proposal
 # waives it on the applicant's word alone.

@@ -14,6 +14,7 @@ from google.protobuf import struct_pb2
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc as pb_grpc
+
 from .conftest import ROOT, start_service, stop_service
 
 

@@ -51,10 +51,10 @@ from typing import TypeVar
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from rules.audit.sealer import COLUMNS, SealedRow
-from rules.audit.log import SCHEMA_VERSION, DecisionLog
 from rules.audit.errors import DecisionLogError, DecisionLogKeyError, DecisionLogUnavailable
 from rules.audit.keys import resolve_keys
+from rules.audit.log import SCHEMA_VERSION, DecisionLog
+from rules.audit.sealer import COLUMNS, SealedRow
 
 log = logging.getLogger("cms_policy.decision_log")
 

@@ -68,7 +68,7 @@ def _instant(value: str | dt.datetime) -> str:
     moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise ValueError("a decision time needs its UTC offset")
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _associated_data(row: SealedRow) -> bytes:

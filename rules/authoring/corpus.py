@@ -24,8 +24,9 @@ import datetime as dt
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_CASES = 10_000
 DEFAULT_SEED = 2023

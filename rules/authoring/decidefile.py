@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rules.engine.decision import Audience, DecisionRequest, RequestError
 from rules.decide.evaluator import Evaluator
+from rules.engine.decision import Audience, DecisionRequest, RequestError
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 from rules.language.yamlsource import YamlSourceError, read_yaml
 

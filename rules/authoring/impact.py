@@ -36,15 +36,16 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 from rules.authoring import corpus
-from rules.language.checks import needs
 from rules.engine.decision import UNDETERMINED, Decision, DecisionRequest, RequestError
+from rules.language.checks import needs
 from rules.language.model import FactType, PolicyVersion
 
 DEFAULT_EXAMPLES = 3
@@ -730,9 +731,9 @@ def run(args) -> int:
             raise ImpactError(f"OLD and NEW are the same version ({policy}/{old})")
         if args.examples < 0 or args.count < 0:
             raise ImpactError("--examples and --count must be 0 or more")
-        if args.out is not None and not args.no_chart:
-            if importlib.util.find_spec("matplotlib") is None:  # fail before the work, not after it
-                raise ImpactError("the chart needs matplotlib: pip install -e '.[authoring]' (or give --no-chart)")
+        # fail before the work, not after it
+        if args.out is not None and not args.no_chart and importlib.util.find_spec("matplotlib") is None:
+            raise ImpactError("the chart needs matplotlib: pip install -e '.[authoring]' (or give --no-chart)")
         try:
             bundle = load_bundle(args.policies or DEFAULT_POLICY_DIR)
         except PolicyLoadError as exc:

@@ -31,15 +31,28 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Hashable, Iterable
+from typing import Any
 
+from rules.engine.loader import shown_path
 from rules.language import arith
 from rules.language.checks import expressions, needs, tested, value_types, walk
-from rules.engine.loader import shown_path
-from rules.language.model import (PLACEHOLDER, AllOf, Compare, Condition, FactType, Lookup, NotOf, ParamType,
-                                  PolicyVersion, Ref, Rule, WhoseFact)
+from rules.language.model import (
+    PLACEHOLDER,
+    AllOf,
+    Compare,
+    Condition,
+    FactType,
+    Lookup,
+    NotOf,
+    ParamType,
+    PolicyVersion,
+    Ref,
+    Rule,
+    WhoseFact,
+)
 from rules.language.yamlsource import Located, YamlSourceError, read_yaml
 
 MAX_CONJUNCTS = 20_000  # per normal form; beyond it a rule is not analysed

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from rules.authoring import goldens, validate
 from rules.authoring.goldentest import dir_options, shown
-from rules.explain.explainer import format_value
 from rules.engine.loader import DEFAULT_POLICY_DIR
+from rules.explain.explainer import format_value
 from rules.language.model import ParamType, Status
 from rules.language.yamlsource import YamlSourceError, read_yaml
 

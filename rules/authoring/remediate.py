@@ -17,12 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rules.engine.decision import Decision, RequestError
+from rules.audit.errors import DecisionLogError
 from rules.audit.factory import open_log
 from rules.audit.log import DEFAULT_PATH, LOG_ENV, DecisionLog
-from rules.audit.errors import DecisionLogError
-from rules.engine.durable_host import EngineError
 from rules.decide.evaluator import Evaluator
+from rules.engine.decision import Decision, RequestError
+from rules.engine.durable_host import EngineError
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
 
 COLUMNS = ("decision_id", "decided_at", "revision", "current_revision", "outcome", "current_outcome",

@@ -11,11 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from rules.engine.decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
+from rules.audit.errors import DecisionLogError
 from rules.audit.factory import open_log
 from rules.audit.log import DEFAULT_PATH, LOG_ENV
-from rules.audit.errors import DecisionLogError
 from rules.audit.sealer import LoggedDecision
+from rules.engine.decision import UNDETERMINED, Audience, Decision, DecisionRequest, RequestError, Shadow
 
 PARTIES = {Audience.CASEWORKER: "the Service (a caseworker)", Audience.RECEIVING_PARENT: "the receiving parent",
            Audience.PAYING_PARENT: "the paying parent"}

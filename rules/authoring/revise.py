@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rules.authoring import goldens
 from rules.authoring.goldentest import dir_options, shown
-from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.authoring.newversion import _date, _top_level, _validate
+from rules.engine.loader import DEFAULT_POLICY_DIR
 from rules.language.yamlsource import YamlSourceError, read_yaml
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rules.language import arith
-from rules.explain.explainer import describe, format_value
 from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+from rules.explain.explainer import describe, format_value
 from rules.explain.markdown import conclusion
+from rules.language import arith
 from rules.language.model import About, Fact, ItemList, ParamType, PolicyVersion, Rule, Status, WhoseFact
 
 NO_DIFFERENCES = "No differences."

@@ -20,10 +20,18 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from rules.explain import explainer
 from rules.engine.compiler import CompiledPolicy
-from rules.engine.decision import (UNDETERMINED, Audience, Counterfactual, Decision, DecisionRequest, DisclosureRisk,
-                                   Explanation, MissingFact)
+from rules.engine.decision import (
+    UNDETERMINED,
+    Audience,
+    Counterfactual,
+    Decision,
+    DecisionRequest,
+    DisclosureRisk,
+    Explanation,
+    MissingFact,
+)
+from rules.explain import explainer
 from rules.language.model import PARTIES, PLACEHOLDER, WhoseFact
 
 PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}

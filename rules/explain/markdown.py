@@ -13,11 +13,21 @@ from typing import Any
 
 import yaml
 
-from rules.language import arith
 from rules.engine.compiler import CompiledPolicy
 from rules.explain.explainer import describe, format_value, money
-from rules.language.model import (Citation, Fact, FactType, ItemList, Parameter, ParamType, PolicyVersion, Rule,
-                                  Status, Uses)
+from rules.language import arith
+from rules.language.model import (
+    Citation,
+    Fact,
+    FactType,
+    ItemList,
+    Parameter,
+    ParamType,
+    PolicyVersion,
+    Rule,
+    Status,
+    Uses,
+)
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # golden files are large: libyaml when there is one
 NO_EXAMPLES = "No worked examples are installed for this version."

@@ -8,11 +8,12 @@ in a few decisions, not by stepping through every value.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from rules.language.checks import walk
 from rules.engine.decision import UNDETERMINED
+from rules.language.checks import walk
 from rules.language.model import Fact, FactType, ParamType, PolicyVersion, Ref
 from rules.language.values import date_code, date_from_code, months_code
 

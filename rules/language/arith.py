@@ -7,11 +7,25 @@ up (a half penny or more counts as a penny). Percents travel as decimal text
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from fractions import Fraction
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from rules.language.model import (Add, Div, Expr, FactType, Lookup, MaxOf, MinOf, Mul, ParamType, PercentOf,
-                                  PolicyVersion, Ref, Sub)
+from rules.language.model import (
+    Add,
+    Div,
+    Expr,
+    FactType,
+    Lookup,
+    MaxOf,
+    MinOf,
+    Mul,
+    ParamType,
+    PercentOf,
+    PolicyVersion,
+    Ref,
+    Sub,
+)
 
 
 class ExpressionError(ValueError):

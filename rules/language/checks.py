@@ -6,11 +6,26 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 from rules.language import arith, values
-from rules.language.model import (PARTIES, PLACEHOLDER, AllOf, AnyOf, Compare, Condition, Expr, FactType, Lookup,
-                                  NotOf, ParamType, PolicyVersion, Ref, Rule, WhoseFact)
+from rules.language.model import (
+    PARTIES,
+    PLACEHOLDER,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Expr,
+    FactType,
+    Lookup,
+    NotOf,
+    ParamType,
+    PolicyVersion,
+    Ref,
+    Rule,
+    WhoseFact,
+)
 
 Problem = tuple[tuple, str]
 

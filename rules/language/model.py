@@ -126,8 +126,7 @@ def percent_text(raw) -> str:
 
 class Parameter(Strict):
     type: ParamType
-    value: Union[int, float, dt.date, str, tuple[Union[int, float, str], ...],
-                 tuple[tuple[Union[int, float, str], ...], ...]]
+    value: int | float | dt.date | str | tuple[int | float | str, ...] | tuple[tuple[int | float | str, ...], ...]
     description: str = Field(min_length=1)
     cites: tuple[Citation, ...] = Field(min_length=1)
     rows: str = ""  # percent_table: what the rows and columns are, in words
@@ -161,7 +160,7 @@ class Derived(Strict):
     name: Name
     type: Literal[FactType.BOOL, FactType.STRING, FactType.INTEGER, FactType.MONEY, FactType.PERCENT]
     description: str = Field(min_length=1)
-    default: Union[bool, int, str, None] = None
+    default: bool | int | str | None = None
 
 
 # --- conditions -------------------------------------------------------------
@@ -170,8 +169,8 @@ class Ref(Strict):
     """An operand naming a parameter, or a fact/derived value (dates may be shifted)."""
     param: Name | None = None
     fact: Name | None = None
-    plus_years: Union[int, "Ref", None] = None
-    plus_months: Union[int, "Ref", None] = None
+    plus_years: int | Ref | None = None
+    plus_months: int | Ref | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Ref:
@@ -224,15 +223,15 @@ class Compare(Strict):
 
 
 class AllOf(Strict):
-    all: tuple["Condition", ...] = Field(min_length=1)
+    all: tuple[Condition, ...] = Field(min_length=1)
 
 
 class AnyOf(Strict):
-    any: tuple["Condition", ...] = Field(min_length=1)
+    any: tuple[Condition, ...] = Field(min_length=1)
 
 
 class NotOf(Strict):
-    not_: "Condition" = Field(alias="not")
+    not_: Condition = Field(alias="not")
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
@@ -244,41 +243,41 @@ Condition = Union[AllOf, AnyOf, NotOf, Compare]
 # money or an integer is rounded half up to a whole number when it is derived.
 
 class Add(Strict):
-    add: tuple["Expr", ...] = Field(min_length=2)
+    add: tuple[Expr, ...] = Field(min_length=2)
 
 
 class Sub(Strict):
-    sub: tuple["Expr", "Expr"]
+    sub: tuple[Expr, Expr]
 
 
 class Mul(Strict):
-    mul: tuple["Expr", ...] = Field(min_length=2)
+    mul: tuple[Expr, ...] = Field(min_length=2)
 
 
 class Div(Strict):
-    div: tuple["Expr", "Expr"]
+    div: tuple[Expr, Expr]
 
 
 class MinOf(Strict):
-    min: tuple["Expr", ...] = Field(min_length=2)
+    min: tuple[Expr, ...] = Field(min_length=2)
 
 
 class MaxOf(Strict):
-    max: tuple["Expr", ...] = Field(min_length=2)
+    max: tuple[Expr, ...] = Field(min_length=2)
 
 
 class PercentOf(Strict):
     """`percent` per cent of `of`."""
-    percent: "Expr"
-    of: "Expr"
+    percent: Expr
+    of: Expr
 
 
 class Lookup(Strict):
     """A cell of a percent_table parameter; `row`/`column` count from 0, and an index past
     the last row or column reads the last one (e.g. "3 or more children")."""
     lookup: Name
-    row: Union["Expr", None] = None
-    column: Union["Expr", None] = None
+    row: Expr | None = None
+    column: Expr | None = None
 
 
 Expr = Union[int, Ref, Add, Sub, Mul, Div, MinOf, MaxOf, PercentOf, Lookup]
@@ -288,7 +287,7 @@ Expr = Union[int, Ref, Add, Sub, Mul, Div, MinOf, MaxOf, PercentOf, Lookup]
 
 class Derive(Strict):
     name: Name
-    value: Union[bool, Expr, str]
+    value: bool | Expr | str
 
 
 class Rule(Strict):
@@ -353,7 +352,7 @@ class Uses(Strict):
     # A version id; "in_force": the enacted version on the same as-at date; "latest_enacted".
     version: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     as_: Name = Field(alias="as")
-    set: dict[Name, Union[bool, int, str]] = {}  # facts fixed for the other policy
+    set: dict[Name, bool | int | str] = {}  # facts fixed for the other policy
     subject: Name | None = None  # a fact naming the parent the other policy is about (default: the same)
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
