@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rules.decide.evaluator import Evaluator
 from rules.audit.sealer import LoggedDecision
+from rules.decide.evaluator import Evaluator
 from rules.engine.decision import Decision
 
 
