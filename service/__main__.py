@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                     shared_port=worker,
                                     # A reload asked of one worker reaches the others through the supervisor
                                     # (only its own: never whichever process adopted an orphan).
-                                    after_reload=(lambda: _signal_supervisor(supervisor)) if worker else None,
+                                    after_reload=(lambda: _signal_supervisor(supervisor)) if supervisor is not None else None,
                                     private_address=f"unix:{args.worker_socket}" if args.worker_socket else None)
     except OSError as exc:  # a clear start-up error, not a traceback (issue 27 item 8)
         print(f"error: {exc}", file=sys.stderr)

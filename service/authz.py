@@ -92,7 +92,7 @@ PERMISSIONS: dict[str, tuple[str, bool]] = {
 VIEWED: dict[str, bool] = {f"/{_DECISIONS}/Decide": True, f"/{_DECISIONS}/GetDecision": True,
                            f"/{_DECISIONS}/ReplayDecision": False}
 # A View as the authorisation file names it.
-VIEWS = {pb.VIEW_UNSPECIFIED: "full", pb.VIEW_RECEIVING_PARENT: "receiving_parent",
+VIEWS: dict[int, str] = {pb.VIEW_UNSPECIFIED: "full", pb.VIEW_RECEIVING_PARENT: "receiving_parent",
          pb.VIEW_PAYING_PARENT: "paying_parent"}
 # Open to every caller: health (probes carry no credentials) and reflection (the public schema).
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",

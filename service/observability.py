@@ -42,6 +42,8 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import (
@@ -153,7 +155,7 @@ class JsonFormatter(logging.Formatter):
     and `exception` ({type, from, frames}) if one was logged."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": _time(record), "level": record.levelname, "logger": record.name, "message": _message(record)}
+        out: dict[str, Any] = {"time": _time(record), "level": record.levelname, "logger": record.name, "message": _message(record)}
         out.update({k: v for k, v in _fields(record).items() if k not in out})
         if record.exc_info and record.exc_info[0] is not None:
             out["exception"] = _exception(record.exc_info)
@@ -297,7 +299,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve_metrics(metrics: Metrics, host: str, port: int) -> tuple[object, int]:
+def serve_metrics(metrics: Metrics, host: str, port: int) -> tuple[WSGIServer, int]:
     """Serve `metrics` on http://host:port/metrics (port 0 picks one) in a daemon thread: the
     server (call `.shutdown()` to stop) and the port it bound."""
     server, _thread = start_http_server(port, addr=host, registry=metrics.registry)

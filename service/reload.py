@@ -94,6 +94,7 @@ class LiveBundle:
 
     def _load_whole(self) -> Bundle:
         """The directory's bundle, only if no file is being written and none changed while it was read."""
+        assert self.directory is not None  # a LiveBundle without a directory has no watcher to load it
         directory = self.directory.resolve()  # one target for the whole load, even if the symlink is swapped
         busy = self.writing()
         if busy:
@@ -158,13 +159,14 @@ class Watcher:
 
     def _run(self) -> None:
         seen = settled = self._settled
-        deferred, waited_for = False, []  # a poke that came while a file was being written, and which
+        deferred, waited_for = False, list[str]()  # a poke that came while a file was being written, and which
         while not self._stopped.is_set():
             # While a file is being written, look again soon: its close is what we wait for.
             poked = self._poked.wait(self.interval if not waited_for else min(self.interval or 0.5, 0.5))
             self._poked.clear()
             if self._stopped.is_set():
                 return
+            assert self.live.directory is not None  # a Watcher refuses a bundle without one
             now = _signature(self.live.directory)
             wanted = poked or deferred or (self.interval is not None and now == seen != settled)
             busy = self.live.writing()  # asked every poll: keeps the kernel's queue of file events short

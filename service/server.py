@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -271,7 +270,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision log could not be read")
         if logged is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no decision with id '{decision_id[:64]}'")
-        return logged
+        return logged  # type: ignore[return-value]  # context.abort raises: grpc is untyped, so mypy cannot know
 
     def GetDecision(self, request: pb.GetDecisionRequest, context: grpc.ServicerContext) -> pb.GetDecisionResponse:
         problems = convert.view_problems(request.view)
@@ -355,7 +354,10 @@ def _log_after_reply(context: grpc.ServicerContext, lines: list[tuple[str, dict]
     def write() -> None:
         for message, fields in lines:
             log.info(message, extra=fields)
-    run = functools.partial(contextvars.copy_context().run, write)
+    copied = contextvars.copy_context()
+
+    def run() -> None:
+        copied.run(write)
     if not context.add_callback(run):
         run()
 

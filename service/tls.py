@@ -66,7 +66,7 @@ def is_loopback(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
     except OSError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%", 1)[0]).is_loopback for a in addresses)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class CertificateFiles:
 
     def signature(self) -> tuple:
         """What the files look like on disk (a renewed certificate changes it)."""
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for path in self.paths():
             try:
                 stat = os.stat(path)

@@ -91,6 +91,7 @@ class _Worker:
     def _read(self) -> None:
         """Wait for the worker's "listening on HOST:PORT" line (its logs go to standard error), then
         ask its health on its private socket for as long as it runs."""
+        assert self.process.stdout is not None  # started with stdout=PIPE
         for line in self.process.stdout:
             if line.startswith("listening on "):
                 self.port = int(line.rsplit(":", 1)[1])
@@ -141,7 +142,11 @@ def _supervise(argv: list[str], workers: int, host: str, port: int, grace: float
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     running: list[_Worker] = []
-    signal.signal(signal.SIGHUP, lambda *_: [_signal(w, signal.SIGHUP) for w in running])
+
+    def hangup(*_: object) -> None:
+        for w in running:
+            _signal(w, signal.SIGHUP)
+    signal.signal(signal.SIGHUP, hangup)
     claim = claim_port(port) if port else None  # held until this process exits
     check_every = max(0.2, worker_timeout / 3)
 
@@ -154,6 +159,7 @@ def _supervise(argv: list[str], workers: int, host: str, port: int, grace: float
         if stop.is_set():
             _stop(running, grace)
         return first.process.wait()
+    assert first.port is not None  # set before it is listening
     if claim is None:  # --port 0: the port the first worker was given is free of other supervisors
         try:
             claim = claim_port(first.port)

@@ -54,6 +54,7 @@ class Writes:
                 self._watch_all()
             for event in self._inotify.read(timeout=0):
                 self._take(event)
+            assert self._root is not None  # set by _watch_all
             return sorted(str((self._dirs[wd] / name).relative_to(self._root))
                           for wd, name in self._open if wd in self._dirs)
 
@@ -82,6 +83,7 @@ class Writes:
             self._open.discard(key)
 
     def _watch_all(self) -> None:
+        assert self._inotify is not None  # called only with inotify
         for wd in list(self._dirs):
             try:
                 self._inotify.rm_watch(wd)
@@ -93,6 +95,7 @@ class Writes:
         self._watch_tree(self._root)
 
     def _watch_tree(self, top: Path) -> None:
+        assert self._inotify is not None  # called only with inotify
         for here, _, _ in os.walk(top, followlinks=True):
             try:
                 self._dirs[self._inotify.add_watch(here, _MASK)] = Path(here)

@@ -18,6 +18,7 @@ def open_log(target: str | os.PathLike, keys: list[bytes] | None = None, *, key_
     with its parent directories). Without `keys`, they are found by `resolve_keys`."""
     if is_postgres_url(target):
         from rules.audit.postgres import PostgresDecisionLog  # psycopg is only needed for PostgreSQL
+        assert isinstance(target, str)  # is_postgres_url is only true of a str
         return PostgresDecisionLog.open(target, keys, key_file=key_file, create=create)
     if re.match(r"(?i)postgres(ql)?:", os.fspath(target)):  # a URL made a Path loses its "//"
         raise DecisionLogError(f"{target}: give a PostgreSQL URL as a string (postgresql://...), not a path")

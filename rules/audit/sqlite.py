@@ -61,7 +61,7 @@ class SQLiteDecisionLog(DecisionLog):
         self._db = db
         self.path = path
         self._lock = threading.Lock()
-        self._writer = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)  # turns between processes
+        self._writer: int | None = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)  # turns between processes
         self._written = threading.Event()  # set by each commit: there is something to checkpoint
         self._closing = threading.Event()
         self._checkpointer: threading.Thread | None = None  # started by the first commit
@@ -137,6 +137,7 @@ class SQLiteDecisionLog(DecisionLog):
         because a blocking flock cannot be given a timeout from a thread."""
         give_up = min(deadline if deadline is not None else float("inf"), time.monotonic() + TURN_WAIT)
         pause = 0.0005
+        assert self._writer is not None  # only closed logs have none
         while True:
             try:
                 fcntl.flock(self._writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -193,6 +194,7 @@ class SQLiteDecisionLog(DecisionLog):
                             try:
                                 db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                             finally:
+                                assert self._writer is not None  # took its turn above
                                 fcntl.flock(self._writer, fcntl.LOCK_UN)
                 except (sqlite3.Error, DecisionLogUnavailable) as exc:  # the next commit tries again
                     log.warning("decision log checkpoint failed", extra={"error": str(exc)})
