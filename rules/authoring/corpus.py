@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ Generator = Callable[[random.Random], dict]
 
 # --- drawing helpers -----------------------------------------------------------------------------
 
-def _pick(rng: random.Random, weights: dict[str, float]) -> str:
+def _pick(rng: random.Random, weights: Mapping[str, float]) -> str:
     """One key, with probability proportional to its weight (insertion order is the draw order)."""
     total = sum(weights.values())
     x = rng.random() * total
@@ -156,7 +156,7 @@ def application_fee(rng: random.Random) -> dict:
     return facts
 
 
-def _pick_some(rng: random.Random, weights: dict[str, float], n: int) -> list[str]:
+def _pick_some(rng: random.Random, weights: Mapping[str, float], n: int) -> list[str]:
     """n different keys, drawn by weight without replacement, in the order drawn."""
     left, out = dict(weights), []
     for _ in range(min(n, len(left))):

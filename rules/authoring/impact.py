@@ -259,7 +259,7 @@ def _considered(pv: PolicyVersion, rule_id: str, worked_out: frozenset[str]) -> 
     derived = {d.name for d in pv.derived}
     aggregates = {name: lst.name for lst in pv.lists for name in lst.aggregates()}
     todo: list[str] = []
-    names = set()
+    names: set[str] = set()
     for rule in pv.rules:
         if rule.outcome and rule.id == rule_id:
             for name in needs(rule):
@@ -284,6 +284,7 @@ _WORK: tuple | None = None  # (evaluator, bundle, policy, old, new) for forked w
 
 
 def _decide_chunk(chunk: list[dict]) -> list[tuple[Result, Result]]:
+    assert _WORK is not None  # set before the workers fork
     evaluator, bundle, policy, old, new = _WORK
     return [(decide(evaluator, bundle, policy, old, f), decide(evaluator, bundle, policy, new, f)) for f in chunk]
 
@@ -366,6 +367,7 @@ def compare(evaluator, bundle, policy: str, old: str, new: str, cases: Iterable[
         elif case.policy not in (None, policy):
             impact.other_policies[case.policy] += 1
         else:
+            assert case.facts is not None  # a case without an error was read
             key = _key(case.facts)
             distinct.setdefault(key, case.facts)
             mine.append((case, key))
@@ -465,6 +467,7 @@ class _Facts:
         self.order = {name: n for n, name in enumerate([*self.specs, *self.lists])}
 
     def shown(self, case: Case, a: Result, b: Result) -> str:
+        assert case.facts is not None  # only cases that were read are decided
         names = sorted(a.keys | b.keys, key=lambda n: (self.order.get(n, len(self.order)), n))
         missing = {m.split("[")[0] for m in a.missing + b.missing}
         parts = []

@@ -124,13 +124,13 @@ def retarget(text: str, new: str, status: str, effective_from: dt.date, title: s
     for i, line in enumerate(lines):
         if i < skip_to:
             continue
-        key = starts.get(i)
-        if key is None:
+        started = starts.get(i)
+        if started is None:
             out.append(line)
             continue
-        out.append(wanted[key])
-        skip_to = spans[key][1]
-        if key == "status" and "effective_from" not in spans:
+        out.append(wanted[started])
+        skip_to = spans[started][1]
+        if started == "status" and "effective_from" not in spans:
             out.append(wanted["effective_from"])
     result = "".join(out)
     _check_retargeted(text, result, intended)

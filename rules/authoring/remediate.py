@@ -14,6 +14,7 @@ import csv
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class Report:
         return Counter(f"{c.before.outcome} -> {c.after.outcome}" for c in self.changes)
 
 
-def remediate(log: DecisionLog, evaluator: Evaluator, policy: str, version: str, ids: list[str] = ()) -> Report:
+def remediate(log: DecisionLog, evaluator: Evaluator, policy: str, version: str, ids: Sequence[str] = ()) -> Report:
     """Decide again, under the current revision, the decisions made under earlier ones."""
     current = evaluator.bundle.policies[policy][version]
     earlier = [(i, h) for i, h in log.decided_under(policy, version) if h != current.content_hash]
@@ -83,6 +84,7 @@ def remediate(log: DecisionLog, evaluator: Evaluator, policy: str, version: str,
     report = Report()
     for decision_id, _ in earlier:
         logged = log.get(decision_id)
+        assert logged is not None  # decided_under names logged decisions, and none is ever removed
         report.looked_at += 1
         try:
             after = evaluator.replay(logged.request, logged.decision, current=True)

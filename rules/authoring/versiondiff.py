@@ -62,6 +62,7 @@ def run(args) -> int:
               f"an earlier revision as VERSION@rN)", file=sys.stderr)
         return 2
     old, new = found[args.old], found[args.new]
+    assert old is not None and new is not None  # none is unknown
     render = markdown if args.format == "markdown" else text
     print(render(old, new, compare(old, new)))
     return 0
@@ -217,7 +218,7 @@ def _header(old: PolicyVersion, new: PolicyVersion) -> list[Entry]:
 
 def _texts(old: dict[str, str], new: dict[str, str], prefix: str = "") -> list[Entry]:
     """Codes with a meaning (outcomes, flags), added, removed or reworded."""
-    out = [(f"added {prefix}`{code}`: {_one(text)}", []) for code, text in new.items() if code not in old]
+    out: list[Entry] = [(f"added {prefix}`{code}`: {_one(text)}", []) for code, text in new.items() if code not in old]
     out += [(f"removed {prefix}`{code}`: {_one(text)}", []) for code, text in old.items() if code not in new]
     out += [(f"changed {prefix}`{code}`", _change("meaning", _one(old[code]), _one(new[code])))
             for code in old if code in new and old[code] != new[code]]
@@ -226,7 +227,7 @@ def _texts(old: dict[str, str], new: dict[str, str], prefix: str = "") -> list[E
 
 def _outputs(old: PolicyVersion, new: PolicyVersion) -> list[Entry]:
     a, b = old.outputs, new.outputs
-    out = [(f"added `{name}` ({spec.type.value}): {_one(spec.description)}", []) for name, spec in b.items() if name not in a]
+    out: list[Entry] = [(f"added `{name}` ({spec.type.value}): {_one(spec.description)}", []) for name, spec in b.items() if name not in a]
     out += [(f"removed `{name}`", []) for name in a if name not in b]
     for name in (n for n in a if n in b and a[n] != b[n]):
         details = [f"type: {a[name].type.value} → {b[name].type.value}"] * (a[name].type != b[name].type)
@@ -242,7 +243,7 @@ def _value(p) -> str:
 
 def _parameters(old: PolicyVersion, new: PolicyVersion) -> list[Entry]:
     a, b = old.parameters, new.parameters
-    out = [(f"added `{name}` ({_what(p.description)}): {_value(p)}", []) for name, p in b.items() if name not in a]
+    out: list[Entry] = [(f"added `{name}` ({_what(p.description)}): {_value(p)}", []) for name, p in b.items() if name not in a]
     out += [(f"removed `{name}` ({_what(p.description)}): {_value(p)}", []) for name, p in a.items() if name not in b]
     for name in (n for n in a if n in b and a[n] != b[n]):
         was, now = a[name], b[name]
@@ -271,7 +272,7 @@ def _fact_words(f: Fact) -> str:
 
 def _facts(old: tuple[Fact, ...], new: tuple[Fact, ...], prefix: str = "") -> list[Entry]:
     a, b = {f.name: f for f in old}, {f.name: f for f in new}
-    out = [(f"added `{prefix}{name}`: {_fact_words(f)}", []) for name, f in b.items() if name not in a]
+    out: list[Entry] = [(f"added `{prefix}{name}`: {_fact_words(f)}", []) for name, f in b.items() if name not in a]
     out += [(f"removed `{prefix}{name}`: {_fact_words(f)}", []) for name, f in a.items() if name not in b]
     for name in (n for n in a if n in b and a[n] != b[n]):
         was, now = a[name], b[name]
@@ -291,7 +292,7 @@ def _facts(old: tuple[Fact, ...], new: tuple[Fact, ...], prefix: str = "") -> li
 
 def _lists(old: PolicyVersion, new: PolicyVersion) -> list[Entry]:
     a, b = {lst.name: lst for lst in old.lists}, {lst.name: lst for lst in new.lists}
-    out = [(f"added `{name}`: {_one(lst.description)}", [f"item facts: {', '.join(f.name for f in lst.facts)}",
+    out: list[Entry] = [(f"added `{name}`: {_one(lst.description)}", [f"item facts: {', '.join(f.name for f in lst.facts)}",
                                                           f"item outcomes: {', '.join(lst.outcomes)}"])
            for name, lst in b.items() if name not in a]
     out += [(f"removed `{name}`: {_one(lst.description)}", []) for name, lst in a.items() if name not in b]
@@ -321,7 +322,7 @@ def _derived(old: PolicyVersion, new: PolicyVersion) -> list[Entry]:
 
     def default(d) -> str:
         return "none" if d.default is None else format_value(d.type, d.default)
-    out = [(f"added `{name}` ({d.type.value}, default {default(d)}): {_one(d.description)}", [])
+    out: list[Entry] = [(f"added `{name}` ({d.type.value}, default {default(d)}): {_one(d.description)}", [])
            for name, d in b.items() if name not in a]
     out += [(f"removed `{name}`: {_one(d.description)}", []) for name, d in a.items() if name not in b]
     for name in (n for n in a if n in b and a[n] != b[n]):
@@ -340,7 +341,7 @@ def _uses(old: PolicyVersion, new: PolicyVersion) -> list[Entry]:
     def use(u) -> str:
         version = {"in_force": "the version in force", "latest_enacted": "its latest enacted version"}.get(u.version, f"version {u.version}")
         return f"`{u.policy}` ({version}) as `{u.as_}`"
-    out = [(f"added {use(u)}", [f"sets {k} = {v}" for k, v in u.set.items()]) for name, u in b.items() if name not in a]
+    out: list[Entry] = [(f"added {use(u)}", [f"sets {k} = {v}" for k, v in u.set.items()]) for name, u in b.items() if name not in a]
     out += [(f"removed {use(u)}", []) for name, u in a.items() if name not in b]
     for name in (n for n in a if n in b and a[n] != b[n]):
         was, now = a[name], b[name]
@@ -382,7 +383,7 @@ def _rules(old_pv: PolicyVersion, new_pv: PolicyVersion, old: tuple[Rule, ...], 
            old_outcomes: dict[str, str], new_outcomes: dict[str, str], prefix: str = "") -> list[Entry]:
     a, b = {r.id: r for r in old}, {r.id: r for r in new}
     new_ids = [r.id for r in new]
-    out = [(f"added {prefix}`{r.id}`, {_place(new_ids, r.id)}", _rule_words(new_pv, r, new_outcomes))
+    out: list[Entry] = [(f"added {prefix}`{r.id}`, {_place(new_ids, r.id)}", _rule_words(new_pv, r, new_outcomes))
            for r in new if r.id not in a]
     out += [(f"removed {prefix}`{r.id}`", _rule_words(old_pv, r, old_outcomes)) for r in old if r.id not in b]
     for rule in (r for r in new if r.id in a and a[r.id] != r):

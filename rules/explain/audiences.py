@@ -18,6 +18,7 @@ information, the caseworker gets a disclosure risk.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rules.engine.compiler import CompiledPolicy
@@ -34,7 +35,7 @@ from rules.engine.decision import (
 from rules.explain import explainer
 from rules.language.model import PARTIES, PLACEHOLDER, WhoseFact
 
-PARTY = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}
+PARTY: dict[Audience | None, str] = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}
 AUDIENCE = {party: audience for audience, party in PARTY.items()}
 BOTH = frozenset(PARTIES)
 WORDS = {"receiving_parent": "receiving parent", "paying_parent": "paying parent"}
@@ -47,7 +48,7 @@ NEUTRAL = "We have made a decision on your child maintenance case. We will conta
 UNDECIDED = "We need more information before we can make this decision."
 
 
-def owners(declarations: list[tuple], request: DecisionRequest) -> frozenset[str]:
+def owners(declarations: Sequence[tuple], request: DecisionRequest) -> frozenset[str]:
     """Whose a fact of the request is, by every declaration of it: the parents any of them may
     name (both when one cannot be told; empty: the case's, nobody's)."""
     out: set[str] = set()
@@ -65,7 +66,7 @@ def owners(declarations: list[tuple], request: DecisionRequest) -> frozenset[str
     return frozenset(out)
 
 
-def sensitive(declarations: list[tuple]) -> bool:
+def sensitive(declarations: Sequence[tuple]) -> bool:
     return any(spec.sensitive or any(f.sensitive for f in getattr(spec, "facts", ())) for spec, _ in declarations)
 
 

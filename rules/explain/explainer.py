@@ -7,6 +7,7 @@ attribute access, no format specs): a policy file cannot reach into Python.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from rules.engine.decision import UNDETERMINED, Decision
@@ -68,7 +69,7 @@ _ASKED = {"CASEWORKER": "the Child Maintenance Service", "RECEIVING_PARENT": "th
           "PAYING_PARENT": "the paying parent"}
 
 
-def rationale(pv: PolicyVersion, d: Decision, request=None, parents: list[str] = ()) -> str:
+def rationale(pv: PolicyVersion, d: Decision, request=None, parents: Sequence[str] = ()) -> str:
     """The caseworker's explanation: everything, with rule ids and citations. `request` adds who
     asked for the decision (sensitive: never in a parent's text); `parents`, what each parent is
     told when it is not the whole story."""
@@ -85,7 +86,7 @@ def rationale(pv: PolicyVersion, d: Decision, request=None, parents: list[str] =
                 cites = "; ".join(c.text() for c in v.step.citations)
                 lines.append(f"- {v.list}[{v.index}]: {v.outcome}. {v.step.because} [{v.step.rule_id}: {cites}]")
             else:
-                lines.append(f"- {v.list}[{v.index}]: {v.outcome}; needs " + ", ".join(m.name for m in v.missing_facts))
+                lines.append(f"- {v.list}[{v.index}]: {v.outcome}; needs " + ", ".join(m.name for m in v.missing_facts))  # type: ignore[attr-defined]  # ItemVerdict's field `list` shadows the builtin in its own annotations (rules/engine/decision.py)
     for sub in d.sub_decisions:
         lines.append(f"Uses {sub.policy.policy}/{sub.policy.version} ({sub.policy.status}):")
         lines += ["  " + line for line in sub.rationale.splitlines()]
@@ -144,9 +145,10 @@ def _group(pv: PolicyVersion, cond: Condition) -> str:
 def _ref(pv: PolicyVersion, ref: Ref) -> str:
     if ref.param:
         value = pv.parameters[ref.param].value
-        shown = "[" + ", ".join(value) + "]" if isinstance(value, tuple) else value
+        shown = "[" + ", ".join(value) + "]" if isinstance(value, tuple) else value  # type: ignore[arg-type]  # a parameter a condition compares with is a list of codes
         return f"{ref.param} ({shown})"
     text = ref.fact
+    assert text is not None  # a Ref names a parameter or a fact
     for unit, shift in (("years", ref.plus_years), ("months", ref.plus_months)):
         if shift is not None:
             text += f" + {_ref(pv, shift) if isinstance(shift, Ref) else shift} {unit}"

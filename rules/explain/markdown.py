@@ -9,7 +9,7 @@ import datetime as dt
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -144,11 +144,12 @@ def _parameters(pv: PolicyVersion) -> str:
 
 def _percent_table(name: str, p: Parameter) -> str:
     said = [f"rows: {_inline(p.rows)}"] * bool(p.rows) + [f"columns: {_inline(p.columns)}"] * bool(p.columns)
-    head = _labels(p.columns, len(p.value[0]))
-    cells = [[f"{v}%" for v in row] for row in p.value]
-    if len(p.value) > 1:  # a first column naming the rows
+    table = cast("tuple[tuple[str, ...], ...]", p.value)  # a percent_table's rows of percents (validated)
+    head = _labels(p.columns, len(table[0]))
+    cells = [[f"{v}%" for v in row] for row in table]
+    if len(table) > 1:  # a first column naming the rows
         head = [""] + head
-        cells = [[label, *row] for label, row in zip(_labels(p.rows, len(p.value)), cells)]
+        cells = [[label, *row] for label, row in zip(_labels(p.rows, len(table)), cells)]
     return f"**`{name}`**" + (f" ({'; '.join(said)})" if said else "") + ":\n\n" + _table(head, cells)
 
 
@@ -241,6 +242,7 @@ def conclusion(pv: PolicyVersion, rule: Rule, outcomes: dict[str, str]) -> str:
         return f"`{rule.derive.name}` = {shown}"
     if rule.flag:
         return f"flag `{rule.flag}` ({pv.flags[rule.flag]})"
+    assert rule.outcome is not None  # a rule that derives nothing and flags nothing has an outcome
     return f"`{rule.outcome}` ({outcomes[rule.outcome]})"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from rules.engine.decision import UNDETERMINED
 from rules.language.checks import walk
@@ -110,18 +110,18 @@ def _add(out: dict, name: str, point: int | None) -> None:
 def _param_point(pv: PolicyVersion, name: str) -> int | None:
     param = pv.parameters[name]
     if param.type is ParamType.DATE:
-        return param.value.toordinal()
-    return param.value if param.type in (ParamType.MONEY, ParamType.INTEGER) else None
+        return cast(dt.date, param.value).toordinal()
+    return cast(int, param.value) if param.type in (ParamType.MONEY, ParamType.INTEGER) else None
 
 
 def _relative(pv: PolicyVersion, name: str, ref: Ref, facts: dict, out: dict) -> None:
     """`name op other + shift`: the point for `name` given the other fact, and for the other given `name`."""
-    shift = sum(months_code(**{unit: pv.parameters[v.param].value if isinstance(v, Ref) else v})
+    shift = sum(months_code(**{unit: pv.parameters[v.param].value if isinstance(v, Ref) else v})  # type: ignore[misc, arg-type, index]  # shifts are ints or integer parameters
                 for unit, v in (("years", ref.plus_years), ("months", ref.plus_months)) if v is not None)
     for target, known, sign in ((name, ref.fact, 1), (ref.fact, name, -1)):
         day = _date(facts.get(known))
         if day is not None:
-            _add(out, target, _from_code(date_code(day) + sign * shift))
+            _add(out, target, _from_code(date_code(day) + sign * shift))  # type: ignore[arg-type]  # a relative Ref names a fact
 
 
 def _from_code(code: int) -> int:
@@ -165,7 +165,7 @@ def _probes(spec: Fact, points: set[int]) -> list:
 def _threshold(spec: Fact, current, points: set[int], step: int, outcome: str, attempt) -> tuple[Any, Result] | None:
     """The nearest value beyond `current` in one direction that gives another outcome, and that outcome."""
     is_date = spec.type is FactType.DATE
-    here = _date(current).toordinal() if is_date else current
+    here = _date(current).toordinal() if is_date else current  # type: ignore[union-attr]  # a date fact's value is a date
     if here is None or isinstance(here, bool) or not isinstance(here, int):
         return None
     lowest = dt.date(1900, 1, 1).toordinal() if is_date else 0

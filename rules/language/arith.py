@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 from rules.language.model import (
     Add,
@@ -73,11 +73,11 @@ def evaluate(expr: Expr, pv: PolicyVersion, lookup: Callable[[str], Any]) -> Fra
     if isinstance(expr, int):
         return Fraction(expr)
     if isinstance(expr, Ref):
-        return number(pv.parameters[expr.param].value if expr.param else lookup(expr.fact))
+        return number(pv.parameters[expr.param].value if expr.param else lookup(expr.fact))  # type: ignore[arg-type]  # a Ref names a parameter or a fact
     if isinstance(expr, PercentOf):
         return evaluate(expr.percent, pv, lookup) * evaluate(expr.of, pv, lookup) / 100
     if isinstance(expr, Lookup):
-        table = pv.parameters[expr.lookup].value
+        table = cast("tuple[tuple[str, ...], ...]", pv.parameters[expr.lookup].value)  # a percent_table (checked)
         row = table[_index(expr.row, len(table), pv, lookup)]
         return number(row[_index(expr.column, len(row), pv, lookup)])
     values = [evaluate(p, pv, lookup) for p in _parts(expr)]
@@ -133,7 +133,7 @@ def describe(expr: Expr) -> str:
     if isinstance(expr, int):
         return str(expr)
     if isinstance(expr, Ref):
-        return expr.param or expr.fact
+        return expr.param or expr.fact  # type: ignore[return-value]  # a Ref names a parameter or a fact
     if isinstance(expr, PercentOf):
         return f"{describe(expr.percent)}% of {_wrap(expr.of)}"
     if isinstance(expr, Lookup):
@@ -142,7 +142,8 @@ def describe(expr: Expr) -> str:
     if isinstance(expr, (MinOf, MaxOf)):
         name = "min" if isinstance(expr, MinOf) else "max"
         return f"{name}({', '.join(describe(p) for p in _parts(expr))})"
-    sep = {Add: " + ", Sub: " − ", Mul: " × ", Div: " ÷ "}[type(expr)]
+    seps: dict[type, str] = {Add: " + ", Sub: " − ", Mul: " × ", Div: " ÷ "}
+    sep = seps[type(expr)]
     return sep.join(_wrap(p) for p in _parts(expr))
 
 

@@ -118,7 +118,7 @@ def percent_text(raw) -> str:
     if not value.is_finite() or not 0 <= value <= 100:
         raise ValueError(f"{raw!r} is not a percent between 0 and 100")
     # Checked before and after normalising: "1e-999999999" would otherwise become a huge text (or 0)
-    if value.as_tuple().exponent < -2 * PERCENT_PLACES or (value.normalize() + 0).as_tuple().exponent < -PERCENT_PLACES:
+    if value.as_tuple().exponent < -2 * PERCENT_PLACES or (value.normalize() + 0).as_tuple().exponent < -PERCENT_PLACES:  # type: ignore[operator]  # finite: an int exponent
         raise ValueError(f"{raw!r} has more than {PERCENT_PLACES} decimal places")
     value = value.normalize() + 0  # + 0: "-0" is "0"
     return format(value, "f")
@@ -141,15 +141,15 @@ class Parameter(Strict):
         if t is ParamType.PERCENT_TABLE:
             if not (isinstance(v, tuple) and v and all(isinstance(r, tuple) and r for r in v)):
                 raise ValueError("a percent_table is a list of non-empty rows of percents")
-            if len({len(r) for r in v}) != 1:
+            if len({len(r) for r in v}) != 1:  # type: ignore[arg-type]  # rows are tuples: checked above
                 raise ValueError("every row of a percent_table has the same number of columns")
-            object.__setattr__(self, "value", tuple(tuple(percent_text(x) for x in r) for r in v))
+            object.__setattr__(self, "value", tuple(tuple(percent_text(x) for x in r) for r in v))  # type: ignore[union-attr]  # as above
             return self
         wanted = {ParamType.MONEY: int, ParamType.INTEGER: int, ParamType.DATE: dt.date,
                   ParamType.STRING: str, ParamType.STRING_LIST: tuple}[t]
         if not isinstance(v, wanted) or isinstance(v, bool):
             raise ValueError(f"value {v!r} is not a {t.value}")
-        if t is ParamType.STRING_LIST and not all(isinstance(x, str) for x in v):
+        if t is ParamType.STRING_LIST and not all(isinstance(x, str) for x in v):  # type: ignore[union-attr]  # a tuple: checked above
             raise ValueError("a string_list holds text values")
         return self
 
@@ -320,7 +320,7 @@ class Rule(Strict):
             if isinstance(value, bool):
                 return f"{self.derive.name} = {str(value).lower()}"
             return f"{self.derive.name} = {value}" if isinstance(value, (str, int)) else f"{self.derive.name} (worked out)"
-        return self.outcome or self.flag
+        return self.outcome or self.flag  # type: ignore[return-value]  # a rule has an outcome or a flag (validated)
 
 
 class ItemList(Strict):
@@ -434,7 +434,7 @@ class PolicyVersion(Strict):
         return self
 
     def in_force_on(self, day: dt.date) -> bool:
-        return (self.status is Status.ENACTED and self.effective_from <= day
+        return (self.status is Status.ENACTED and self.effective_from <= day  # type: ignore[operator]  # enacted: has one
                 and (self.effective_to is None or day <= self.effective_to))
 
 
