@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -126,9 +127,9 @@ def _plain(value: struct_pb2.Value, depth: int):
 def decide_request(r: DecisionRequest) -> pb.DecideRequest:
     """A request as the engine took it, back as the DecideRequest it came from (for GetDecision)."""
     return pb.DecideRequest(policy=r.policy, version=r.version, as_at=_date(r.as_at), facts=_struct(r.facts),
-                            subject=AUDIENCES[r.subject] if r.subject else 0,
-                            requested_by=AUDIENCES[r.requested_by] if r.requested_by else 0,
-                            reason=REASONS[r.reason] if r.reason else 0, omit_counterfactuals=not r.counterfactuals,
+                            subject=AUDIENCES[r.subject] if r.subject else 0,  # type: ignore[arg-type]  # protobuf takes an enum's number
+                            requested_by=AUDIENCES[r.requested_by] if r.requested_by else 0,  # type: ignore[arg-type]  # protobuf takes an enum's number
+                            reason=REASONS[r.reason] if r.reason else 0, omit_counterfactuals=not r.counterfactuals,  # type: ignore[arg-type]  # protobuf takes an enum's number
                             shadow_version=r.shadow_version)
 
 
@@ -229,7 +230,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def _set_explanation(out: pb.Explanation, e: Explanation) -> None:
     # `hold`, not `notify`: proto3's default (false) must mean what a message from before the field meant
-    out.audience, out.text, out.withheld, out.hold = AUDIENCES[e.audience], e.text, e.withheld, not e.notify
+    out.audience, out.text, out.withheld, out.hold = AUDIENCES[e.audience], e.text, e.withheld, not e.notify  # type: ignore[assignment]  # an enum's number
     _add_counterfactuals(out.counterfactuals, e.counterfactuals)
     _add_missing(out.questions, e.questions)
 
@@ -244,7 +245,7 @@ def _policy_ref(ref: PolicyRef) -> pb.PolicyRef:
     key = (ref.policy, ref.version, ref.content_hash)
     made = _POLICY_REFS.get(key)
     if made is None:
-        made = pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "") for k, v in ref.model_dump().items()})
+        made = pb.PolicyRef(**{k: _date(v) if isinstance(v, dt.date) else (v or "") for k, v in ref.model_dump().items()})  # type: ignore[arg-type]  # the fields by name
         if len(_POLICY_REFS) < 10_000:  # versions ever loaded: a few hundred at most
             _POLICY_REFS[key] = made
     return made  # copied by whoever sets it in a message
@@ -295,7 +296,7 @@ def _rule_spec(pv, r: Rule) -> pb.RuleSpec:
                        citations=_citations(r.cites), actions=list(r.actions),
                        amount=arith.describe(r.amount) if r.amount is not None else "",
                        outputs={k: arith.describe(e) for k, e in r.outputs.items()},
-                       computes=arith.describe(r.derive.value) if computed else "")
+                       computes=arith.describe(r.derive.value) if computed else "")  # type: ignore[union-attr, arg-type]  # computed: derives a number
 
 
 def _param_value(value):
@@ -306,7 +307,7 @@ def _param_value(value):
     return value
 
 
-def policy_detail(compiled: CompiledPolicy, earlier: list[CompiledPolicy] = ()) -> pb.GetPolicyResponse:
+def policy_detail(compiled: CompiledPolicy, earlier: Sequence[CompiledPolicy] = ()) -> pb.GetPolicyResponse:
     pv = compiled.version
     return pb.GetPolicyResponse(
         corrections=[pb.Correction(revision=c.revision, date=c.date.isoformat(), change=c.change,
