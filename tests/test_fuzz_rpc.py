@@ -662,7 +662,7 @@ def test_the_engine_host_refuses_what_crashes_the_c_core(bundle):
         with pytest.raises(durable_host.EngineError):
             durable_host.evaluate(compiled.ruleset, {**compiled.working_fact({}), "x": bad})
         assert durable_host.live_sessions() == 0
-    assert compiled.run({})["complete"]
+    assert compiled.run({}).complete
 
 
 def test_undecodable_requests_name_their_fields():

@@ -251,12 +251,12 @@ class Evaluator:
                   told: Decision | None = None) -> Worked:
         pv, kinds = compiled.version, compiled.kinds
         state = compiled.run(given)
-        if not state.get("complete"):
+        if not state.complete:
             raise durable_host.EngineError(f"{compiled.ruleset}: the engine did not complete the decision")
-        derived = state.get("derived", {})
+        derived = state.derived
         known = {**given, **derived}
 
-        true, false = set(state.get("true", ())), set(state.get("false", ()))
+        true, false = set(state.true), set(state.false)
         hit = first_hit(compiled.outcome_results if for_parent else compiled.outcome_candidates, true, false)
         decided = hit.index is not None
         if not decided and told is not None:
@@ -281,7 +281,7 @@ class Evaluator:
             return Worked(decision=decision, known=known, subject=subject, root=hit.index, decided=decided)
 
         fired = trail.fired(compiled, roots + [r.index for r in flags], state, whole=hit.index is not None)
-        steps = [trail.step(compiled, compiled.rules[i].rule, state["used"][i], kinds, derived) for i in fired]
+        steps = [trail.step(compiled, compiled.rules[i].rule, state.used[i], kinds, derived) for i in fired]
         # The deciding rule's actions first, then those of flags, in firing order.
         actions = [a for i in sorted(fired, key=lambda i: i not in roots) for a in compiled.rules[i].rule.actions]
         flag_list = [Flag(code=r.rule.flag, description=pv.flags[r.rule.flag]) for r in flags]
@@ -328,10 +328,10 @@ def _judge_items(compiled: CompiledPolicy, cl: CompiledList, items: list[dict], 
     verdicts = []
     for n, item in enumerate(items):
         scope = scopes[n]
-        hit = first_hit(cl.candidates, set(scope.get("true", ())), set(scope.get("false", ())))
+        hit = first_hit(cl.candidates, set(scope.true), set(scope.false))
         if hit.index is not None:
             rule = cl.rules[hit.index].rule
-            step = trail.step(compiled, rule, scope["used"][hit.index], cl.kinds, {})
+            step = trail.step(compiled, rule, scope.used[hit.index], cl.kinds, {})
             verdicts.append(ItemVerdict(list=cl.spec.name, index=n, outcome=rule.outcome,
                                         outcome_description=cl.spec.outcomes[rule.outcome], step=step))
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from rules.engine.compiler import CompiledPolicy
+from rules.engine.compiler import CompiledPolicy, EngineState
 from rules.engine.decision import FactUsed, MissingFact, Output, PolicyRef, TrailStep
 from rules.explain import explainer
 from rules.language import arith, values
@@ -28,11 +28,11 @@ def step(compiled: CompiledPolicy, rule: Rule, used: dict[str, Any], kinds: dict
         facts_used=[FactUsed(name=n, value=values.to_json(v)) for n, v in decoded.items()])
 
 
-def fired(compiled: CompiledPolicy, roots: list[int], state: dict, whole: bool) -> list[int]:
+def fired(compiled: CompiledPolicy, roots: list[int], state: EngineState, whole: bool) -> list[int]:
     """The fired rules behind `roots`: each root and every fired rule that supports a derived
     value it read (all of them, not only the first: each is a reason). Unless `whole` (a decided
     outcome), only values the conditions read are followed, not those of amounts and outputs."""
-    via, fired_set, wanted, todo = state.get("via", {}), set(state.get("true", ())), set(), list(roots)
+    via, fired_set, wanted, todo = state.via, set(state.true), set(), list(roots)
     while todo:
         index = todo.pop()
         if index is None or index in wanted:
@@ -44,14 +44,14 @@ def fired(compiled: CompiledPolicy, roots: list[int], state: dict, whole: bool) 
                 value = compiled.rules[via[name]].conclusion
                 todo += [r.index for r in compiled.rules if r.index in fired_set and r.rule.derive
                          and r.rule.derive.name == name and r.conclusion == value]
-    return [i for i in state.get("true", ()) if i in wanted]
+    return [i for i in state.true if i in wanted]
 
 
-def missing(compiled: CompiledPolicy, blockers: Iterable[int], given: dict[str, Any], state: dict,
+def missing(compiled: CompiledPolicy, blockers: Iterable[int], given: dict[str, Any], state: EngineState,
             pending: dict[str, list[MissingFact]]) -> list[MissingFact]:
     """The absent facts that the blocking rules (and the derived values they read) need;
     for a list or a used policy, the facts its undecided items or decision need."""
-    blocked = state.get("blocked", {})
+    blocked = state.blocked
     names, todo, seen = set(), list(blockers), set()
     while todo:
         index = todo.pop()

@@ -18,20 +18,63 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from rules.language import arith
 from rules.engine import durable_host
-from rules.language.checks import needs, tested, value_types
 from rules.engine.hitpolicy import first_hit
-from rules.language.model import (AllOf, AnyOf, Compare, Condition, Fact, FactType, ItemList, NotOf, PolicyVersion,
-                                  Ref, Rule)
+from rules.language import arith
+from rules.language.checks import needs, tested, value_types
+from rules.language.model import (
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Fact,
+    FactType,
+    ItemList,
+    NotOf,
+    PolicyVersion,
+    Ref,
+    Rule,
+)
 from rules.language.values import count_key, date_code, encode, months_code
 
 WORKING = {"_t": "w"}
 ITEM = {"_t": "i"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineState:
+    """What the engine concluded in one session: the verdicts its actions recorded.
+
+    `true` and `false` hold rule indexes in firing order; `used`, for each true rule, the values it
+    read (engine-encoded); `derived`, the derived values resolved by the first-hit policy, `via` the
+    rule that derived each (None: its default), `blocked` the unknown rules that left one unknown;
+    `complete`, whether the top stratum closed (a policy's session; an item's session never sets it).
+    """
+    complete: bool = False
+    true: tuple[int, ...] = ()
+    false: tuple[int, ...] = ()
+    used: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    derived: Mapping[str, Any] = field(default_factory=dict)
+    via: Mapping[str, int | None] = field(default_factory=dict)
+    blocked: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, session: dict[str, Any]) -> EngineState:
+        """The state from a session's scratch (durable_host.evaluate), as the compiler's actions wrote it."""
+        return cls(complete=bool(session.get(_COMPLETE)), true=tuple(session.get(_TRUE, ())),
+                   false=tuple(session.get(_FALSE, ())), used=session.get(_USED, {}),
+                   derived=session.get(_DERIVED, {}), via=session.get(_VIA, {}),
+                   blocked={name: tuple(rules) for name, rules in session.get(_BLOCKED, {}).items()})
+
+
+# The keys the compiler's actions write in a session's scratch (read back by EngineState.of).
+_COMPLETE, _TRUE, _FALSE, _USED = "complete", "true", "false", "used"
+_DERIVED, _VIA, _BLOCKED = "derived", "via", "blocked"
 
 
 @dataclass(frozen=True)
@@ -64,12 +107,12 @@ class CompiledList:
     def candidates(self) -> tuple[tuple[int, str], ...]:
         return tuple((r.index, r.rule.outcome) for r in self.rules)
 
-    def judge(self, item: dict[str, Any], given: dict[str, Any]) -> dict:
-        """The engine's verdicts on one item (its own session): "true"/"false" rule indexes and
-        "used", the values each true rule read."""
+    def judge(self, item: dict[str, Any], given: dict[str, Any]) -> EngineState:
+        """The engine's verdicts on one item (its own session): true and false rule indexes and the
+        values each true rule read."""
         fact = {**ITEM, **{name: encode(self.kinds[name], v) for name, v in given.items() if name in self.kinds},
                 **{k: encode(self.kinds[k], v) for k, v in item.items()}}
-        return durable_host.evaluate(self.ruleset, fact)
+        return EngineState.of(durable_host.evaluate(self.ruleset, fact))
 
 
 @dataclass(frozen=True)
@@ -123,11 +166,9 @@ class CompiledPolicy:
                 fact[count_key(name)] = len(value)
         return fact
 
-    def run(self, given: dict[str, Any]) -> dict:
-        """The engine's verdicts for a request's (parsed) facts: "true"/"false" rule indexes,
-        "used" (the values each true rule read), "derived" values, "via" (the rule that derived
-        each), "blocked" (the unknown rules that left one unknown) and "complete"."""
-        return durable_host.evaluate(self.ruleset, self.working_fact(given))
+    def run(self, given: dict[str, Any]) -> EngineState:
+        """The engine's verdicts for a request's (parsed) facts (see EngineState)."""
+        return EngineState.of(durable_host.evaluate(self.ruleset, self.working_fact(given)))
 
 
 def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
@@ -242,7 +283,7 @@ def _strata(pv: PolicyVersion) -> dict[str, int]:
 def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
     """Record the verdict and, when true, the values the rule read (from the fact the engine
     matched: a rule matches only the working fact of its own stratum, the latest asserted)."""
-    key, index, tests = ("true" if holds else "false"), cr.index, cr.tests
+    key, index, tests = (_TRUE if holds else _FALSE), cr.index, cr.tests
 
     def record(state: dict, _assert) -> None:
         verdicts = state.setdefault(key, [])
@@ -251,7 +292,7 @@ def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
         verdicts.append(index)
         if holds:
             fact = state["fact"]
-            state.setdefault("used", {})[index] = {n: fact[n] for n in tests if n in fact}
+            state.setdefault(_USED, {})[index] = {n: fact[n] for n in tests if n in fact}
     return record
 
 
@@ -261,24 +302,24 @@ def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list,
 
     def close(state: dict, assert_fact) -> None:
         fact = state["fact"]
-        true, false = set(state.get("true", ())), set(state.get("false", ()))
+        true, false = set(state.get(_TRUE, ())), set(state.get(_FALSE, ()))
         derived = {}
         for d in resolving:
             hit = first_hit(candidates[d.name], true, false)
             if hit.unknown:
-                state.setdefault("blocked", {})[d.name] = list(hit.blockers)
+                state.setdefault(_BLOCKED, {})[d.name] = list(hit.blockers)
             elif hit.index is not None:
                 value = rules[hit.index].conclusion
                 if not isinstance(value, (bool, str)):
                     value = arith.store(d.type, arith.evaluate(value, pv, fact.__getitem__))
                 derived[d.name] = value
-                state.setdefault("via", {})[d.name] = hit.index
+                state.setdefault(_VIA, {})[d.name] = hit.index
             elif d.default is not None:
                 derived[d.name] = d.default
-                state.setdefault("via", {})[d.name] = None
-        state.setdefault("derived", {}).update(derived)
+                state.setdefault(_VIA, {})[d.name] = None
+        state.setdefault(_DERIVED, {}).update(derived)
         if last:
-            state["complete"] = True
+            state[_COMPLETE] = True
             return
         assert_fact({**fact, **derived, "_k": fact["_k"] + 1})
     return close

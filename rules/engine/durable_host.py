@@ -40,7 +40,7 @@ import itertools
 import json
 import math
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import durable_rules_engine as _core
 
@@ -118,8 +118,9 @@ def live_sessions() -> int:
 
 
 def evaluate(ruleset: str, fact: dict) -> dict:
-    """Assert `fact` into a fresh session, let every rule fire, and return the state the actions
-    built."""
+    """Assert `fact` into a fresh session, let every rule fire, and return the session's scratch:
+    "fact" (the fact asserted last) and whatever the actions wrote (the compiler reads it back
+    as an EngineState)."""
     if ruleset not in _rulesets:
         raise EngineError(f"ruleset {ruleset} is not registered")
     handle, actions = _rulesets[ruleset]
