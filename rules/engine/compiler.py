@@ -77,7 +77,7 @@ _COMPLETE, _TRUE, _FALSE, _USED = "complete", "true", "false", "used"
 _DERIVED, _VIA, _BLOCKED = "derived", "via", "blocked"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CompiledRule:
     index: int
     rule: Rule
@@ -94,7 +94,7 @@ class CompiledRule:
         return r.derive.value if r.derive else True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CompiledList:
     """The item rules of one list, compiled to their own ruleset: every item is a fact of one
     session, and each item rule records its verdict per item."""
@@ -115,7 +115,7 @@ class CompiledList:
         return EngineState.of(durable_host.evaluate(self.ruleset, fact))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CompiledPolicy:
     version: PolicyVersion
     content_hash: str
@@ -191,16 +191,19 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
             "run": _closer(pv, rules, resolving, last=(k == strata - 1))}
 
     lists = {lst.name: _compile_list(pv, lst, f"{ruleset}.{lst.name}") for lst in pv.lists}
-    compiled = CompiledPolicy(pv, content_hash, ruleset, rules, strata, len(definition), _count_tests(definition),
-                              types, tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists,
-                              {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels},
-                              _sources(pv))
+    labels = {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels}
+    compiled = CompiledPolicy(
+        version=pv, content_hash=content_hash, ruleset=ruleset, rules=rules, strata=strata,
+        engine_rules=len(definition), engine_tests=_count_tests(definition), kinds=types,
+        outcome_candidates=tuple((r.index, r.conclusion) for r in rules if r.rule.outcome), lists=lists,
+        labels=labels, sources=_sources(pv))
     durable_host.register(ruleset, definition, warm_fact={**WORKING, "_k": 0})
     return compiled
 
 
 def _rule(index: int, rule: Rule, stratum: int, types: dict[str, FactType]) -> CompiledRule:
-    return CompiledRule(index, rule, stratum, tuple(needs(rule, types)), tuple(needs(rule)), tuple(dict.fromkeys(tested(rule.when))))
+    return CompiledRule(index=index, rule=rule, stratum=stratum, tests=tuple(needs(rule, types)),
+                        reads=tuple(needs(rule)), condition_reads=tuple(dict.fromkeys(tested(rule.when))))
 
 
 def _sources(pv: PolicyVersion) -> dict[str, frozenset[str]]:
@@ -247,7 +250,7 @@ def _compile_list(pv: PolicyVersion, lst: ItemList, ruleset: str) -> CompiledLis
     # Catch-all: every item is handled even when all its rules are unknown.
     definition["item.seen"] = {"all": [{"m": ITEM}], "pri": len(rules) + 10, "run": _seen}
     durable_host.register(ruleset, definition, warm_fact=ITEM)
-    return CompiledList(lst, ruleset, rules, kinds)
+    return CompiledList(spec=lst, ruleset=ruleset, rules=rules, kinds=kinds)
 
 
 def _seen(state: dict, _assert) -> None:
