@@ -507,7 +507,7 @@ def test_checkpoints_run_beside_the_commits_and_keep_the_write_ahead_log_small(t
     assert log._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     ids = iter(range(1_000_000))  # next() on one iterator is atomic in CPython
 
-    def write() -> None:  # back to back until 6,000 rows (over 20 MB of log, had it never restarted)
+    def write() -> None:  # back to back until 6,000 rows (about 140 MB of log, had it never restarted)
         while (n := next(ids)) < 6000:
             log.record(request, decision.model_copy(update={"decision_id": f"{n:032x}"}))
 
@@ -517,7 +517,9 @@ def test_checkpoints_run_beside_the_commits_and_keep_the_write_ahead_log_small(t
     for t in writers:
         t.join()
     assert log.count() == 6000
-    assert os.path.getsize(f"{path}-wal") < 8_000_000
+    # Restarted, it stays a few MB (8.6 on a quiet 2-core machine, more when the checkpointer gets
+    # less time); a fifth of the unrestarted size tells the two apart without timing.
+    assert os.path.getsize(f"{path}-wal") < 28_000_000
     assert log.get(f"{5999:032x}").decision == decision.model_copy(update={"decision_id": f"{5999:032x}"})
     log.close()
     assert not log._checkpointer.is_alive()
