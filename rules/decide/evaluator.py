@@ -194,7 +194,7 @@ class Evaluator:
                                         brief)
             results = (f"{use.as_}_outcome", f"{use.as_}_amount")
             if isinstance(worked, MissingFact):  # no version of it applies: its result stays unknown
-                pending.update(dict.fromkeys(results, [worked]))
+                pending.update({result: [worked] for result in results})
                 continue
             sub = subs[use.as_] = worked.decision
             if sub.outcome == UNDETERMINED:

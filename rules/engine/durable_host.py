@@ -92,9 +92,8 @@ def _bad_float(value) -> bool:
         if kind is float:
             if not math.isfinite(v) or "e" in repr(v):
                 return True
-        elif kind is dict or kind is list or kind is tuple:
-            if _bad_float(v):
-                return True
+        elif (kind is dict or kind is list or kind is tuple) and _bad_float(v):
+            return True
     return False
 
 

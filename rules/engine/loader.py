@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from rules.language.checks import check
-from rules.engine.durable_host import EngineError
 from rules.engine.compiler import CompiledPolicy, compile_policy, content_hash
+from rules.engine.durable_host import EngineError
+from rules.language.checks import check
 from rules.language.model import FactType, PolicyVersion, Status
 from rules.language.yamlsource import MAX_BYTES, Located, YamlSourceError, read_yaml
 
@@ -377,7 +378,7 @@ def _cross_version(parsed: list[tuple[str, PolicyVersion, str]], sources: dict[s
         # overlap the next start.
         enacted = sorted((pv.effective_from, pv.effective_to, shown, pv.version)
                          for shown, pv in versions if pv.status is Status.ENACTED)
-        for (first, end, _, a), (start, _, shown, b) in zip(enacted, enacted[1:]):
+        for (first, end, _, a), (start, _, shown, b) in itertools.pairwise(enacted):
             if start == first:
                 errors.append(LoadError(shown, line(shown, ("effective_from",)), f"enacted versions {a} and {b} both start on {start}"))
             elif end is not None and start <= end:
