@@ -174,7 +174,7 @@ class Decision(BaseModel):
     trail: list[TrailStep] = Field(default_factory=list)
     missing_facts: list[MissingFact] = Field(default_factory=list)
     ignored_facts: list[str] = Field(default_factory=list)
-    sub_decisions: list["Decision"] = Field(default_factory=list)  # decisions of other policies this one used, each with its own version
+    sub_decisions: list[Decision] = Field(default_factory=list)  # decisions of other policies this one used, each with its own version
     explanations: list[Explanation] = Field(default_factory=list)  # one per audience
     counterfactuals: list[Counterfactual] = Field(default_factory=list)
     shadow: Shadow | None = None  # asked for with `shadow_version`
