@@ -174,7 +174,7 @@ def rule_count_scaling(counts=(5, 10, 20, 40, 80), n: int = 3000, seed: int = 1)
         compiled = bundle.policies[f"synthetic_rules_{count}"]["1"]
         requests = [DecisionRequest(policy=compiled.version.policy, version="1", facts=f, counterfactuals=False)
                     for f in raw]
-        # In name order, as Evaluator._facts gives them: in another order the C core can fail on the
+        # In name order, as rules.decide.facts.parse_facts gives them: in another order the C core can fail on the
         # 80-rule policy (error 303, ERR_MAX_STACK_SIZE).
         specs = {spec.name: spec for spec in compiled.version.facts}
         parsed = [{name: values.parse(specs[name], f[name]) for name in sorted(f)} for f in raw]
