@@ -40,8 +40,8 @@ def fired(compiled: CompiledPolicy, roots: list[int], state: EngineState, whole:
         wanted.add(index)
         rule = compiled.rules[index]
         for name in (rule.tests if whole else rule.condition_reads):
-            if via.get(name) is not None:
-                value = compiled.rules[via[name]].conclusion
+            if (through := via.get(name)) is not None:
+                value = compiled.rules[through].conclusion
                 todo += [r.index for r in compiled.rules if r.index in fired_set and r.rule.derive
                          and r.rule.derive.name == name and r.conclusion == value]
     return [i for i in state.true if i in wanted]

@@ -1,6 +1,7 @@
 """What a caller asks for and what the engine answers (mirrors protos/cms_policy/v1)."""
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from enum import Enum
 from typing import Any
@@ -95,7 +96,7 @@ class ItemVerdict(BaseModel):
     outcome: str
     outcome_description: str
     step: TrailStep | None = None  # the rule that decided it
-    missing_facts: list[MissingFact] = Field(default_factory=list)
+    missing_facts: builtins.list[MissingFact] = Field(default_factory=builtins.list)  # `list` here is the field above
 
 
 class PolicyRef(BaseModel):

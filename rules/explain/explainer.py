@@ -86,7 +86,7 @@ def rationale(pv: PolicyVersion, d: Decision, request=None, parents: Sequence[st
                 cites = "; ".join(c.text() for c in v.step.citations)
                 lines.append(f"- {v.list}[{v.index}]: {v.outcome}. {v.step.because} [{v.step.rule_id}: {cites}]")
             else:
-                lines.append(f"- {v.list}[{v.index}]: {v.outcome}; needs " + ", ".join(m.name for m in v.missing_facts))  # type: ignore[attr-defined]  # ItemVerdict's field `list` shadows the builtin in its own annotations (rules/engine/decision.py)
+                lines.append(f"- {v.list}[{v.index}]: {v.outcome}; needs " + ", ".join(m.name for m in v.missing_facts))
     for sub in d.sub_decisions:
         lines.append(f"Uses {sub.policy.policy}/{sub.policy.version} ({sub.policy.status}):")
         lines += ["  " + line for line in sub.rationale.splitlines()]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from rules.language import arith, values
 from rules.language.model import (
@@ -80,7 +80,7 @@ def expressions(rule: Rule) -> list[tuple[tuple, Expr]]:
     return out
 
 
-def needs(rule: Rule, known: dict | None = None) -> list[str]:
+def needs(rule: Rule, known: Collection[str] | None = None) -> list[str]:
     """Every fact and derived value a rule reads: its condition, its arithmetic, then (given the
     `known` names) the values its because-text names, other than the one it derives itself."""
     names = tested(rule.when) + [n for _, e in expressions(rule) for n in arith.fact_names(e)]
