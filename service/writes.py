@@ -96,7 +96,13 @@ class Writes:
 
     def _watch_tree(self, top: Path) -> None:
         assert self._inotify is not None  # called only with inotify
-        for here, _, _ in os.walk(top, followlinks=True):
+        seen: set[str] = set()
+        for here, subdirs, _ in os.walk(top, followlinks=True):
+            real = os.path.realpath(here)
+            if real in seen:  # a symlink back up the tree would walk for ever
+                subdirs.clear()
+                continue
+            seen.add(real)
             try:
                 self._dirs[self._inotify.add_watch(here, _MASK)] = Path(here)
             except OSError:  # removed as we walked, or the watch limit reached: settling still applies

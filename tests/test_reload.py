@@ -341,3 +341,18 @@ def test_the_service_refuses_to_reload_a_file_still_being_written(watched):
         assert _decide(stub).amount_pence == 2000
         writer.write("".join(lines[226:]))
     _wait_for(lambda: _decide(stub).amount_pence == 2500, "the whole file to be loaded once closed")
+
+
+def test_a_symlink_back_up_the_policy_tree_is_watched_once(tmp_path):
+    directory = _policies(tmp_path)
+    (directory / "application_fee" / "loop").symlink_to("..")
+    writes = Writes(directory)
+    try:
+        real = {p.resolve() for p in [directory, *directory.rglob("*")] if p.is_dir() and p.name != "loop"}
+        assert len(writes._dirs) == len(real)  # not once more for every level the loop could be followed
+        with open(directory / FEE_2017, "a") as writer:
+            writer.write("# a comment\n")
+            writer.flush()
+            assert writes.in_progress() == ["application_fee/2017.yaml"]
+    finally:
+        writes.close()
