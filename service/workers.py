@@ -184,9 +184,10 @@ def _supervise(argv: list[str], workers: int, host: str, port: int, grace: float
         for slot, worker in enumerate(running):
             code = worker.process.poll()
             if code is None:
-                if worker.silent_for() > worker_timeout:
+                silent = worker.silent_for()
+                if silent > worker_timeout:
                     log.error("worker stopped answering; killing it", extra={
-                        "worker": worker.index, "pid": worker.process.pid, "silent_s": round(worker.silent_for(), 1)})
+                        "worker": worker.index, "pid": worker.process.pid, "silent_s": round(silent, 1)})
                     worker.process.kill()
                 continue
             now = time.monotonic()

@@ -186,7 +186,7 @@ def test_a_frozen_worker_is_killed_and_replaced(tmp_path):
         subprocess.run(["kill", "-STOP", str(frozen)], check=True)
         _wait_for(lambda: frozen not in _children(proc.pid) and len(_children(proc.pid)) == 2, timeout=30)
         killed = [r for r in _records(log_path) if r["message"] == "worker stopped answering; killing it"]
-        assert [r["pid"] for r in killed] == [frozen] and killed[0]["silent_s"] > 3
+        assert [r["pid"] for r in killed] == [frozen] and killed[0]["silent_s"] >= 3  # rounded to 0.1 s
         _wait_for(lambda: sum(r["message"].startswith("serving ") for r in _records(log_path)) >= 3)
         assert all(_decide(c).outcome == "NOT_APPLICABLE" for c in _fresh_channels(target, 8))
     finally:
