@@ -1,0 +1,59 @@
+"""The benchmark's peer (bench/peer.py): the real Cerbos server, with the bench's config, decides
+every decided golden case of application_fee 2017 as our engine does, one allowed action per
+case, and writes each decision to its audit log."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from bench import load, peer
+from tests.eventually import eventually
+
+CASES = sorted((Path(__file__).resolve().parent / "golden" / "application_fee" / "2017").glob("*.yaml"))
+DECIDED = [(path.stem, case["request"]["facts"], case["expect_outcome"])
+           for path in CASES if (case := yaml.safe_load(path.read_text()))["expect_outcome"] != "UNDETERMINED"]
+UNDETERMINED = len(CASES) - len(DECIDED)  # Cerbos has no "not enough facts": those are left out
+
+pytestmark = pytest.mark.skipif(not peer.BINARY.exists(),
+                                reason=f"the Cerbos binary is not installed ({peer.BINARY}): run `npm ci`")
+
+
+@pytest.fixture(scope="module")
+def cerbos(tmp_path_factory):
+    server = peer.start_cerbos(tmp_path_factory.mktemp("cerbos"))
+    yield server
+    server.stop()
+
+
+def test_every_decided_golden_case(cerbos):
+    assert len(DECIDED) >= 30 and UNDETERMINED == 2  # 36 cases today: 17 and 18 lack facts
+    with grpc.insecure_channel(cerbos.target) as channel:
+        check = channel.unary_unary(peer.CHECK)
+        got = {name: peer.outcome(check(payload, timeout=10))
+               for (name, _, _), payload in zip(DECIDED, peer.check_payloads([facts for _, facts, _ in DECIDED]))}
+    assert got == {name: expected for name, _, expected in DECIDED}
+
+
+def test_the_same_client_measures_it_and_its_audit_log_records_decisions(cerbos):
+    payloads = peer.check_payloads([facts for _, facts, _ in DECIDED[:3]])
+    assert len(load.latency(cerbos.target, peer.CHECK, payloads, 5, warmup=1)) == 5
+    assert len(load.latency(cerbos.target, peer.HEALTH, [peer.HEALTH_REQUEST], 3, warmup=0)) == 3
+    assert peer.cpu_seconds([cerbos.pid]) > 0
+
+    def decisions() -> list[dict]:  # the file backend writes in the background
+        lines = cerbos.audit_log.read_text().splitlines() if cerbos.audit_log.exists() else []
+        return [e for e in map(json.loads, lines) if e.get("log.kind") == "decision"]
+
+    assert eventually(lambda: len(decisions()) >= 6)
+    assert {e["checkResources"]["inputs"][0]["resource"]["kind"] for e in decisions()} == {"application_fee"}
+
+
+def test_no_allowed_action_is_an_error():
+    from cerbos.response.v1 import response_pb2
+    response = response_pb2.CheckResourcesResponse(results=[response_pb2.CheckResourcesResponse.ResultEntry()])
+    with pytest.raises(ValueError, match="exactly one"):
+        peer.outcome(response.SerializeToString())
