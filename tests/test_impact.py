@@ -182,7 +182,7 @@ def test_bad_arguments_are_refused():
 # --- out of the box: the synthetic corpus in memory ----------------------------------------------
 
 def test_runs_out_of_the_box_without_cases(tmp_path):
-    result = _rules("impact", "service_type/2012", "service_type/reform-2025", "--count", "120", "--jobs", "2",
+    result = _rules("impact", "service_type/2012", "service_type/reform-2025", "--count", "120", "--workers", "1",
                     "--out", "report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "| cases compared | 120 | 100.0% |" in result.stdout
@@ -193,9 +193,9 @@ def test_runs_out_of_the_box_without_cases(tmp_path):
     assert (tmp_path / "report" / "impact.md").read_text(encoding="utf-8") == result.stdout
 
 
-def test_forked_workers_give_the_same_report(tmp_path):
+def test_dask_workers_give_the_same_report(tmp_path):
     args = ["impact", "caseworker_routing/2024", "caseworker_routing/review-2023-pilot", "--count", "400", "--no-chart"]
-    one, two = _rules(*args, "--jobs", "1"), _rules(*args, "--jobs", "2")
+    one, two = _rules(*args, "--workers", "1"), _rules(*args, "--workers", "2")
     assert one.returncode == two.returncode == 0, one.stderr + two.stderr
     assert one.stdout == two.stdout
     assert "### SPECIALIST_CASE_TEAM → " in one.stdout and "NAMED_CASEWORKER" in one.stdout

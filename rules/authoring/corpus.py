@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import random
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -432,10 +432,33 @@ GENERATORS: dict[str, Generator] = {
 
 def generate(policy: str, count: int = DEFAULT_CASES, seed: int = DEFAULT_SEED) -> list[dict]:
     """`count` requests for `policy` (`{"policy": ..., "facts": {...}}`), the same for the same seed."""
+    return generate_chunk(policy, _rng(policy, seed).getstate(), count)
+
+
+def chunks(policy: str, count: int, seed: int, size: int) -> Iterator[tuple[int, int, tuple]]:
+    """(start, n, state) for each run of `size` cases of the corpus: `generate_chunk(policy, state, n)`
+    makes cases start+1 to start+n alone, as `generate` would. Cases are drawn one after the other
+    from one generator and take a varying number of draws, so the states are found by drawing the
+    cases here (about 20 µs a case), lazily, a chunk ahead of the workers."""
+    rng, make = _rng(policy, seed), GENERATORS[policy]
+    for start in range(0, count, size):
+        n = min(size, count - start)
+        yield start, n, rng.getstate()
+        for _ in range(n):
+            _drop_one(rng, make(rng))
+
+
+def generate_chunk(policy: str, state: tuple, count: int) -> list[dict]:
+    """`count` requests drawn from a generator in `state` (from `chunks`)."""
+    rng = random.Random()
+    rng.setstate(state)
+    return [{"policy": policy, "facts": _drop_one(rng, GENERATORS[policy](rng))} for _ in range(count)]
+
+
+def _rng(policy: str, seed: int) -> random.Random:
     if policy not in GENERATORS:
         raise KeyError(f"no corpus generator for '{policy}'; known: {', '.join(sorted(GENERATORS))}")
-    rng = random.Random(f"{policy}:{seed}")
-    return [{"policy": policy, "facts": _drop_one(rng, GENERATORS[policy](rng))} for _ in range(count)]
+    return random.Random(f"{policy}:{seed}")
 
 
 def dumps(request: dict) -> str:

@@ -22,16 +22,22 @@ the `<policy>.jsonl` that command writes.
 Output: the Markdown report on standard output. With `--out DIR` it is also written to
 `DIR/impact.md`, with a bar chart of the outcome counts under each version, `DIR/impact.png`
 (needs matplotlib; `--no-chart` leaves it out). Without `--out` nothing is written to disk. Both
-files are deterministic for the same cases, policies and command. `--jobs N` decides in N forked
-processes (where fork exists); the report is the same.
+files are deterministic for the same cases, policies and command.
+
+Runs of 20,000 cases or more go through a local Dask cluster of one worker process a core
+(`--workers N` sets how many; `--workers 1` stays in this process), or through a running one
+(`--scheduler ADDRESS`): see rules/authoring/bulk.py. Workers decide chunks of cases (the synthetic
+ones they make themselves from the corpus generator's state) and send back each chunk's counts and
+first examples, merged in chunk order: the report is byte for byte the one a single process makes.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import heapq
 import importlib.util
 import json
-import multiprocessing
 import re
 import sys
 import time
@@ -43,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from rules.authoring import corpus
+from rules.authoring import bulk, corpus
 from rules.engine.decision import UNDETERMINED, Decision, DecisionRequest, RequestError
 from rules.language.checks import needs
 from rules.language.model import FactType, PolicyVersion
@@ -51,6 +57,8 @@ from rules.language.model import FactType, PolicyVersion
 DEFAULT_EXAMPLES = 3
 CASE_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml")
 MAX_LISTED = 20  # unreadable cases listed one by one; the rest are counted
+INVALID_SHOWN = 3  # ids shown for each first error of invalid cases
+CHUNK = 2_000  # cases a bulk task: about 2 s of work, 500 tasks for a million
 _CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 
 
@@ -166,6 +174,12 @@ def synthetic_cases(policy: str, count: int, seed: int) -> list[Case]:
             for n, r in enumerate(corpus.generate(policy, count, seed), 1)]
 
 
+def synthetic_chunk(policy: str, start: int, count: int, state: tuple) -> list[Case]:
+    """Cases start+1 to start+count of that corpus, from a chunk of `corpus.chunks`."""
+    return [Case(f"{policy}.jsonl:{n}", r["facts"], r["policy"])
+            for n, r in enumerate(corpus.generate_chunk(policy, state, count), start + 1)]
+
+
 # --- deciding ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -185,7 +199,7 @@ class Result:
 def decide(evaluator, bundle, policy: str, version: str, facts: dict) -> Result:
     try:
         request = DecisionRequest(policy=policy, version=version, facts=facts, counterfactuals=False)
-        decision = evaluator.decide(request)
+        decision = bulk.plain_decision(evaluator, request)
     except RequestError as exc:
         first = exc.violations[0]
         return Result(error=f"{first.field}: {first.description}")
@@ -280,40 +294,20 @@ def _considered(pv: PolicyVersion, rule_id: str, worked_out: frozenset[str]) -> 
     return names
 
 
-_WORK: tuple | None = None  # (evaluator, bundle, policy, old, new) for forked workers
-
-
-def _decide_chunk(chunk: list[dict]) -> list[tuple[Result, Result]]:
-    assert _WORK is not None  # set before the workers fork
-    evaluator, bundle, policy, old, new = _WORK
-    return [(decide(evaluator, bundle, policy, old, f), decide(evaluator, bundle, policy, new, f)) for f in chunk]
-
-
-def decide_all(evaluator, bundle, policy: str, old: str, new: str, fact_sets: list[dict],
-               jobs: int = 1) -> list[tuple[Result, Result]]:
-    """Each fact set decided by both versions, in order; with jobs > 1 in forked processes (each
-    decides whole fact sets, so the results are the same as in one process)."""
-    global _WORK
-    _WORK = (evaluator, bundle, policy, old, new)
-    try:
-        if jobs <= 1 or len(fact_sets) < 200 or "fork" not in multiprocessing.get_all_start_methods():
-            return _decide_chunk(fact_sets)
-        size = max(50, len(fact_sets) // (jobs * 8))
-        chunks = [fact_sets[i:i + size] for i in range(0, len(fact_sets), size)]
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            return [pair for part in pool.imap(_decide_chunk, chunks) for pair in part]
-    finally:
-        _WORK = None
-
-
 # --- comparing -----------------------------------------------------------------------------------
 
 @dataclass
 class Group:
-    """Cases sharing a change (a transition, or an outcome whose amount changed)."""
+    """Cases sharing a change (a transition, or an outcome whose amount changed), or invalid with
+    the same first error (then `examples` holds the first case ids)."""
     count: int = 0
     rules: Counter = field(default_factory=Counter)  # (old rule, new rule) -> cases
     examples: list = field(default_factory=list)  # (case, old Result, new Result)
+
+    def add(self, other: Group, keep: int) -> None:
+        self.count += other.count
+        self.rules.update(other.rules)
+        self.examples += other.examples[:max(0, keep - len(self.examples))]
 
 
 @dataclass
@@ -332,10 +326,28 @@ class Impact:
     old_total: int = 0
     new_total: int = 0
     any_amount: bool = False
-    invalid: dict = field(default_factory=dict)  # (versions, error) -> [case ids]
+    invalid: dict = field(default_factory=dict)  # (versions, error) -> Group of case ids
     other_policies: Counter = field(default_factory=Counter)
     unreadable: list = field(default_factory=list)  # Case
     distinct: int = 0  # distinct fact sets decided
+
+    def add(self, part: Impact, examples: int) -> None:
+        """Count in the cases of the next chunk. Chunks added in order keep the examples, and the
+        order in which transitions were first met, of one pass over all the cases."""
+        self.read += part.read
+        self.compared += part.compared
+        for mine, theirs in ((self.old_counts, part.old_counts), (self.new_counts, part.new_counts),
+                             (self.transitions, part.transitions), (self.flags, part.flags),
+                             (self.other_policies, part.other_policies)):
+            mine.update(theirs)
+        for groups, more, keep in ((self.changed, part.changed, examples), (self.amounts, part.amounts, examples),
+                                   (self.invalid, part.invalid, INVALID_SHOWN)):
+            for key, group in more.items():
+                groups.setdefault(key, Group()).add(group, keep)
+        self.old_total += part.old_total
+        self.new_total += part.new_total
+        self.any_amount |= part.any_amount
+        self.unreadable += part.unreadable
 
     @property
     def outcome_changed(self) -> int:
@@ -355,9 +367,68 @@ def _key(facts: dict) -> str:
 
 
 def compare(evaluator, bundle, policy: str, old: str, new: str, cases: Iterable[Case],
-            examples: int = DEFAULT_EXAMPLES, jobs: int = 1) -> Impact:
-    """Decide every case of `policy` under both versions and count what changes. Identical fact
-    sets are decided once (the engine is deterministic), but every case is counted."""
+            examples: int = DEFAULT_EXAMPLES) -> Impact:
+    """Decide every case of `policy` under both versions, in this process, and count what changes."""
+    return _tally(evaluator, bundle, policy, old, new, cases, examples)[0]
+
+
+def compare_bulk(client, policy_dir: str, bundle, policy: str, old: str, new: str, *,
+                 cases: list[Case] | None = None, synthetic: tuple[int, int] | None = None,
+                 examples: int = DEFAULT_EXAMPLES, progress: bulk.Progress | None = None, chunk: int = CHUNK) -> Impact:
+    """`compare` in chunks of `chunk` cases, on the client's cluster (in this process without one):
+    the `cases` given, or the synthetic corpus (count, seed), which each task makes itself. Only the
+    policy directory, the chunk (or the generator's state) and each chunk's Impact cross the wire;
+    the chunks' distinct fact sets are counted from 16-byte digests (16 MB a million)."""
+    tasks: Iterable[tuple]
+    if cases is not None:
+        tasks = ((policy_dir, policy, old, new, examples, cases[i:i + chunk], None) for i in range(0, len(cases), chunk))
+    else:
+        assert synthetic is not None
+        count, seed = synthetic
+        tasks = ((policy_dir, policy, old, new, examples, None, part)
+                 for part in corpus.chunks(policy, count, seed, chunk))
+    impact, digests = Impact(policy, old, new), []
+    for bundle_hash, _, part, fact_sets in bulk.run(client, _chunk, tasks, progress, size=lambda r: r[1]):
+        bulk.same_bundle(bundle.bundle_hash, bundle_hash)
+        impact.add(part, examples)
+        digests.append(fact_sets)
+    impact.distinct = _distinct(digests)
+    return impact
+
+
+def _chunk(policy_dir: str, policy: str, old: str, new: str, examples: int, cases: list[Case] | None,
+           synthetic: tuple | None) -> tuple[str, int, Impact, bytes]:
+    """One task, on a worker: its cases (or the synthetic ones it makes) compared, with the sorted
+    digests of their distinct fact sets."""
+    bundle, evaluator = bulk.loaded(policy_dir)
+    if cases is None:
+        assert synthetic is not None
+        cases = synthetic_chunk(policy, *synthetic)
+    part, keys = _tally(evaluator, bundle, policy, old, new, cases, examples)
+    return bundle.bundle_hash, len(cases), part, b"".join(sorted(_digest(k) for k in keys))
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def _distinct(runs: list[bytes]) -> int:
+    """Distinct digests in sorted runs of them, merged without a set of them all."""
+    count, last = 0, None
+    for digest in heapq.merge(*map(_digests, runs)):
+        if digest != last:
+            count, last = count + 1, digest
+    return count
+
+
+def _digests(run: bytes) -> Iterable[bytes]:
+    return (run[i:i + 16] for i in range(0, len(run), 16))
+
+
+def _tally(evaluator, bundle, policy: str, old: str, new: str, cases: Iterable[Case],
+           examples: int) -> tuple[Impact, list[str]]:
+    """The Impact of the cases and the keys of their distinct fact sets. Identical fact sets are
+    decided once (the engine is deterministic), but every case is counted."""
     impact = Impact(policy, old, new)
     mine: list[tuple[Case, str]] = []
     distinct: dict[str, dict] = {}
@@ -372,14 +443,18 @@ def compare(evaluator, bundle, policy: str, old: str, new: str, cases: Iterable[
             distinct.setdefault(key, case.facts)
             mine.append((case, key))
     keys = list(distinct)
-    results = dict(zip(keys, decide_all(evaluator, bundle, policy, old, new, [distinct[k] for k in keys], jobs)))
+    results = {k: (decide(evaluator, bundle, policy, old, distinct[k]), decide(evaluator, bundle, policy, new, distinct[k]))
+               for k in keys}
     impact.distinct = len(keys)
     impact.read = len(mine)
     for case, key in mine:
         a, b = results[key]
         if a.error or b.error:
             which = " and ".join(v for v, r in ((old, a), (new, b)) if r.error)
-            impact.invalid.setdefault((which, a.error or b.error), []).append(case.id)
+            invalid = impact.invalid.setdefault((which, a.error or b.error), Group())
+            invalid.count += 1
+            if len(invalid.examples) < INVALID_SHOWN:
+                invalid.examples.append(case.id)
             continue
         impact.compared += 1
         impact.old_counts[a.outcome] += 1
@@ -400,7 +475,7 @@ def compare(evaluator, bundle, policy: str, old: str, new: str, cases: Iterable[
         group.rules[(_rule(a), _rule(b))] += 1
         if len(group.examples) < examples:
             group.examples.append((case, a, b))
-    return impact
+    return impact, keys
 
 
 def _outputs(r: Result) -> dict:
@@ -544,7 +619,7 @@ def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
              f"| same outcome, only flags changed | {impact.flags_changed} | {_pct(impact.flags_changed, total)} |",
              f"| unchanged | {total - impact.outcome_changed - impact.amount_changed - impact.flags_changed} | "
              f"{_pct(total - impact.outcome_changed - impact.amount_changed - impact.flags_changed, total)} |",
-             f"| invalid for either version (not compared) | {sum(map(len, impact.invalid.values()))} | |",
+             f"| invalid for either version (not compared) | {sum(g.count for g in impact.invalid.values())} | |",
              f"| other policies' cases (skipped) | {sum(impact.other_policies.values())} | |",
              f"| unreadable (skipped) | {len(impact.unreadable)} | |",
              ""]
@@ -601,9 +676,9 @@ def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
     if impact.invalid:
         lines += ["Invalid for either version (the first error):", "",
                   "| invalid for | first error | cases | examples |", "|---|---|---:|---|"]
-        for (which, error), ids in sorted(impact.invalid.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-            shown = ", ".join(f"`{i}`" for i in ids[:3]) + (", …" if len(ids) > 3 else "")
-            lines.append(f"| {which} | {_cell(error)} | {len(ids)} | {shown} |")
+        for (which, error), group in sorted(impact.invalid.items(), key=lambda kv: (-kv[1].count, kv[0])):
+            shown = ", ".join(f"`{i}`" for i in group.examples) + (", …" if group.count > INVALID_SHOWN else "")
+            lines.append(f"| {which} | {_cell(error)} | {group.count} | {shown} |")
         lines.append("")
     if impact.other_policies:
         lines += ["Cases of other policies (skipped):", "", "| policy | cases |", "|---|---:|"]
@@ -693,10 +768,9 @@ def add_command(commands) -> None:
     cmd.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, metavar="N",
                      help="example cases per change (default: %(default)s)")
     cmd.add_argument("--no-chart", action="store_true", help="with --out, do not draw the chart")
-    cmd.add_argument("--jobs", type=int, default=1, metavar="N",
-                     help="processes deciding cases (default: 1, in this process; more need fork, e.g. Linux)")
     cmd.add_argument("--policies", type=Path, default=None, metavar="DIR",
                      help="policy directory (default: rules/policies)")
+    bulk.add_arguments(cmd)
     cmd.set_defaults(run=run)
 
 
@@ -724,8 +798,8 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
-    from rules.decide.evaluator import Evaluator
-    from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError, load_bundle
+    from rules.engine.loader import DEFAULT_POLICY_DIR, PolicyLoadError
+    policy_dir = str(Path(args.policies or DEFAULT_POLICY_DIR).resolve())
     try:
         (policy, old), (other, new) = _split(args.old), _split(args.new)
         if policy != other:
@@ -738,7 +812,7 @@ def run(args) -> int:
         if args.out is not None and not args.no_chart and importlib.util.find_spec("matplotlib") is None:
             raise ImpactError("the chart needs matplotlib: pip install -e '.[authoring]' (or give --no-chart)")
         try:
-            bundle = load_bundle(args.policies or DEFAULT_POLICY_DIR)
+            bundle, _ = bulk.loaded(policy_dir)
         except PolicyLoadError as exc:
             raise ImpactError(f"the policy files were rejected:\n{exc}") from None
         for version in (old, new):
@@ -747,6 +821,7 @@ def run(args) -> int:
                     raise ImpactError(f"unknown policy '{policy}'; known: {', '.join(sorted(bundle.policies))}")
                 known = ", ".join(c.version.version for c in bundle.versions(policy))
                 raise ImpactError(f"unknown version '{version}' of {policy}; known: {known}")
+        cases: list[Case] | None = None
         if args.cases is not None:
             cases = read_cases(args.cases)
             files = len({c.id.split(":")[0].split("#")[0] for c in cases})
@@ -754,7 +829,6 @@ def run(args) -> int:
         else:
             if policy not in corpus.GENERATORS:
                 raise ImpactError(f"no synthetic corpus for {policy}: give --cases DIR")
-            cases = synthetic_cases(policy, args.count, args.seed)
             corpus_text = (f"synthetic corpus, seed {args.seed}, {args.count} cases (the file "
                            f"`python -m rules corpus --seed {args.seed} --cases {args.count} --policy {policy}` "
                            f"writes; ids are its lines)")
@@ -762,16 +836,26 @@ def run(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    jobs = max(1, args.jobs)
+    total = args.count if cases is None else len(cases)
     started = time.perf_counter()
-    impact = compare(Evaluator(bundle), bundle, policy, old, new, cases, examples=args.examples, jobs=jobs)
+    progress = bulk.Progress(total, "impact")
+    try:
+        # Real cases (--cases) are sensitive; the synthetic ones cross the wire as a generator's state.
+        with bulk.cluster(args.workers, args.scheduler, total, sensitive=cases is not None) as client:
+            where = "1 process" if client is None else f"{len(client.scheduler_info()['workers'])} Dask workers"
+            impact = compare_bulk(client, policy_dir, bundle, policy, old, new, cases=cases,
+                                  synthetic=(args.count, args.seed), examples=args.examples, progress=progress)
+    except bulk.BulkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        progress.close()
     took = time.perf_counter() - started
     report = render(impact, bundle, corpus_text, _command(args))
     sys.stdout.write(report)
     sys.stdout.flush()
     print(f"decided {impact.distinct} distinct fact sets of {impact.read} cases with both versions in "
-          f"{took:.1f} s ({1000 * took / max(1, 2 * impact.distinct):.2f} ms a decision, {jobs} process"
-          f"{'es' if jobs > 1 else ''})", file=sys.stderr)
+          f"{took:.1f} s ({1000 * took / max(1, 2 * impact.distinct):.2f} ms a decision, {where})", file=sys.stderr)
     try:
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
