@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from rules.authoring import (
+    annualreview,
     corpus,
     decidefile,
     doc,
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     impact.add_command(commands)
     revise.add_command(commands)
     remediate.add_command(commands)
+    annualreview.add_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

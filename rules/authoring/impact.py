@@ -750,6 +750,54 @@ def chart(impact: Impact, bundle, path: Path) -> None:
     fig.savefig(path, format="png", metadata={"Software": None})
 
 
+# --- measuring a bulk run ------------------------------------------------------------------------
+
+def measure_impact(count: int, workers: int | None = None, scheduler: str | None = None,
+                   old: str = "application_fee/2017", new: str = "application_fee/review-2023") -> dict:
+    """Time the impact of `count` synthetic cases through Dask (a local cluster unless `scheduler`
+    is given; its start-up is timed too) and sample the resident memory of this process and of its
+    child processes (the local workers) twice a second. Returns seconds, cases, peak_rss_mib (this
+    process and its workers together), client_peak_rss_mib, worker_peak_rss_mib (the largest one)
+    and rss_mib_by_tenth (the total at each tenth of the run: flat if memory does not grow with
+    the cases)."""
+    import threading
+
+    import psutil  # type: ignore[import-untyped]  # comes with distributed; no stubs installed
+
+    from rules.engine.loader import DEFAULT_POLICY_DIR
+    (policy, a), (_, b) = _split(old), _split(new)
+    policy_dir = str(DEFAULT_POLICY_DIR.resolve())
+    bundle, _ = bulk.loaded(policy_dir)
+    me, samples, stop = psutil.Process(), [], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            try:
+                mine, theirs = me.memory_info().rss, [c.memory_info().rss for c in me.children(recursive=True)]
+            except psutil.Error:  # a worker came or went between the listing and the reading
+                continue
+            samples.append((time.perf_counter(), mine, max(theirs, default=0), mine + sum(theirs)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    started = time.perf_counter()
+    sampler.start()
+    try:
+        with bulk.cluster(workers, scheduler, count, sensitive=False) as client:
+            impact = compare_bulk(client, policy_dir, bundle, policy, a, b, synthetic=(count, corpus.DEFAULT_SEED))
+    finally:
+        stop.set()
+        sampler.join()
+    seconds = time.perf_counter() - started
+    mib = 1024 * 1024
+    tenths = [max((s for s in samples if s[0] - started <= seconds * k / 10), default=None, key=lambda s: s[0])
+              for k in range(1, 11)]
+    return {"seconds": round(seconds, 1), "cases": impact.read,
+            "peak_rss_mib": round(max((s[3] for s in samples), default=0) / mib),
+            "client_peak_rss_mib": round(max((s[1] for s in samples), default=0) / mib),
+            "worker_peak_rss_mib": round(max((s[2] for s in samples), default=0) / mib),
+            "rss_mib_by_tenth": [None if s is None else round(s[3] / mib) for s in tenths]}
+
+
 # --- command line --------------------------------------------------------------------------------
 
 def add_command(commands) -> None:
