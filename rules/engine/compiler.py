@@ -2,17 +2,22 @@
 
 Every fact the engine sees is a "working fact": the request's facts (encoded,
 see values.py) plus the derived values known so far, tagged `_t: w` and with
-its stratum `_k`. Rules are placed in strata: a rule that tests a derived
-value sits one stratum above the rules that derive it.
+its stratum `_k`. Rules are placed in strata, each one round through the
+engine: a rule sits one stratum above the derived values its condition tests
+(the engine matches conditions only), so everything whose condition can be
+matched at once is, in one round.
 
 Each policy rule becomes two engine rules, one matching when its condition is
 definitely true and one when it is definitely false (three-valued logic: a
-comparison on a missing fact is neither). Their actions record the verdict
-and the fact values the engine matched. A last, lowest-priority rule in each
-stratum resolves that stratum's derived values by the first-hit policy and
-asserts the next working fact, so the engine chains the strata itself; in the
-top stratum it marks the session complete (and doubles as the catch-all the
-engine needs).
+comparison on a missing fact is neither; a flag's false form is never read, so
+a flag has none). Their actions record the verdict and the fact values the
+engine matched. A rule is true only if the values its arithmetic and
+because-text read exist too: the engine checks those in the working fact, and
+the actions check those resolved in its own round or later ("deferred"). A
+last, lowest-priority rule in each stratum resolves that stratum's derived
+values by the first-hit policy, in dependency order, and asserts the next
+working fact, so the engine chains the strata itself; in the top stratum it
+marks the session complete (and doubles as the catch-all the engine needs).
 """
 from __future__ import annotations
 
@@ -75,6 +80,7 @@ class EngineState:
 # The keys the compiler's actions write in a session's scratch (read back by EngineState.of).
 _COMPLETE, _TRUE, _FALSE, _USED = "complete", "true", "false", "used"
 _DERIVED, _VIA, _BLOCKED = "derived", "via", "blocked"
+_PENDING = "pending"  # rules whose condition held, waiting for their deferred values
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +91,7 @@ class CompiledRule:
     tests: tuple[str, ...]  # facts and derived values the rule reads (condition, arithmetic, because-text)
     reads: tuple[str, ...]  # those its condition and arithmetic read
     condition_reads: tuple[str, ...]  # those its condition reads
+    deferred: tuple[str, ...] = ()  # derived values in `tests` resolved in the rule's stratum or later
 
     @property
     def conclusion(self) -> Any:
@@ -173,8 +180,10 @@ class CompiledPolicy:
 
 def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
     types = value_types(pv)
+    depth = _depths(pv)
     stratum_of = _strata(pv)
-    rules = tuple(_rule(i, r, stratum_of[r.id], types) for i, r in enumerate(pv.rules))
+    level = {d.name: stratum_of[f"derived:{d.name}"] for d in pv.derived}
+    rules = tuple(_rule(i, r, stratum_of[r.id], types, level) for i, r in enumerate(pv.rules))
     strata = max(r.stratum for r in rules) + 1
     ruleset = f"{pv.policy}.{pv.version}.{content_hash[:16]}"
     leaf = _LeafCompiler(pv, types)
@@ -182,13 +191,15 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
     definition: dict[str, dict] = {}
     for cr in rules:
         definition.update(_engine_rules(f"r{cr.index}", cr, [WORKING, {"_k": cr.stratum}], leaf))
-    compiled_derived = {d.name: d for d in pv.derived}
+    # Each stratum's derived values in dependency order: one may read another resolved before it.
+    ordered = sorted(pv.derived, key=lambda d: depth[f"derived:{d.name}"])
+    # The true rules in the order one stratum per depth fired them in: the trail's order.
+    rank = {cr.index: (depth[cr.rule.id], cr.index) for cr in rules}
     for k in range(strata):
-        resolving = [compiled_derived[name] for name in compiled_derived if stratum_of[f"derived:{name}"] == k]
         definition[f"stratum{k}.close"] = {
             "all": [{"m": _and([WORKING, {"_k": k}])}],
             "pri": len(rules) + 10,
-            "run": _closer(pv, rules, resolving, last=(k == strata - 1))}
+            "run": _closer(pv, rules, [d for d in ordered if level[d.name] == k], rank, last=(k == strata - 1))}
 
     lists = {lst.name: _compile_list(pv, lst, f"{ruleset}.{lst.name}") for lst in pv.lists}
     labels = {f.name: f.labels for f in (*pv.facts, *(f for lst in pv.lists for f in lst.facts)) if f.labels}
@@ -201,9 +212,11 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
     return compiled
 
 
-def _rule(index: int, rule: Rule, stratum: int, types: dict[str, FactType]) -> CompiledRule:
-    return CompiledRule(index=index, rule=rule, stratum=stratum, tests=tuple(needs(rule, types)),
-                        reads=tuple(needs(rule)), condition_reads=tuple(dict.fromkeys(tested(rule.when))))
+def _rule(index: int, rule: Rule, stratum: int, types: dict[str, FactType], level: dict[str, int]) -> CompiledRule:
+    tests = tuple(needs(rule, types))
+    return CompiledRule(index=index, rule=rule, stratum=stratum, tests=tests, reads=tuple(needs(rule)),
+                        condition_reads=tuple(dict.fromkeys(tested(rule.when))),
+                        deferred=tuple(n for n in tests if level.get(n, -1) >= stratum))
 
 
 def _sources(pv: PolicyVersion) -> dict[str, frozenset[str]]:
@@ -229,12 +242,13 @@ def _sources(pv: PolicyVersion) -> dict[str, frozenset[str]]:
 
 def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCompiler) -> dict[str, dict]:
     """The definitely-true and definitely-false engine rules of one policy rule. The true form also
-    needs every value the rule's arithmetic reads (else the rule is unknown, not false)."""
+    needs every value the rule's arithmetic and because-text read (else the rule is unknown, not
+    false) that its stratum's working fact can hold; the closes check the deferred ones."""
     true_expr, false_expr = leaf.both(cr.rule.when) if cr.rule.when else (None, None)
-    computed = [n for n in cr.tests if n not in cr.condition_reads]
+    computed = [n for n in cr.tests if n not in cr.condition_reads and n not in cr.deferred]
     true_parts = scope + ([true_expr] if true_expr else []) + [{"$ex": {n: 1}} for n in computed]
     out = {f"{name}.true": {"all": [{"m": _and(true_parts)}], "pri": cr.index + 1, "run": _verdict(cr, True)}}
-    if false_expr is not None:
+    if false_expr is not None and not cr.rule.flag:
         out[f"{name}.false"] = {"all": [{"m": _and(scope + [false_expr])}], "pri": cr.index + 1,
                                 "run": _verdict(cr, False)}
     return out
@@ -242,7 +256,7 @@ def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCom
 
 def _compile_list(pv: PolicyVersion, lst: ItemList, ruleset: str) -> CompiledList:
     kinds = {f.name: f.type for f in pv.facts} | {f.name: f.type for f in lst.facts}
-    rules = tuple(_rule(i, r, 0, kinds) for i, r in enumerate(lst.rules))
+    rules = tuple(_rule(i, r, 0, kinds, {}) for i, r in enumerate(lst.rules))
     leaf = _LeafCompiler(pv, kinds)
     definition: dict[str, dict] = {}
     for cr in rules:
@@ -257,8 +271,10 @@ def _seen(state: dict, _assert) -> None:
     pass
 
 
-def _strata(pv: PolicyVersion) -> dict[str, int]:
-    """Stratum of each rule id and of each derived value ("derived:<name>")."""
+def _depths(pv: PolicyVersion) -> dict[str, int]:
+    """Depth of each rule id and derived value ("derived:<name>") in the graph of everything rules
+    read: a rule is one deeper than the deepest derived value it reads, a derived value as deep as
+    its deepest rule. An order in which each derived value comes after those it is worked out from."""
     derived = {d.name for d in pv.derived}
     out: dict[str, int] = {}
 
@@ -281,50 +297,97 @@ def _strata(pv: PolicyVersion) -> dict[str, int]:
     return out
 
 
+def _strata(pv: PolicyVersion) -> dict[str, int]:
+    """Stratum of each rule id, and in which stratum's close each derived value is resolved
+    ("derived:<name>"). A rule is one stratum above the derived values its condition tests; a
+    derived value is resolved once the conditions of its rules are matched and the values they
+    read are resolved (possibly earlier in the same close, which resolves in `_depths` order)."""
+    derived = {d.name for d in pv.derived}
+    out: dict[str, int] = {}
+
+    def of_derived(name: str) -> int:
+        key = f"derived:{name}"
+        if key not in out:
+            out[key] = max((max([of_rule(r)] + [of_derived(n) for n in needs(r, derived) if n in derived])
+                            for r in pv.rules if r.derive and r.derive.name == name), default=0)
+        return out[key]
+
+    def of_rule(rule: Rule) -> int:
+        if rule.id not in out:
+            out[rule.id] = max((of_derived(n) + 1 for n in tested(rule.when) if n in derived), default=0)
+        return out[rule.id]
+
+    for r in pv.rules:
+        of_rule(r)
+    for name in derived:
+        of_derived(name)
+    return out
+
+
 # --- actions ----------------------------------------------------------------
 
 def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
     """Record the verdict and, when true, the values the rule read (from the fact the engine
-    matched: a rule matches only the working fact of its own stratum, the latest asserted)."""
-    key, index, tests = (_TRUE if holds else _FALSE), cr.index, cr.tests
+    matched: a rule matches only the working fact of its own stratum, the latest asserted). A true
+    condition of a rule with deferred values waits for the close that resolves them (_settle)."""
+    settled = holds and not cr.deferred
+    key, index, tests = (_PENDING if holds and cr.deferred else _TRUE if holds else _FALSE), cr.index, cr.tests
 
     def record(state: dict, _assert) -> None:
         verdicts = state.setdefault(key, [])
         if index in verdicts:  # an $or fires its rule once for each branch that holds: one verdict
             return
         verdicts.append(index)
-        if holds:
+        if settled:
             fact = state["fact"]
             state.setdefault(_USED, {})[index] = {n: fact[n] for n in tests if n in fact}
     return record
 
 
-def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list, last: bool) -> durable_host.Action:
+def _settle(state: dict, rules: list[CompiledRule], known: dict, true: set[int]) -> None:
+    """The verdicts of rules whose condition held and whose deferred values are now resolved:
+    true if those values exist (else unknown, as for a missing fact), with the values read."""
+    pending = state.get(_PENDING, ())
+    for cr in rules:
+        if cr.index in pending and all(n in known for n in cr.deferred):
+            true.add(cr.index)
+            state.setdefault(_TRUE, []).append(cr.index)
+            state.setdefault(_USED, {})[cr.index] = {n: known[n] for n in cr.tests if n in known}
+
+
+def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list, rank: dict[int, tuple],
+            last: bool) -> durable_host.Action:
     candidates = {d.name: [(r.index, r.conclusion) for r in rules if r.rule.derive and r.rule.derive.name == d.name]
                   for d in resolving}
+    awaiting = {d.name: [r for r in rules if r.deferred and r.rule.derive and r.rule.derive.name == d.name]
+                for d in resolving}
+    # Outcome and flag rules are read only once the session is complete: settled in the last close.
+    concluding = [r for r in rules if r.deferred and not r.rule.derive] if last else []
 
     def close(state: dict, assert_fact) -> None:
-        fact = state["fact"]
+        known = dict(state["fact"])
         true, false = set(state.get(_TRUE, ())), set(state.get(_FALSE, ()))
-        derived = {}
         for d in resolving:
+            _settle(state, awaiting[d.name], known, true)
             hit = first_hit(candidates[d.name], true, false)
             if hit.unknown:
                 state.setdefault(_BLOCKED, {})[d.name] = list(hit.blockers)
             elif hit.index is not None:
                 value = rules[hit.index].conclusion
                 if not isinstance(value, (bool, str)):
-                    value = arith.store(d.type, arith.evaluate(value, pv, fact.__getitem__))
-                derived[d.name] = value
+                    value = arith.store(d.type, arith.evaluate(value, pv, known.__getitem__))
+                known[d.name] = state.setdefault(_DERIVED, {})[d.name] = value
                 state.setdefault(_VIA, {})[d.name] = hit.index
             elif d.default is not None:
-                derived[d.name] = d.default
+                known[d.name] = state.setdefault(_DERIVED, {})[d.name] = d.default
                 state.setdefault(_VIA, {})[d.name] = None
-        state.setdefault(_DERIVED, {}).update(derived)
         if last:
+            _settle(state, concluding, known, true)
+            state.get(_TRUE, []).sort(key=rank.__getitem__)
             state[_COMPLETE] = True
             return
-        assert_fact({**fact, **derived, "_k": fact["_k"] + 1})
+        known["_k"] += 1
+        assert_fact(known)
     return close
 
 
