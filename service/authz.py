@@ -17,7 +17,7 @@ keys; errors as `path:line: message`):
           get_policy: [application_fee]
       reviewers:
         certificate: [spiffe://cms.internal/reviewers]
-        allow: {get_decision: true, replay_decision: true}
+        allow: {get_decision: true, replay_decision: true, what_if: true}
       parent-portal:
         token_sha256: [<...>]
         views: [receiving_parent, paying_parent]   # only a parent's view of a decision
@@ -42,7 +42,7 @@ An RPC that this table does not know is refused (a new RPC is closed until it is
 
 `views` limits the views of a decision (DecideRequest.view, GetDecisionRequest.view) a caller may
 ask for: `full`, `receiving_parent`, `paying_parent`; absent, every view. A caller without `full`
-is refused Decide and GetDecision for the full decision and ReplayDecision (which returns two).
+is refused Decide, GetDecision and WhatIf for the full decision and ReplayDecision (which returns two).
 
 DecideBatch carries many requests, each for its own policy and view. The interceptor lets the
 call through if the caller may decide at least one policy; the servicer then asks `request_refusal`
@@ -85,12 +85,13 @@ PERMISSIONS: dict[str, tuple[str, bool]] = {
     f"/{_DECISIONS}/ListPolicies": ("list_policies", False),
     f"/{_DECISIONS}/GetDecision": ("get_decision", False),  # reviewers: a decision holds every fact
     f"/{_DECISIONS}/ReplayDecision": ("replay_decision", False),
+    f"/{_DECISIONS}/WhatIf": ("what_if", False),  # reads a recorded decision, as GetDecision
     f"/{_ADMIN}/ReloadPolicies": ("reload_policies", False),
 }
 # Methods that return decisions: True, the request's `view`; False, always the full decision.
 # DecideBatch's requests are checked one by one (`request_refusal`).
 VIEWED: dict[str, bool] = {f"/{_DECISIONS}/Decide": True, f"/{_DECISIONS}/GetDecision": True,
-                           f"/{_DECISIONS}/ReplayDecision": False}
+                           f"/{_DECISIONS}/ReplayDecision": False, f"/{_DECISIONS}/WhatIf": True}
 # A View as the authorisation file names it.
 VIEWS: dict[int, str] = {pb.VIEW_UNSPECIFIED: "full", pb.VIEW_RECEIVING_PARENT: "receiving_parent",
          pb.VIEW_PAYING_PARENT: "paying_parent"}
@@ -124,6 +125,7 @@ class Allow(BaseModel):
     list_policies: bool = False
     get_decision: bool = False
     replay_decision: bool = False
+    what_if: bool = False
     reload_policies: bool = False
 
     def permits(self, permission: str, policy: str | None) -> bool:

@@ -57,7 +57,10 @@ def viewed(d: Decision, view: int) -> Decision:
 def request_context(message: pb.DecideRequest, problems: list[Violation]) -> dict:
     """Who the request is about and who asked for it, from a DecideRequest; bad values are
     added to `problems` by field."""
-    out = {"counterfactuals": not message.omit_counterfactuals, "shadow_version": message.shadow_version}
+    out = {"counterfactuals": message.include_counterfactuals, "shadow_version": message.shadow_version}
+    if message.include_counterfactuals and message.omit_counterfactuals:  # deprecated: it contradicts the other
+        problems.append(Violation(field="omit_counterfactuals",
+                                  description="deprecated, and contradicts include_counterfactuals: leave it unset"))
     if message.subject:
         subject = _PARTIES.get(message.subject)
         if subject in PARENTS:
@@ -129,7 +132,7 @@ def decide_request(r: DecisionRequest) -> pb.DecideRequest:
     return pb.DecideRequest(policy=r.policy, version=r.version, as_at=_date(r.as_at), facts=_struct(r.facts),
                             subject=AUDIENCES[r.subject] if r.subject else 0,  # type: ignore[arg-type]  # protobuf takes an enum's number
                             requested_by=AUDIENCES[r.requested_by] if r.requested_by else 0,  # type: ignore[arg-type]  # protobuf takes an enum's number
-                            reason=REASONS[r.reason] if r.reason else 0, omit_counterfactuals=not r.counterfactuals,  # type: ignore[arg-type]  # protobuf takes an enum's number
+                            reason=REASONS[r.reason] if r.reason else 0, include_counterfactuals=r.counterfactuals,  # type: ignore[arg-type]  # protobuf takes an enum's number
                             shadow_version=r.shadow_version)
 
 

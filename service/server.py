@@ -45,7 +45,7 @@ from cms_policy.v1 import policy_pb2_grpc as pb_grpc
 from rules.audit.errors import DecisionLogError, DecisionLogIntegrityError, DecisionLogKeyError
 from rules.audit.log import DecisionLog
 from rules.audit.sealer import LoggedDecision
-from rules.decide.replay import replay
+from rules.decide.replay import replay, what_if
 from rules.engine.decision import Decision, DecisionRequest, RequestError, Violation
 from rules.engine.durable_host import EngineError
 from rules.explain import markdown
@@ -233,7 +233,7 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
             f"the {count} results come to {'' if done == count else 'at least '}{least} bytes, more than a message "
             f"may hold ({MAX_MESSAGE_BYTES}); nothing was recorded: send fewer requests per batch "
-            "(or set omit_counterfactuals)"))
+            "(or leave out include_counterfactuals)"))
 
     def _check_deadline(self, context: grpc.ServicerContext, stage: str, started: float, **fields) -> None:
         """Give up (DEADLINE_EXCEEDED, or CANCELLED) if the client's deadline has passed or the
@@ -310,6 +310,31 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             response.current_differences.extend(result.current_differences)
         return response
 
+    def WhatIf(self, request: pb.WhatIfRequest, context: grpc.ServicerContext) -> pb.WhatIfResponse:
+        started = time.perf_counter()
+        problems = convert.view_problems(request.view)
+        if problems:
+            _abort_invalid(context, problems)
+        logged = self._logged(request.decision_id, context)
+        ref = logged.decision.policy
+        fields = {"decision_id": logged.decision.decision_id, "policy": ref.policy, "version": ref.version}
+        self._check_deadline(context, "before_what_if", started, **fields)
+        try:
+            found = convert.viewed(what_if(self.live.current.evaluator, logged), request.view)
+        except RequestError as exc:
+            log.info("what-if refused", extra=fields)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot work out what would change it: {exc}")
+        except EngineError:
+            log.exception("engine failure on what-if", extra=fields)
+            context.abort(grpc.StatusCode.INTERNAL, "the rules engine failed on this what-if; it has been logged")
+        log.info("what-if", extra={**fields, "changes": len(found.counterfactuals),
+                                   "latency_ms": _ms(time.perf_counter() - started)})
+        reply = pb.WhatIfResponse(decision_id=found.decision_id, outcome=found.outcome)
+        whole = convert.decision(found)  # the changes and texts as DecideResponse carries them
+        reply.counterfactuals.extend(whole.counterfactuals)
+        reply.explanations.extend(whole.explanations)
+        return reply
+
     def ListPolicies(self, request: pb.ListPoliciesRequest, context) -> pb.ListPoliciesResponse:
         bundle = self.live.current.bundle
         return pb.ListPoliciesResponse(
@@ -364,7 +389,7 @@ def _log_after_reply(context: grpc.ServicerContext, lines: list[tuple[str, dict]
 
 def _size_key(request: pb.DecideRequest) -> tuple:
     """What a decision's size depends on most: its policy, counterfactuals or not, and the view."""
-    return request.policy, request.omit_counterfactuals, request.view
+    return request.policy, request.include_counterfactuals, request.view
 
 
 def _varint_size(value: int) -> int:

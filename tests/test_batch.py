@@ -64,11 +64,12 @@ def _request(policy: str, facts: dict | None = None, **kw) -> pb.DecideRequest:
 # (request, what it comes to: an outcome, or the field an INVALID_ARGUMENT names), in batch order
 MIXED = [
     (_request("application_fee", FEE_FACTS, as_at="2019-03-15"), "WAIVED"),
-    (_request("service_type", SERVICE_TYPE_FACTS, version="review-2023"), "COLLECT_AND_PAY"),
+    (_request("service_type", SERVICE_TYPE_FACTS, version="review-2023", include_counterfactuals=True),
+     "COLLECT_AND_PAY"),
     (_request("application_fee", {"application_date": 20160101}, version="2014"), "facts.application_date"),
     (_request("nope", {"application_route": "direct_pay"}), "policy"),
     (_request("maintenance_calculation", CALCULATION_FACTS), "REDUCED_RATE"),
-    (_request("caseworker_routing", ROUTING_FACTS, as_at="2025-01-10", omit_counterfactuals=True),
+    (_request("caseworker_routing", ROUTING_FACTS, as_at="2025-01-10"),
      "SPECIALIST_CASE_TEAM"),
     (_request("application_fee", {"application_route": "direct_pay", "applicant_in_northern_ireland": False},
               version="2024"), "NO_FEE"),
@@ -140,8 +141,7 @@ def test_each_decision_is_the_unary_decision_and_is_recorded_and_replays(stub):
 
 
 def test_more_than_the_limit_is_invalid_argument_and_the_limit_itself_is_decided(stub):
-    cheap = _request("application_fee", {"application_route": "family_based"}, version="2024",
-                     omit_counterfactuals=True)
+    cheap = _request("application_fee", {"application_route": "family_based"}, version="2024")
     error = _failure(lambda: stub.DecideBatch(_batch(*[cheap] * (MAX_BATCH_REQUESTS + 1)), timeout=30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "at most 1000 requests" in _field_violations(rpc_status.from_call(error))["requests"]
@@ -260,7 +260,7 @@ def test_if_recording_fails_the_batch_is_unavailable_and_nothing_is_recorded(bun
 
 
 def test_a_deadline_passing_mid_batch_abandons_it_and_records_nothing(local, service_lines):
-    slow = _request("maintenance_calculation", SLOW_FACTS, version="2012")
+    slow = _request("maintenance_calculation", SLOW_FACTS, version="2012", include_counterfactuals=True)
     started = time.monotonic()
     local.stub.DecideBatch(_batch(slow), timeout=60)
     took = time.monotonic() - started

@@ -35,7 +35,7 @@ def _requests() -> list[pb.DecideRequest]:
         facts = struct_pb2.Struct()
         facts.update(req.get("facts", {}))
         out.append(pb.DecideRequest(policy=req["policy"], version=req.get("version", ""),
-                                    as_at=str(req.get("as_at") or ""), facts=facts, omit_counterfactuals=n % 3 != 0))
+                                    as_at=str(req.get("as_at") or ""), facts=facts, include_counterfactuals=n % 3 == 0))
     return out
 
 
@@ -101,7 +101,7 @@ def test_every_acknowledged_decision_survives_sigkill_and_replays(tmp_path):
 def test_sigterm_drains_requests_under_way_then_exits(tmp_path):
     requests = [r for r in _requests() if r.policy == "prisoner_liability"]  # the slowest decisions
     for r in requests:
-        r.omit_counterfactuals = False
+        r.include_counterfactuals = True
     proc, channel, service_log = start_service(tmp_path, "--grace", "20")
     stub = policy_pb2_grpc.PolicyDecisionServiceStub(channel)
     results: list = []

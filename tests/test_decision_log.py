@@ -397,10 +397,12 @@ def test_replay_of_a_version_no_longer_loaded_fails_precondition(in_process, eva
 
 def test_get_decision_round_trips_the_request_fields(evaluator):
     request = _fee_request(subject=Audience.PAYING_PARENT, requested_by=Audience.RECEIVING_PARENT,
-                           reason=RequestReason.ANNUAL_REVIEW, counterfactuals=False)
+                           reason=RequestReason.ANNUAL_REVIEW, counterfactuals=True)
     message = convert.decide_request(request)
     assert message.subject == pb.AUDIENCE_PAYING_PARENT and message.requested_by == pb.AUDIENCE_RECEIVING_PARENT
-    assert message.reason == pb.REQUEST_REASON_ANNUAL_REVIEW and message.omit_counterfactuals and message.as_at == "2019-03-15"
+    assert message.reason == pb.REQUEST_REASON_ANNUAL_REVIEW and message.as_at == "2019-03-15"
+    assert message.include_counterfactuals and not message.omit_counterfactuals
+    assert not convert.decide_request(request.model_copy(update={"counterfactuals": False})).include_counterfactuals
 
 
 # --- across a restart, and for a reviewer ------------------------------------------------

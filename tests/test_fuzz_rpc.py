@@ -319,7 +319,7 @@ def decide_requests(draw) -> pb.DecideRequest:
     request = pb.DecideRequest(
         policy=policy, version=version, as_at=as_at, shadow_version=shadow,
         subject=pick(st.sampled_from([0, 2, 3]), ENUMS), requested_by=pick(st.integers(0, 3), ENUMS),
-        reason=pick(st.integers(0, 5), ENUMS), omit_counterfactuals=draw(st.integers(0, 3)) > 0)
+        reason=pick(st.integers(0, 5), ENUMS), include_counterfactuals=draw(st.integers(0, 3)) == 0)
     request.facts.update(facts)  # in place: copying a Struct nested deeper than protobuf parses would fail
     return request
 
@@ -366,7 +366,7 @@ def plausible_requests(draw) -> pb.DecideRequest:
         dt.date.isoformat)))
     return pb.DecideRequest(policy=policy, version=version, as_at=as_at, facts=_struct(draw(_valid_facts(policy))),
                             subject=draw(st.sampled_from([0, 2, 3])), requested_by=draw(st.sampled_from([0, 1, 2, 3])),
-                            reason=draw(st.integers(0, 5)), omit_counterfactuals=draw(st.booleans()))
+                            reason=draw(st.integers(0, 5)), include_counterfactuals=draw(st.booleans()))
 
 
 @fuzz(60)

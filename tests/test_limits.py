@@ -253,7 +253,7 @@ def test_a_client_that_never_reads_its_replies_costs_a_bounded_share_of_cpu_and_
 def test_calls_beyond_the_concurrent_rpc_limit_are_resource_exhausted_at_once(tmp_path):
     proc, channel, _ = start_service(tmp_path, "--no-watch", "--max-concurrent-rpcs", "2")
     # counterfactuals for four children: a few hundred ms each, so the calls overlap
-    slow = pb.DecideRequest(policy="maintenance_calculation", version="2012")
+    slow = pb.DecideRequest(policy="maintenance_calculation", version="2012", include_counterfactuals=True)
     slow.facts.update({"gross_weekly_income": 45000, "relevant_other_children": 2,
                        "receives_prescribed_benefit": False, "paying_parent_is_prisoner": False,
                        "nil_rate_category": "none",

@@ -185,7 +185,7 @@ def test_logs_of_a_full_golden_run_are_json_and_carry_no_sensitive_value(tmp_pat
     def decide(numbered):
         n, (path, req) = numbered
         omit = req["policy"] in slow and n % 5 != 0
-        return path, req, stub.Decide(_message(req, omit_counterfactuals=omit), timeout=60)
+        return path, req, stub.Decide(_message(req, include_counterfactuals=not omit), timeout=60)
 
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -323,7 +323,7 @@ def _series(samples: dict, name: str) -> list[dict]:
 
 def test_metrics_count_decisions_latency_errors_and_reloads(running, bundle):
     before = running.scrape()
-    fee = _message({"policy": "application_fee", "version": "2017", "facts": FEE_FACTS}, omit_counterfactuals=True)
+    fee = _message({"policy": "application_fee", "version": "2017", "facts": FEE_FACTS})
     for _ in range(2):
         assert running.stub.Decide(fee).outcome == "WAIVED"
     assert _code(lambda: running.stub.Decide(_message({"policy": "application_fee", "version": "2017",
@@ -375,7 +375,8 @@ def test_metrics_count_decisions_latency_errors_and_reloads(running, bundle):
 
 
 def test_a_decision_past_its_deadline_is_given_up_and_not_recorded(running):
-    slow = _message({"policy": "maintenance_calculation", "version": "2012", "facts": SLOW_FACTS})
+    slow = _message({"policy": "maintenance_calculation", "version": "2012", "facts": SLOW_FACTS},
+                    include_counterfactuals=True)
     started = time.monotonic()
     full = running.stub.Decide(slow, timeout=60)
     took = time.monotonic() - started
@@ -471,8 +472,7 @@ def test_an_unexpected_error_is_internal_and_neither_sent_nor_logged_with_its_te
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = policy_pb2_grpc.PolicyDecisionServiceStub(channel)
             with pytest.raises(grpc.RpcError) as caught:
-                stub.Decide(_message({"policy": "application_fee", "version": "2017", "facts": FEE_FACTS},
-                                     omit_counterfactuals=True))
+                stub.Decide(_message({"policy": "application_fee", "version": "2017", "facts": FEE_FACTS}))
     finally:
         server.stop(None).wait()
         log.close()

@@ -253,8 +253,7 @@ def test_a_symlink_swap_deploys_a_whole_directory_at_once(tmp_path):
 def _decide(stub) -> pb.DecideResponse:
     facts = struct_pb2.Struct()
     facts.update(FEE_FACTS)
-    return stub.Decide(pb.DecideRequest(policy="application_fee", version="2017", facts=facts,
-                                        omit_counterfactuals=True))
+    return stub.Decide(pb.DecideRequest(policy="application_fee", version="2017", facts=facts))
 
 
 def _wait_for(check, what: str, seconds: float = 30):

@@ -46,7 +46,7 @@ def _decide(channel: grpc.Channel) -> pb.DecideResponse:
     facts = struct_pb2.Struct()
     facts.update({"application_route": "family_based"})
     return pb_grpc.PolicyDecisionServiceStub(channel).Decide(
-        pb.DecideRequest(policy="application_fee", version="2017", facts=facts, omit_counterfactuals=True), timeout=30)
+        pb.DecideRequest(policy="application_fee", version="2017", facts=facts), timeout=30)
 
 
 def test_workers_share_the_port_and_the_decision_log(tmp_path):

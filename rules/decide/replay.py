@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from rules.audit.sealer import LoggedDecision
 from rules.decide.evaluator import Evaluator
-from rules.engine.decision import Decision
+from rules.engine.decision import Decision, RequestError, Violation
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,30 @@ def replay(evaluator: Evaluator, logged: LoggedDecision) -> Replay:
     return Replay(replayed=replayed, differences=differences(logged.decision.golden(), replayed.golden()),
                   current=current, current_differences=differences(logged.decision.golden(), current.golden())
                   if current else [])
+
+
+def what_if(evaluator: Evaluator, logged: LoggedDecision) -> Decision:
+    """The logged decision as it would have been with counterfactuals asked for: its request
+    decided again under the revisions it used, with "what would change it", keeping its id and
+    time. RequestError if those revisions are no longer loaded, or if it no longer comes to the
+    decision it recorded (changes from another decision would mislead)."""
+    original = logged.decision
+    found = evaluator.replay(logged.request.model_copy(update={"counterfactuals": True}), original)
+    unlike = differences(_without_changes(original), _without_changes(found))
+    if unlike:
+        raise RequestError([Violation(field="decision_id", description=(
+            f"it no longer decides as recorded ({', '.join(d.split(':', 1)[0] for d in unlike)}): see ReplayDecision"))])
+    found.decision_id, found.decided_at, found.bundle_hash = original.decision_id, original.decided_at, original.bundle_hash
+    return found
+
+
+def _without_changes(decision: Decision) -> dict:
+    """The decision as golden files pin it, without what asking for counterfactuals adds (the
+    changes, and the texts that list them)."""
+    data = decision.golden()
+    for name in ("counterfactuals", "explanations", "rationale"):
+        data.pop(name, None)
+    return data
 
 
 def differences(original: dict, replayed: dict) -> list[str]:
