@@ -10,7 +10,9 @@ explained for every audience. Its helpers, by job: `versions` (choosing the vers
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +21,9 @@ from rules.decide import counterfactuals, trail, versions
 from rules.decide import facts as request_facts
 from rules.decide.counterfactuals import Redecide
 from rules.decide.trail import UNDETERMINED_TEXT
-from rules.decide.worked import Worked
+from rules.decide.worked import Inputs, Worked
 from rules.engine import durable_host
-from rules.engine.compiler import CompiledList, CompiledPolicy
+from rules.engine.compiler import CompiledList, CompiledPolicy, EngineState
 from rules.engine.decision import (
     PARENTS,
     UNDETERMINED,
@@ -91,10 +93,10 @@ class Evaluator:
         decision = worked.decision
         if decision.outcome == UNDETERMINED:
             decision.missing_facts = counterfactuals.ask_order(self.bundle, compiled, request, decision.missing_facts,
-                                                               self._redecide(compiled, as_at))
+                                                               self._redecide(compiled, as_at, base=worked))
         elif request.counterfactuals:
             decision.counterfactuals = counterfactuals.counterfactuals(self.bundle, compiled, request, worked,
-                                                                       self._redecide(compiled, as_at))
+                                                                       self._redecide(compiled, as_at, base=worked))
         declared = self.bundle.declared(compiled.version.policy)
         readings = [self._reading(compiled, as_at, request, worked, declared, reader) for reader in PARENTS]
         parents = [audiences.parent_explanation(compiled, decision, request, r) for r in readings]
@@ -117,21 +119,47 @@ class Evaluator:
         # hit (which ignores actions) picks the same rule. Otherwise decide again as the parent would.
         same = own is request and worked.root is not None
         told = None if worked.root is None else worked.decision
-        seen = worked if same else self._decide(compiled, as_at, own, for_parent=True, told=told)
+        tried = worked.inputs.tried if worked.inputs is not None else None
+        seen = worked if same else self._decide(compiled, as_at, own, for_parent=True, told=told, tried=tried)
         reading = audiences.Reading(reader, facts, seen.decision, seen.known, decides=seen.decided)
         if worked.decision.outcome == UNDETERMINED:
             reading.questions = audiences.own_questions(declared, request, reader, seen.decision.missing_facts)
         elif reading.settled and request.counterfactuals and compiled.version.tell.counterfactuals:
             mine = audiences.own_facts(declared, request, reader)
             found = counterfactuals.counterfactuals(self.bundle, compiled, own, seen,
-                                                    self._redecide(compiled, as_at, for_parent=True), only=mine)
+                                                    self._redecide(compiled, as_at, True, seen), only=mine)
             reading.changes = [c.model_copy(update={"text": "", "shown_to": [reader]}) for c in found]
         return reading
 
-    def _redecide(self, compiled: CompiledPolicy, as_at: dt.date | None, for_parent: bool = False) -> Redecide:
-        """The same case decided again under the same version, briefly, on another request."""
+    def _redecide(self, compiled: CompiledPolicy, as_at: dt.date | None, for_parent: bool = False,
+                  base: Worked | None = None) -> Redecide:
+        """The same case decided again under the same version, briefly, on another request. Against
+        the decision it varies (`base`): facts already tried are not run again, and a request that
+        changes one fact re-parses that fact only and reuses the used decisions and list verdicts
+        it does not feed."""
+        inputs = base.inputs if base is not None else None
+        subject = base.subject if base is not None else None
+
         def redecide(request: DecisionRequest) -> Worked:
-            return self._decide(compiled, as_at, request, brief=True, for_parent=for_parent)
+            if inputs is None:
+                return self._decide(compiled, as_at, request, brief=True, for_parent=for_parent)
+            key = json.dumps(request.facts, sort_keys=True, default=str)
+            if key not in inputs.tried:
+                changed = [n for n in request.facts.keys() | inputs.facts.keys()
+                           if request.facts.get(n) != inputs.facts.get(n)]
+                if len(changed) == 1:
+                    one = request.model_copy(update={"facts": {changed[0]: request.facts.get(changed[0])}})
+                    parsed, lists, _ = request_facts.parse_facts(self.bundle, compiled, one, {})
+                    parsed = {**{k: v for k, v in inputs.parsed.items() if k != changed[0]}, **parsed}
+                    lists = {**{k: v for k, v in inputs.lists.items() if k != changed[0]}, **lists}
+                    prepared = self._prepare(compiled, as_at, request, parsed, lists, subject, True, inputs, changed[0])
+                else:
+                    parsed, lists, _ = request_facts.parse_facts(self.bundle, compiled, request, {})
+                    prepared = self._prepare(compiled, as_at, request, parsed, lists, subject, True)
+                given, pending = prepared[1], prepared[2]
+                inputs.tried[key] = (given, pending, compiled.run(given))
+            given, pending, state = inputs.tried[key]
+            return self._evaluate(compiled, as_at, given, [], pending, [], {}, subject, True, for_parent, state=state)
         return redecide
 
     def decide_revision(self, request: DecisionRequest, revision: int, like: Decision | None = None) -> Decision:
@@ -168,31 +196,44 @@ class Evaluator:
 
     def _decide(self, compiled: CompiledPolicy, as_at: dt.date | None, request: DecisionRequest,
                 fixed: dict | None = None, subject: str | None = None, brief: bool = False, for_parent: bool = False,
-                told: Decision | None = None) -> Worked:
+                told: Decision | None = None, tried: dict | None = None) -> Worked:
         """The decision with what explaining it needs. `brief`: the outcome, amount and missing
         facts only, no trail, outputs or texts (for re-decisions that only compare outcomes).
         `for_parent`: an unknown rule blocks a decision only if it would state another outcome,
         amount or outputs (not merely other actions), as a parent's reading needs; `told`, the outcome
         the parent is told, explains an outcome their facts alone leave open by a rule of it that
-        holds on them (`_told_rule`)."""
-        given, lists, ignored = request_facts.parse_facts(self.bundle, compiled, request, fixed or {})
+        holds on them (`_told_rule`). `tried`: the engine runs its re-decisions may share (Inputs)."""
+        parsed, lists, ignored = request_facts.parse_facts(self.bundle, compiled, request, fixed or {})
         if subject is None and request.subject is not None:
             subject = audiences.PARTY.get(request.subject)
-        pending: dict[str, list[MissingFact]] = {}  # what an unknown list aggregate or used result needs
-        subs = self._use_policies(compiled, as_at, request, given, pending, subject, brief)
-        verdicts = self._judge_lists(compiled, lists, given, pending)
-        return self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, subject, brief, for_parent,
-                              told)
+        inputs, given, pending, subs, verdicts = self._prepare(compiled, as_at, request, parsed, lists, subject, brief)
+        worked = self._evaluate(compiled, as_at, given, ignored, pending, verdicts, subs, subject, brief, for_parent,
+                                told)
+        if brief:
+            return worked
+        return dataclasses.replace(worked, inputs=dataclasses.replace(inputs, tried={} if tried is None else tried))
 
-    def _use_policies(self, compiled: CompiledPolicy, as_at: dt.date | None, request: DecisionRequest,
-                      given: dict, pending: dict, subject: str | None, brief: bool) -> dict[str, Decision]:
-        """Decide each used policy; its outcome and amount become facts of this decision."""
+    def _prepare(self, compiled: CompiledPolicy, as_at: dt.date | None, request: DecisionRequest, parsed: dict,
+                 lists: dict, subject: str | None, brief: bool, base: Inputs | None = None, changed: str | None = None
+                 ) -> tuple[Inputs, dict, dict[str, list[MissingFact]], dict[str, Decision], list[ItemVerdict]]:
+        """Decide each used policy (its outcome and amount become facts of this decision), then judge
+        every list's items (the aggregates they settle become facts too). Given `base`, the same case
+        with only fact `changed` changed, what that fact does not feed is taken from it."""
+        given = dict(parsed)
+        pending: dict[str, list[MissingFact]] = {}  # what an unknown list aggregate or used result needs
+        fed = {changed}  # what differs from `base`
+        uses: dict[str, Worked | MissingFact] = {}
         subs = {}
         for use in compiled.version.uses:
-            theirs = given.get(use.subject) if use.subject else subject
-            worked = self._sub_decision(use, as_at, request, theirs if theirs in audiences.PARTY.values() else None,
-                                        brief)
             results = (f"{use.as_}_outcome", f"{use.as_}_amount")
+            if base is not None and changed != use.subject and changed not in self.bundle.request_names(use.policy):
+                worked = base.uses[use.as_]
+            else:
+                theirs = given.get(use.subject) if use.subject else subject
+                worked = self._sub_decision(use, as_at, request,
+                                            theirs if theirs in audiences.PARTY.values() else None, brief)
+                fed.update(results)
+            uses[use.as_] = worked
             if isinstance(worked, MissingFact):  # no version of it applies: its result stays unknown
                 pending.update({result: [worked] for result in results})
                 continue
@@ -203,7 +244,25 @@ class Evaluator:
             given[results[0]] = sub.outcome
             if sub.amount_pence is not None:
                 given[results[1]] = sub.amount_pence
-        return subs
+        judged: dict[str, list[ItemVerdict]] = {}
+        verdicts = []
+        for cl in compiled.lists.values():
+            items = lists.get(cl.spec.name)
+            if items is None:
+                absent = [MissingFact(name=cl.spec.name, description=cl.spec.description, question=cl.spec.question)]
+                pending.update(dict.fromkeys(cl.spec.aggregates(), absent))
+                continue
+            if base is not None and cl.spec.name not in fed and fed.isdisjoint(cl.kinds):
+                judged[cl.spec.name] = base.judged[cl.spec.name]
+            else:  # its items, or a value its rules read, changed
+                judged[cl.spec.name] = _judge_items(compiled, cl, items, given)
+                fed.update(cl.spec.aggregates())
+            verdicts += judged[cl.spec.name]
+            aggregates, unknown = _aggregate(cl, judged[cl.spec.name])
+            given.update(aggregates)
+            pending.update({name: unknown for name in cl.spec.aggregates() if name not in aggregates})
+        inputs = Inputs(facts=request.facts, parsed=parsed, lists=lists, uses=uses, judged=judged, tried={})
+        return inputs, given, pending, subs, verdicts
 
     def _sub_decision(self, use: Uses, as_at: dt.date | None, request: DecisionRequest, subject: str | None,
                       brief: bool) -> Worked | MissingFact:
@@ -227,30 +286,15 @@ class Evaluator:
             worked.decision.rationale = explainer.rationale(compiled.version, worked.decision)
         return worked
 
-    def _judge_lists(self, compiled: CompiledPolicy, lists: dict, given: dict, pending: dict) -> list[ItemVerdict]:
-        """Judge every list's items; the aggregates they settle become facts of this decision."""
-        verdicts = []
-        for cl in compiled.lists.values():
-            items = lists.get(cl.spec.name)
-            if items is None:
-                absent = [MissingFact(name=cl.spec.name, description=cl.spec.description, question=cl.spec.question)]
-                pending.update(dict.fromkeys(cl.spec.aggregates(), absent))
-                continue
-            judged = _judge_items(compiled, cl, items, given)
-            verdicts += judged
-            aggregates, unknown = _aggregate(cl, judged)
-            given.update(aggregates)
-            pending.update({name: unknown for name in cl.spec.aggregates() if name not in aggregates})
-        return verdicts
-
     # --- running the engine ---------------------------------------------------
 
     def _evaluate(self, compiled: CompiledPolicy, as_at: dt.date | None, given: dict, ignored: list[str],
                   pending: dict[str, list[MissingFact]], verdicts: list[ItemVerdict], subs: dict[str, Decision],
                   subject: str | None, brief: bool = False, for_parent: bool = False,
-                  told: Decision | None = None) -> Worked:
+                  told: Decision | None = None, state: EngineState | None = None) -> Worked:
+        """The engine's verdicts on `given` (or the `state` it already gave) turned into a decision."""
         pv, kinds = compiled.version, compiled.kinds
-        state = compiled.run(given)
+        state = compiled.run(given) if state is None else state
         if not state.complete:
             raise durable_host.EngineError(f"{compiled.ruleset}: the engine did not complete the decision")
         derived = state.derived
