@@ -758,8 +758,8 @@ def measure_impact(count: int, workers: int | None = None, scheduler: str | None
     is given; its start-up is timed too) and sample the resident memory of this process and of its
     child processes (the local workers) twice a second. Returns seconds, cases, peak_rss_mib (this
     process and its workers together), client_peak_rss_mib, worker_peak_rss_mib (the largest one)
-    and rss_mib_by_tenth (the total at each tenth of the run: flat if memory does not grow with
-    the cases)."""
+    and the total, client and largest worker's at each tenth of the run (rss_mib_by_tenth,
+    client_rss_mib_by_tenth, worker_rss_mib_by_tenth: flat if memory does not grow with the cases)."""
     import threading
 
     import psutil  # type: ignore[import-untyped]  # comes with distributed; no stubs installed
@@ -795,7 +795,9 @@ def measure_impact(count: int, workers: int | None = None, scheduler: str | None
             "peak_rss_mib": round(max((s[3] for s in samples), default=0) / mib),
             "client_peak_rss_mib": round(max((s[1] for s in samples), default=0) / mib),
             "worker_peak_rss_mib": round(max((s[2] for s in samples), default=0) / mib),
-            "rss_mib_by_tenth": [None if s is None else round(s[3] / mib) for s in tenths]}
+            "rss_mib_by_tenth": [None if s is None else round(s[3] / mib) for s in tenths],
+            "client_rss_mib_by_tenth": [None if s is None else round(s[1] / mib) for s in tenths],
+            "worker_rss_mib_by_tenth": [None if s is None else round(s[2] / mib) for s in tenths]}
 
 
 # --- command line --------------------------------------------------------------------------------
