@@ -34,6 +34,12 @@ def loaded():
     return bulk.loaded(POLICIES)
 
 
+def _corpus(policy: str, count: int, seed: int) -> list[impact.Case]:
+    """The corpus file's cases in one piece, with its line numbers as ids."""
+    return [impact.Case(f"{policy}.jsonl:{n}", r["facts"], r["policy"])
+            for n, r in enumerate(corpus.generate(policy, count, seed), 1)]
+
+
 def _rules(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rules", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -50,7 +56,7 @@ def test_the_impact_report_is_byte_for_byte_the_same_through_dask():
 @pytest.mark.parametrize("policy,old,new", PAIRS)
 def test_small_chunks_merged_in_order_give_the_one_pass_report(policy, old, new, client, loaded):
     bundle, evaluator = loaded
-    whole = impact.compare(evaluator, bundle, policy, old, new, impact.synthetic_cases(policy, 600, 2023))
+    whole = impact.compare(evaluator, bundle, policy, old, new, _corpus(policy, 600, 2023))
     for where in (None, client):
         chunked = impact.compare_bulk(where, POLICIES, bundle, policy, old, new, synthetic=(600, 2023), chunk=77)
         assert impact.render(chunked, bundle, "c", "c") == impact.render(whole, bundle, "c", "c")
@@ -73,7 +79,7 @@ def test_a_chunk_of_the_corpus_is_made_from_the_generator_state():
             for r in corpus.generate_chunk("service_type", state, n)] == whole
     ids = [c.id for start, n, state in corpus.chunks("service_type", 500, 7, 123)
            for c in impact.synthetic_chunk("service_type", start, n, state)]
-    assert ids == [c.id for c in impact.synthetic_cases("service_type", 500, 7)]
+    assert ids == [c.id for c in _corpus("service_type", 500, 7)]
 
 
 @pytest.mark.parametrize("policy,old,new", PAIRS)

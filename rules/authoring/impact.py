@@ -168,14 +168,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def synthetic_cases(policy: str, count: int, seed: int) -> list[Case]:
-    """The corpus `python -m rules corpus` writes for `policy`, with the same ids (file:line)."""
-    return [Case(f"{policy}.jsonl:{n}", r["facts"], r["policy"])
-            for n, r in enumerate(corpus.generate(policy, count, seed), 1)]
-
-
 def synthetic_chunk(policy: str, start: int, count: int, state: tuple) -> list[Case]:
-    """Cases start+1 to start+count of that corpus, from a chunk of `corpus.chunks`."""
+    """Cases start+1 to start+count of the corpus `python -m rules corpus` writes for `policy`, with
+    the same ids (file:line), from a chunk of `corpus.chunks`."""
     return [Case(f"{policy}.jsonl:{n}", r["facts"], r["policy"])
             for n, r in enumerate(corpus.generate_chunk(policy, state, count), start + 1)]
 
