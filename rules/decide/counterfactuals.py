@@ -3,6 +3,7 @@ outcome (in words, for the caseworker and for each parent), and the order to ask
 Both decide the same case again on other facts, briefly, through a `Redecide` the Evaluator gives."""
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +13,10 @@ from rules.engine.compiler import CompiledPolicy
 from rules.engine.decision import UNDETERMINED, Audience, Counterfactual, DecisionRequest, MissingFact, RequestError
 from rules.engine.loader import Bundle
 from rules.explain import explainer, whatif
-from rules.language import values
-from rules.language.model import FactType
+from rules.language import arith, values
+from rules.language.checks import expressions, walk
+from rules.language.model import Compare, Fact, FactType, PolicyVersion, Ref
+from rules.language.values import date_code, months_code
 
 Redecide = Callable[[DecisionRequest], Worked]
 """The same case decided again, briefly (outcome, amount, missing facts), on another request."""
@@ -30,12 +33,118 @@ def retry(request: DecisionRequest, redecide: Redecide) -> Callable[[dict[str, A
     return decide
 
 
+def implied(decide: Callable[[dict[str, Any]], whatif.Result], facts: dict[str, Any], specs: dict[str, Fact],
+            worked: Worked, verdicts: dict[str, Callable[[Any], tuple] | None]) -> Callable[[dict], whatif.Result]:
+    """`decide`, except that a change of one fact whose comparisons (`verdicts`) come out as for a
+    value already decided (the request's own, or one tried) is answered by that decision: where a
+    fact is read by nothing but comparisons, the engine sees nothing else of it."""
+    known: dict[tuple, whatif.Result] = {}
+    if worked.root is not None and worked.decided:
+        for name, verdict in verdicts.items():
+            if verdict is not None:
+                known[(name, verdict(values.parse(specs[name], facts[name])))] = whatif.Result(
+                    worked.decision.outcome, len(worked.decision.missing_facts), worked)
+
+    def decide_implied(changed: dict[str, Any]) -> whatif.Result:
+        names = [n for n in changed if changed[n] != facts.get(n)]
+        verdict = verdicts.get(names[0]) if len(names) == 1 and len(changed) == len(facts) else None
+        if verdict is None:
+            return decide(changed)
+        try:
+            key = (names[0], verdict(values.parse(specs[names[0]], changed[names[0]])))
+        except values.FactValueError:
+            return decide(changed)
+        if key not in known:
+            known[key] = decide(changed)
+        return known[key]
+    return decide_implied
+
+
+def comparisons_only(bundle: Bundle, compiled: CompiledPolicy, facts: dict[str, Any], specs: dict[str, Fact],
+                     names: list[str]) -> dict[str, Callable[[Any], tuple] | None]:
+    """For each fact read by nothing but comparisons (in this version's rules and lists and in every
+    version and revision of the policies it uses), the verdicts of those comparisons for a value of
+    it, the request's other facts as they are; None for a fact read otherwise (arithmetic, a used
+    policy's subject or date, a comparison with a derived value)."""
+    versions, todo, seen = [compiled], [u.policy for u in compiled.version.uses], set()
+    while todo:
+        policy = todo.pop()
+        if policy in seen:
+            continue
+        seen.add(policy)
+        for c in bundle.versions(policy):
+            versions += [c, *bundle.earlier_revisions(policy, c.version.version)]
+            todo += [u.policy for u in c.version.uses]
+    other = {n: values.parse(specs[n], v) for n, v in facts.items() if n in specs}
+    return {name: _verdicts(versions, compiled, name, specs[name], other) for name in names}
+
+
+def _verdicts(versions: list[CompiledPolicy], top: CompiledPolicy, name: str, spec: Fact,
+              other: dict[str, Any]) -> Callable[[Any], tuple] | None:
+    tests: list[Callable[[Any], bool]] = []
+    for c in versions:
+        pv = c.version
+        if any(u.subject == name for u in pv.uses) or (c is not top and name == pv.as_at_fact):
+            return None
+        for rule in (*c.rules, *(r for cl in c.lists.values() for r in cl.rules)):
+            if any(name in arith.fact_names(e) for _, e in expressions(rule.rule)):
+                return None  # arithmetic reads it
+            for cmp, _ in walk(rule.rule.when, ()):
+                test = _test(pv, cmp, name, spec, other)
+                if test is False:
+                    return None
+                if test is not None:
+                    tests.append(test)
+    return lambda value: tuple(test(value) for test in tests)
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "in": lambda a, b: a in b, "not_in": lambda a, b: a not in b,
+    "any_in": lambda a, b: bool(set(a) & set(b))}
+
+
+def _test(pv: PolicyVersion, cmp: Compare, name: str, spec: Fact, other: dict[str, Any]
+          ) -> Callable[[Any], bool] | bool | None:
+    """How a comparison judges a value of `name`: a test of it; None if it does not read it (or is
+    unknown with the request's other facts, whatever the value); False if it cannot be told here."""
+    operand = cmp.operand
+    if cmp.fact != name and not (isinstance(operand, Ref) and operand.fact == name):
+        return None
+    if (spec.type is FactType.ENUM_LIST) != (cmp.op == "any_in") or (isinstance(operand, Ref) and
+                                                                      cmp.fact == operand.fact):
+        return False  # the engine's own reading of a list, or a fact against itself
+    op = _OPS[cmp.op]
+    if not isinstance(operand, Ref):
+        return lambda v: op(_coded(v), _coded(operand))
+    if operand.param:
+        param = _coded(pv.parameters[operand.param].value)
+        return lambda v: op(_coded(v), param)
+    # a date compared with another date fact, shifted: both in the engine's date code
+    shift = months_code(*(pv.parameters[s.param].value if isinstance(s, Ref) else (s or 0)
+                          for s in (operand.plus_years, operand.plus_months)))
+    there = cmp.fact if operand.fact == name else operand.fact
+    if there not in {f.name for f in pv.facts} or any(there in u.set for u in pv.uses):
+        return False  # a derived value, aggregate or item fact, or one a used policy is given otherwise
+    if there not in other:
+        return None  # unknown whatever the value
+    if operand.fact == name:
+        return lambda v: op(_coded(other[there]), _coded(v) + shift)
+    return lambda v: op(_coded(v), _coded(other[there]) + shift)
+
+
+def _coded(value: Any) -> Any:
+    return date_code(value) if isinstance(value, dt.date) else value
+
+
 def marks(bundle: Bundle, compiled: CompiledPolicy, facts: dict[str, Any]) -> dict[str, set[int]]:
-    """The values where each fact's rules (this version's and its used policies') change their verdict."""
+    """The values where each fact's rules (this version's and its used policies') change their verdict.
+    A used policy's derived thresholds are left out: its result is read through its outcome, which
+    they seldom change for the policy using it (a prisoner is liable in every rate band)."""
     found = whatif.marks(compiled.version, facts, compiled.kinds)
     for use in compiled.version.uses:
         for used in bundle.versions(use.policy):
-            for name, points in whatif.marks(used.version, facts, used.kinds).items():
+            for name, points in whatif.marks(used.version, facts, used.kinds, derived=False).items():
                 found.setdefault(name, set()).update(points)
     return found
 
@@ -54,8 +163,10 @@ def counterfactuals(bundle: Bundle, compiled: CompiledPolicy, request: DecisionR
     facts = {k: v for k, v in request.facts.items() if v is not None}
     names = [n for n in specs if n in facts and n != pv.as_at_fact and (n in relevant or n in passed_on)
              and (only is None or n in only)]
+    decide = implied(retry(request, redecide), facts, specs, worked,
+                     comparisons_only(bundle, compiled, facts, specs, names))
     found = whatif.changes(facts, [specs[n] for n in names], marks(bundle, compiled, facts),
-                           worked.decision.outcome, retry(request, redecide))
+                           worked.decision.outcome, decide)
     groups: dict[tuple, list[whatif.Change]] = {}
     for change in found:
         groups.setdefault((change.fact.name, change.direction, change.result.outcome), []).append(change)

@@ -133,34 +133,37 @@ class Evaluator:
 
     def _redecide(self, compiled: CompiledPolicy, as_at: dt.date | None, for_parent: bool = False,
                   base: Worked | None = None) -> Redecide:
-        """The same case decided again under the same version, briefly, on another request. Against
-        the decision it varies (`base`): facts already tried are not run again, and a request that
-        changes one fact re-parses that fact only and reuses the used decisions and list verdicts
-        it does not feed."""
-        inputs = base.inputs if base is not None else None
-        subject = base.subject if base is not None else None
-
+        """The same case decided again under the same version, briefly, on another request; against
+        the decision it varies (`base`), by `_again`."""
         def redecide(request: DecisionRequest) -> Worked:
-            if inputs is None:
+            if base is None or base.inputs is None:
                 return self._decide(compiled, as_at, request, brief=True, for_parent=for_parent)
-            key = json.dumps(request.facts, sort_keys=True, default=str)
-            if key not in inputs.tried:
-                changed = [n for n in request.facts.keys() | inputs.facts.keys()
-                           if request.facts.get(n) != inputs.facts.get(n)]
-                if len(changed) == 1:
-                    one = request.model_copy(update={"facts": {changed[0]: request.facts.get(changed[0])}})
-                    parsed, lists, _ = request_facts.parse_facts(self.bundle, compiled, one, {})
-                    parsed = {**{k: v for k, v in inputs.parsed.items() if k != changed[0]}, **parsed}
-                    lists = {**{k: v for k, v in inputs.lists.items() if k != changed[0]}, **lists}
-                    prepared = self._prepare(compiled, as_at, request, parsed, lists, subject, True, inputs, changed[0])
-                else:
-                    parsed, lists, _ = request_facts.parse_facts(self.bundle, compiled, request, {})
-                    prepared = self._prepare(compiled, as_at, request, parsed, lists, subject, True)
-                given, pending = prepared[1], prepared[2]
-                inputs.tried[key] = (given, pending, compiled.run(given))
-            given, pending, state = inputs.tried[key]
-            return self._evaluate(compiled, as_at, given, [], pending, [], {}, subject, True, for_parent, state=state)
+            given, pending, state = self._again(compiled, as_at, request, base.inputs, base.subject, {})
+            return self._evaluate(compiled, as_at, given, [], pending, [], {}, base.subject, True, for_parent,
+                                  state=state)
         return redecide
+
+    def _again(self, compiled: CompiledPolicy, as_at: dt.date | None, request: DecisionRequest, inputs: Inputs,
+               subject: str | None, fixed: dict) -> tuple[dict, dict[str, list[MissingFact]], EngineState]:
+        """What the engine makes of the case of `inputs` on another request: facts already tried are
+        not run again, and a request that changes one fact re-parses that fact only and reuses the
+        used decisions and list verdicts it does not feed."""
+        key = json.dumps(request.facts, sort_keys=True, default=str)
+        if key not in inputs.tried:
+            changed = [n for n in request.facts.keys() | inputs.facts.keys()
+                       if request.facts.get(n) != inputs.facts.get(n)]
+            if len(changed) == 1:
+                one = request.model_copy(update={"facts": {changed[0]: request.facts.get(changed[0])}})
+                parsed, lists, _ = request_facts.parse_facts(self.bundle, compiled, one, fixed)
+                parsed = {**{k: v for k, v in inputs.parsed.items() if k != changed[0]}, **parsed}
+                lists = {**{k: v for k, v in inputs.lists.items() if k != changed[0]}, **lists}
+                prepared = self._prepare(compiled, as_at, request, parsed, lists, subject, True, inputs, changed[0])
+            else:
+                parsed, lists, _ = request_facts.parse_facts(self.bundle, compiled, request, fixed)
+                prepared = self._prepare(compiled, as_at, request, parsed, lists, subject, True)
+            given, pending = prepared[1], prepared[2]
+            inputs.tried[key] = (given, pending, compiled.run(given))
+        return inputs.tried[key]
 
     def decide_revision(self, request: DecisionRequest, revision: int, like: Decision | None = None) -> Decision:
         """The request decided by an earlier revision of the version it names (golden files keep
@@ -230,8 +233,8 @@ class Evaluator:
                 worked = base.uses[use.as_]
             else:
                 theirs = given.get(use.subject) if use.subject else subject
-                worked = self._sub_decision(use, as_at, request,
-                                            theirs if theirs in audiences.PARTY.values() else None, brief)
+                worked = self._sub_decision(use, as_at, request, theirs if theirs in audiences.PARTY.values() else None,
+                                            brief, None if base is None else base.uses[use.as_])
                 fed.update(results)
             uses[use.as_] = worked
             if isinstance(worked, MissingFact):  # no version of it applies: its result stays unknown
@@ -252,7 +255,7 @@ class Evaluator:
                 absent = [MissingFact(name=cl.spec.name, description=cl.spec.description, question=cl.spec.question)]
                 pending.update(dict.fromkeys(cl.spec.aggregates(), absent))
                 continue
-            if base is not None and cl.spec.name not in fed and fed.isdisjoint(cl.kinds):
+            if base is not None and cl.spec.name not in fed and fed.isdisjoint(n for r in cl.rules for n in r.tests):
                 judged[cl.spec.name] = base.judged[cl.spec.name]
             else:  # its items, or a value its rules read, changed
                 judged[cl.spec.name] = _judge_items(compiled, cl, items, given)
@@ -265,9 +268,10 @@ class Evaluator:
         return inputs, given, pending, subs, verdicts
 
     def _sub_decision(self, use: Uses, as_at: dt.date | None, request: DecisionRequest, subject: str | None,
-                      brief: bool) -> Worked | MissingFact:
+                      brief: bool, base: Worked | MissingFact | None = None) -> Worked | MissingFact:
         """The decision of a used policy on the same request (its own facts only), or, when no
-        version of it is in force on the date, why its result is unknown."""
+        version of it is in force on the date, why its result is unknown. `base`: its decision of
+        the case a brief re-decision varies, which it varies in turn when the version is the same."""
         names = self.bundle.request_names(use.policy)
         in_force = use.version == "in_force"
         version = self.bundle.latest_enacted(use.policy) if use.version == "latest_enacted" else use.version
@@ -281,6 +285,9 @@ class Evaluator:
                 raise
             return MissingFact(name=f"{use.as_}_outcome", description=exc.violations[0].description)
         compiled = self._pinned.get((use.policy, compiled.version.version), compiled)
+        if isinstance(base, Worked) and base.inputs is not None and base.decision.policy == trail.policy_ref(compiled):
+            given, pending, state = self._again(compiled, sub_as_at, sub_request, base.inputs, subject, dict(use.set))
+            return self._evaluate(compiled, sub_as_at, given, [], pending, [], {}, subject, True, state=state)
         worked = self._decide(compiled, sub_as_at, sub_request, fixed=dict(use.set), subject=subject, brief=brief)
         if not brief:
             worked.decision.rationale = explainer.rationale(compiled.version, worked.decision)

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from rules.engine.decision import UNDETERMINED
 from rules.language.checks import walk
-from rules.language.model import Fact, FactType, ParamType, PolicyVersion, Ref
+from rules.language.model import Add, Fact, FactType, ParamType, PolicyVersion, Ref, Sub
 from rules.language.values import date_code, date_from_code, months_code
 
 MAX_TRIES = 48  # decisions tried per request, for counterfactuals and for ordering questions each
@@ -82,10 +82,11 @@ def ask_order(facts: dict, missing: list[str], specs: dict[str, Fact], marks: di
     return sorted(missing, key=lambda n: (n not in score, score.get(n, 0), position[n]))
 
 
-def marks(pv: PolicyVersion, facts: dict, kinds: dict[str, FactType]) -> dict[str, set[int]]:
+def marks(pv: PolicyVersion, facts: dict, kinds: dict[str, FactType], derived: bool = True) -> dict[str, set[int]]:
     """Where a number or date fact's comparisons change: the thresholds its rules compare it with,
     each with its neighbours (dates as day ordinals). Relative dates ("born + 19 years") are placed
-    with the request's other facts."""
+    with the request's other facts. `derived`: also those of derived values that are the fact plus
+    or minus a constant."""
     out: dict[str, set[int]] = {}
     for rule in pv.rules:
         for cmp, _ in walk(rule.when, ()):
@@ -99,7 +100,42 @@ def marks(pv: PolicyVersion, facts: dict, kinds: dict[str, FactType]) -> dict[st
                 _relative(pv, cmp.fact, operand, facts, out)
             elif isinstance(operand, (int, dt.date)) and not isinstance(operand, bool):
                 _add(out, cmp.fact, operand.toordinal() if isinstance(operand, dt.date) else operand)
+    if derived:
+        _through_derived(pv, kinds, out)
     return out
+
+
+def _through_derived(pv: PolicyVersion, kinds: dict[str, FactType], out: dict[str, set[int]]) -> None:
+    """A derived number that is another value plus or minus a constant (`capped_income` is the income
+    itself below the cap) passes its thresholds on to that value, moved by the constant: the income
+    bands are then probed at once rather than found by bisection."""
+    for _ in pv.derived:  # one pass per link of the longest chain
+        for rule in pv.rules:
+            if rule.derive is None or rule.derive.name not in out or kinds.get(rule.derive.name) not in _ORDERED:
+                continue
+            linear = _linear(pv, rule.derive.value)
+            if linear is not None and kinds.get(linear[0]) in _ORDERED:
+                out.setdefault(linear[0], set()).update(p - linear[1] for p in out[rule.derive.name])
+
+
+def _linear(pv: PolicyVersion, expr: Any) -> tuple[str, int] | None:
+    """(name, c) for an expression that is `name + c` (c a whole constant or parameter), else None."""
+    def constant(e: Any) -> int | None:
+        if isinstance(e, Ref) and e.param:
+            return _param_point(pv, e.param)
+        return e if isinstance(e, int) and not isinstance(e, bool) else None
+
+    if isinstance(expr, Ref) and expr.fact and expr.plus_years is None and expr.plus_months is None:
+        return expr.fact, 0
+    if isinstance(expr, Sub):
+        inner, c = _linear(pv, expr.sub[0]), constant(expr.sub[1])
+        return None if inner is None or c is None else (inner[0], inner[1] - c)
+    if isinstance(expr, Add) and len(expr.add) == 2:
+        for a, b in (expr.add, expr.add[::-1]):
+            inner, c = _linear(pv, a), constant(b)
+            if inner is not None and c is not None:
+                return inner[0], inner[1] + c
+    return None
 
 
 def _add(out: dict, name: str, point: int | None) -> None:
