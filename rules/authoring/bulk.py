@@ -165,7 +165,7 @@ def _result(future: Any) -> Any:
 # --- progress ------------------------------------------------------------------------------------
 
 class Progress:
-    """Cases done on stderr: a line redrawn on a terminal; otherwise a line every tenth."""
+    """Cases done on stderr: a bar redrawn on a terminal; otherwise (CI, a log) a line every tenth."""
 
     def __init__(self, total: int, label: str, stream: TextIO | None = None):
         self.total, self.label, self.done = total, label, 0
@@ -177,7 +177,8 @@ class Progress:
     def advance(self, n: int) -> None:
         self.done += n
         if self.tty:
-            self.stream.write(f"\r{self._line()}")
+            filled = 24 * self.done // self.total if self.total else 24
+            self.stream.write(f"\r[{'#' * filled}{' ' * (24 - filled)}] {self._line():<72}")  # padded: no stale tail
             self.stream.flush()
             return
         tenth = 10 * self.done // self.total if self.total else 10
