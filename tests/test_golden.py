@@ -29,6 +29,7 @@ def _grpc(stub, req: dict) -> dict:
     facts.update(req.get("facts", {}))
     message = pb.DecideRequest(policy=req["policy"], version=req.get("version", ""),
                                as_at=str(req.get("as_at", "")), facts=facts,
+                               include_counterfactuals=req.get("counterfactuals", True),  # a golden case pins them
                                **wire_enums(req))
     return _as_engine_dump(stub.Decide(message))
 

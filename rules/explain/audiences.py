@@ -33,7 +33,7 @@ from rules.engine.decision import (
     MissingFact,
 )
 from rules.explain import explainer
-from rules.language.model import PARTIES, PLACEHOLDER, WhoseFact
+from rules.language.model import PARTIES, PLACEHOLDER, ItemList, WhoseFact
 
 PARTY: dict[Audience | None, str] = {Audience.RECEIVING_PARENT: "receiving_parent", Audience.PAYING_PARENT: "paying_parent"}
 AUDIENCE = {party: audience for audience, party in PARTY.items()}
@@ -67,7 +67,10 @@ def owners(declarations: Sequence[tuple], request: DecisionRequest) -> frozenset
 
 
 def sensitive(declarations: Sequence[tuple]) -> bool:
-    return any(spec.sensitive or any(f.sensitive for f in getattr(spec, "facts", ())) for spec, _ in declarations)
+    # isinstance, not getattr(spec, "facts", ()): a pydantic model's missing attribute raises and
+    # catches inside __getattr__, which was a sixth of a fee decision (this runs per fact and reader).
+    return any(spec.sensitive or (isinstance(spec, ItemList) and any(f.sensitive for f in spec.facts))
+               for spec, _ in declarations)
 
 
 def reader_facts(declared: dict[str, list[tuple]], request: DecisionRequest, reader: Audience) -> dict:

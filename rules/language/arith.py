@@ -54,11 +54,16 @@ def fact_names(expr: Expr | None) -> list[str]:
     return [r.fact for r in refs(expr) if isinstance(r, Ref) and r.fact]
 
 
+# An operation's operands by its type: hasattr on a pydantic model that lacks the field raises
+# and catches inside __getattr__, slow on the path every amount is worked out on.
+_OPERANDS = {Add: "add", Sub: "sub", Mul: "mul", Div: "div", MinOf: "min", MaxOf: "max"}
+
+
 def _parts(expr) -> tuple:
-    for field in ("add", "sub", "mul", "div", "min", "max"):
-        if hasattr(expr, field):
-            return getattr(expr, field)
-    raise AssertionError(expr)
+    field = _OPERANDS.get(type(expr))
+    if field is None:
+        raise AssertionError(expr)
+    return getattr(expr, field)
 
 
 def number(value: Any) -> Fraction:
