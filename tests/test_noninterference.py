@@ -107,12 +107,12 @@ def _deciding_rule_only(monkeypatch):
     real = Evaluator._reading
     monkeypatch.setattr(Evaluator, "_told_rule", staticmethod(lambda *args: None))
 
-    def reading(self, compiled, as_at, request, worked, declared, reader):
+    def reading(self, compiled, as_at, request, worked, declared, reader, *earlier):
         if worked.root is not None:
             hidden = set(request.facts) - set(audiences.reader_facts(declared, request, reader))
             if not compiled.sources_of(compiled.rules[worked.root].reads) & hidden:
                 declared = {}  # nothing counts as sensitive
-        return real(self, compiled, as_at, request, worked, declared, reader)
+        return real(self, compiled, as_at, request, worked, declared, reader, *earlier)
     monkeypatch.setattr(Evaluator, "_reading", reading)
 
 

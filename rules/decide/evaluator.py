@@ -98,7 +98,9 @@ class Evaluator:
             decision.counterfactuals = counterfactuals.counterfactuals(self.bundle, compiled, request, worked,
                                                                        self._redecide(compiled, as_at, base=worked))
         declared = self.bundle.declared(compiled.version.policy)
-        readings = [self._reading(compiled, as_at, request, worked, declared, reader) for reader in PARENTS]
+        readings: list[audiences.Reading] = []
+        for reader in PARENTS:
+            readings.append(self._reading(compiled, as_at, request, worked, declared, reader, readings))
         parents = [audiences.parent_explanation(compiled, decision, request, r) for r in readings]
         audiences.mark_shown(decision.counterfactuals, parents)
         decision.disclosure_risks = audiences.disclosure_risks(
@@ -110,9 +112,10 @@ class Evaluator:
         return decision
 
     def _reading(self, compiled: CompiledPolicy, as_at: dt.date | None, request: DecisionRequest, worked: Worked,
-                 declared: dict, reader: Audience) -> audiences.Reading:
+                 declared: dict, reader: Audience, earlier: list[audiences.Reading]) -> audiences.Reading:
         """The decision as `reader` may know it: decided again on their reader's request (unless it
-        is the whole request), with their own counterfactuals or questions worked out on it alone."""
+        is the whole request, or another parent's reader's request already decided), with their own
+        counterfactuals or questions worked out on it alone."""
         facts = audiences.reader_facts(declared, request, reader)
         own = request if len(facts) == len(request.facts) else request.model_copy(update={"facts": facts})
         # The whole request's decision serves when it is decided: on the same facts a parent's first
@@ -120,8 +123,11 @@ class Evaluator:
         same = own is request and worked.root is not None
         told = None if worked.root is None else worked.decision
         tried = worked.inputs.tried if worked.inputs is not None else None
-        seen = worked if same else self._decide(compiled, as_at, own, for_parent=True, told=told, tried=tried)
-        reading = audiences.Reading(reader, facts, seen.decision, seen.known, decides=seen.decided)
+        # Both parents often read the same facts (e.g. the applicant's when nobody is the subject):
+        # the same reader's request comes to the same decision, so it is decided once.
+        twin = next((r.seen for r in earlier if r.facts == facts), None)
+        seen = worked if same else twin or self._decide(compiled, as_at, own, for_parent=True, told=told, tried=tried)
+        reading = audiences.Reading(reader, facts, seen.decision, seen.known, decides=seen.decided, seen=seen)
         if worked.decision.outcome == UNDETERMINED:
             reading.questions = audiences.own_questions(declared, request, reader, seen.decision.missing_facts)
         elif reading.settled and request.counterfactuals and compiled.version.tell.counterfactuals:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rules.engine.compiler import CompiledPolicy
 from rules.engine.decision import (
@@ -91,6 +92,7 @@ class Reading:
     decides: bool = True  # their facts alone decide it (not only explain the outcome they are told)
     changes: list[Counterfactual] = field(default_factory=list)  # the reader's own "what would change it"
     questions: list[MissingFact] = field(default_factory=list)  # the reader's own facts still needed
+    seen: Any = None  # the Worked decision it came from (for the other parent's reading of the same facts)
 
     @property
     def settled(self) -> bool:
