@@ -7,6 +7,7 @@ call durably, and one that burns a given CPU time per call.
     throughput(target, method, payloads, clients, seconds)     -> calls/s with p50/p99 and errors
     saturate(target, method, payloads, seconds)                -> the best calls/s over client counts
     saturate_in_turn({name: (target, method, payloads, counts)}, seconds) -> the same, targets taking turns
+    alternating({name: (target, method, payloads, pids)}, n)   -> latency() of each in turns, and server CPU a call
 
 Both servers are measured by the same client code on raw bytes (identity serializers), so the
 client's cost is the same for each; build Decide payloads with decide_payloads(). Client and
@@ -40,6 +41,7 @@ ECHO = "/bench.Echo/Echo"
 DECIDE = "/cms.policy.v1.PolicyDecisionService/Decide"
 CALL_TIMEOUT = 10.0  # seconds; a call that takes longer counts as an error (DEADLINE_EXCEEDED)
 _spawn = mp.get_context("spawn")
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -224,9 +226,10 @@ def start_service(workdir: Path, extra_args: list[str], timeout: float = 60) -> 
 
 # --- payloads ------------------------------------------------------------------------------------
 
-def decide_payloads(policy: str, version: str | None = None, omit_counterfactuals: bool = True) -> list[bytes]:
+def decide_payloads(policy: str, version: str | None = None, include_counterfactuals: bool = False) -> list[bytes]:
     """Serialized DecideRequests from the golden cases of `policy` (tests/golden/POLICY/VERSION;
-    every version if None), as test_golden.py builds them."""
+    every version if None), as test_golden.py builds them; default Decides unless
+    `include_counterfactuals`."""
     from cms_policy.v1 import policy_pb2 as pb
     out = []
     for path in sorted(GOLDEN.glob(f"{policy}/{version or '*'}/*.yaml")):
@@ -235,7 +238,7 @@ def decide_payloads(policy: str, version: str | None = None, omit_counterfactual
         facts.update(req.get("facts", {}))
         message = pb.DecideRequest(policy=req["policy"], version=str(req.get("version", "")),
                                    as_at=str(req.get("as_at", "")), facts=facts,
-                                   omit_counterfactuals=omit_counterfactuals,
+                                   include_counterfactuals=include_counterfactuals,
                                    **{k: prefix + req[k] for k, prefix in WIRE_PREFIXES.items() if k in req})
         out.append(message.SerializeToString())
     if not out:
@@ -243,17 +246,21 @@ def decide_payloads(policy: str, version: str | None = None, omit_counterfactual
     return out
 
 
-def corpus_payloads(policy: str, version: str, count: int = 500, omit_counterfactuals: bool = True) -> list[bytes]:
-    """Serialized DecideRequests of `count` synthetic requests (rules/authoring/corpus.py, shaped by the
-    review's figures), pinned to `version`: the realistic mix, where golden cases are edge cases."""
-    from cms_policy.v1 import policy_pb2 as pb
+def corpus_facts(policy: str, count: int = 500) -> list[dict]:
+    """The facts of `count` synthetic requests (rules/authoring/corpus.py, shaped by the review's
+    figures): the realistic mix, where golden cases are edge cases."""
     from rules.authoring import corpus
+    return [case["facts"] for case in corpus.generate(policy, count)]
+
+
+def corpus_payloads(policy: str, version: str, count: int = 500) -> list[bytes]:
+    """Serialized default DecideRequests (no options) of corpus_facts(policy, count), pinned to `version`."""
+    from cms_policy.v1 import policy_pb2 as pb
     out = []
-    for case in corpus.generate(policy, count):
+    for case in corpus_facts(policy, count):
         facts = struct_pb2.Struct()
-        facts.update(case["facts"])
-        out.append(pb.DecideRequest(policy=policy, version=version, facts=facts,
-                                    omit_counterfactuals=omit_counterfactuals).SerializeToString())
+        facts.update(case)
+        out.append(pb.DecideRequest(policy=policy, version=version, facts=facts).SerializeToString())
     return out
 
 
@@ -274,6 +281,38 @@ def latency(target: str, method: str, payloads: list[bytes], n: int, warmup: int
             call(payload, timeout=CALL_TIMEOUT)
             out.append(time.perf_counter() - started)
     return out
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU time (every thread) that the processes `pids` have used so far: fields 14
+    and 15 of /proc/<pid>/stat, in clock ticks. A process that has gone counts nothing."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 counting from 1)
+    return total / _TICK
+
+
+def alternating(targets: dict[str, tuple[str, str, list[bytes], list]], n: int,
+                block: int = 250) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """latency() of each target (name: target, method, payloads, server pids), `n` calls each in
+    alternating blocks (so drift in the machine's load hits each alike); and each one's server CPU
+    seconds per call (cpu_seconds() around each block, its warm-up calls counted: ticks of 10 ms,
+    so only a whole run's sum means much)."""
+    warmup, blocks = 20, max(n // block, 1)
+    out: dict[str, list[float]] = {name: [] for name in targets}
+    cpu = dict.fromkeys(targets, 0.0)
+    for _ in range(blocks):
+        for name, (target, method, payloads, pids) in targets.items():
+            before = cpu_seconds(pids)
+            out[name] += latency(target, method, payloads, block, warmup=warmup)
+            cpu[name] += cpu_seconds(pids) - before
+    calls = blocks * (block + warmup + 1)  # latency() first waits for the server with one call
+    return out, {name: seconds / calls for name, seconds in cpu.items()}
 
 
 def _client_process(target, method, payloads, threads, seconds, warmup, barrier, results) -> None:

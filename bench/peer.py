@@ -4,7 +4,6 @@
     start_cerbos(workdir)          -> the server, with .target, .pid, .audit_log and .stop()
     check_payloads(facts_list)     -> serialized CheckResourcesRequests, one per case
     outcome(response_bytes)        -> the outcome its one allowed action stands for
-    cpu_seconds(pids)              -> user + system CPU of processes so far (/proc/<pid>/stat)
 
 Requests are built with the generated stubs of the `cerbos` package and sent as raw bytes by the
 same client code as ours (load.latency), so that one client code path measures both services.
@@ -36,7 +35,6 @@ HEALTH = "/grpc.health.v1.Health/Check"  # both servers serve it; an empty reque
 HEALTH_REQUEST = b""  # grpc.health.v1.HealthCheckRequest(service=""), serialized
 # The policy's actions, one allowed per case, and the outcomes they stand for.
 OUTCOMES = {"not_applicable": "NOT_APPLICABLE", "waived": "WAIVED", "fee_payable": "FEE_PAYABLE"}
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:  # as load.free_port: this module stands alone (tests import it as bench.peer)
@@ -118,17 +116,3 @@ def outcome(response: bytes) -> str:
     if len(allowed) != 1:
         raise ValueError(f"expected exactly one allowed action, got {sorted(allowed)}")
     return OUTCOMES[allowed[0]]
-
-
-def cpu_seconds(pids) -> float:
-    """User + system CPU time (every thread) that the processes `pids` have used so far: fields 14
-    and 15 of /proc/<pid>/stat, in clock ticks. A process that has gone counts nothing."""
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 counting from 1)
-    return total / _TICK

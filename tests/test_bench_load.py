@@ -18,7 +18,9 @@ def _gone(pid: int) -> bool:
 
 def test_echo_and_decide(tmp_path):
     payloads = load.decide_payloads("application_fee", "2017")
-    assert payloads and pb.DecideRequest.FromString(payloads[0]).omit_counterfactuals
+    first = pb.DecideRequest.FromString(payloads[0])  # a default Decide: no counterfactuals, no options
+    assert payloads and not first.include_counterfactuals and not first.omit_counterfactuals
+    assert pb.DecideRequest.FromString(load.decide_payloads("application_fee", "2017", True)[0]).include_counterfactuals
 
     echo = load.start_echo(2)
     try:

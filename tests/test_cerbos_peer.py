@@ -42,7 +42,7 @@ def test_the_same_client_measures_it_and_its_audit_log_records_decisions(cerbos)
     payloads = peer.check_payloads([facts for _, facts, _ in DECIDED[:3]])
     assert len(load.latency(cerbos.target, peer.CHECK, payloads, 5, warmup=1)) == 5
     assert len(load.latency(cerbos.target, peer.HEALTH, [peer.HEALTH_REQUEST], 3, warmup=0)) == 3
-    assert peer.cpu_seconds([cerbos.pid]) > 0
+    assert load.cpu_seconds([cerbos.pid]) > 0  # its start-up at least
 
     def decisions() -> list[dict]:  # the file backend writes in the background
         lines = cerbos.audit_log.read_text().splitlines() if cerbos.audit_log.exists() else []
@@ -57,3 +57,16 @@ def test_no_allowed_action_is_an_error():
     response = response_pb2.CheckResourcesResponse(results=[response_pb2.CheckResourcesResponse.ResultEntry()])
     with pytest.raises(ValueError, match="exactly one"):
         peer.outcome(response.SerializeToString())
+
+
+def test_the_bench_round_measures_it_beside_an_echo(cerbos):
+    """bench.py's sequential round: Cerbos and an echo in alternating blocks, with server CPU per call."""
+    echo = load.start_echo(1)
+    try:
+        payloads = peer.check_payloads([facts for _, facts, _ in DECIDED])
+        latencies, cpu = load.alternating({"echo": (echo.target, load.ECHO, payloads, echo.pids),
+                                           "Cerbos": (cerbos.target, peer.CHECK, payloads, [cerbos.pid])}, 40, block=20)
+    finally:
+        echo.stop()
+    assert {name: len(samples) for name, samples in latencies.items()} == {"echo": 40, "Cerbos": 40}
+    assert set(cpu) == {"echo", "Cerbos"} and all(seconds >= 0 for seconds in cpu.values())
