@@ -151,10 +151,11 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
         except Exception as exc:  # never return a decision that is not recorded
             log.error("decision not recorded", extra={**_decision_fields(decision), "error": _error_text(exc)})
             context.abort(grpc.StatusCode.UNAVAILABLE, "the decision could not be recorded; try again")
-        done = time.perf_counter()
-        _log_after_reply(context, [self._decided(decision, done - started, done - decided)])
+        recorded = time.perf_counter()
         reply = convert.decision(convert.viewed(decision, request.view))
         self._sized(request, reply.ByteSize())
+        done = time.perf_counter()  # latency_ms spans the whole handler, the reply's message included
+        _log_after_reply(context, [self._decided(decision, done - started, recorded - decided)])
         return reply
 
     def _sized(self, request: pb.DecideRequest, size: int) -> None:
