@@ -748,13 +748,15 @@ def chart(impact: Impact, bundle, path: Path) -> None:
 # --- measuring a bulk run ------------------------------------------------------------------------
 
 def measure_impact(count: int, workers: int | None = None, scheduler: str | None = None,
-                   old: str = "application_fee/2017", new: str = "application_fee/review-2023") -> dict:
+                   old: str = "application_fee/2017", new: str = "application_fee/review-2023",
+                   progress: bool = False) -> dict:
     """Time the impact of `count` synthetic cases through Dask (a local cluster unless `scheduler`
     is given; its start-up is timed too) and sample the resident memory of this process and of its
     child processes (the local workers) twice a second. Returns seconds, cases, peak_rss_mib (this
     process and its workers together), client_peak_rss_mib, worker_peak_rss_mib (the largest one)
     and the total, client and largest worker's at each tenth of the run (rss_mib_by_tenth,
-    client_rss_mib_by_tenth, worker_rss_mib_by_tenth: flat if memory does not grow with the cases)."""
+    client_rss_mib_by_tenth, worker_rss_mib_by_tenth: flat if memory does not grow with the cases).
+    `progress`: the progress line on stderr."""
     import threading
 
     import psutil  # type: ignore[import-untyped]  # comes with distributed; no stubs installed
@@ -778,7 +780,8 @@ def measure_impact(count: int, workers: int | None = None, scheduler: str | None
     sampler.start()
     try:
         with bulk.cluster(workers, scheduler, count, sensitive=False) as client:
-            impact = compare_bulk(client, policy_dir, bundle, policy, a, b, synthetic=(count, corpus.DEFAULT_SEED))
+            impact = compare_bulk(client, policy_dir, bundle, policy, a, b, synthetic=(count, corpus.DEFAULT_SEED),
+                                  progress=bulk.Progress(count, "impact") if progress else None)
     finally:
         stop.set()
         sampler.join()
