@@ -4,7 +4,9 @@ Both decide the same case again on other facts, briefly, through a `Redecide` th
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rules.decide import facts as request_facts
@@ -66,22 +68,64 @@ def comparisons_only(bundle: Bundle, compiled: CompiledPolicy, facts: dict[str, 
     version and revision of the policies it uses), the verdicts of those comparisons for a value of
     it, the request's other facts as they are; None for a fact read otherwise (arithmetic, a used
     policy's subject or date, a comparison with a derived value)."""
-    versions, todo, seen = [compiled], [u.policy for u in compiled.version.uses], set()
-    while todo:
-        policy = todo.pop()
-        if policy in seen:
-            continue
-        seen.add(policy)
-        for c in bundle.versions(policy):
-            versions += [c, *bundle.earlier_revisions(policy, c.version.version)]
-            todo += [u.policy for u in c.version.uses]
     other = {n: values.parse(specs[n], v) for n, v in facts.items() if n in specs}
-    return {name: _verdicts(versions, compiled, name, specs[name], other) for name in names}
+    out: dict[str, Callable[[Any], tuple] | None] = {}
+    for name in names:
+        compared = _compared(bundle, compiled, name, specs[name].type)
+        if compared is None:
+            out[name] = None
+            continue
+        tests = [_test(c, other) for c in compared]
+        out[name] = _verdicts([t for t in tests if t is not None])
+    return out
 
 
-def _verdicts(versions: list[CompiledPolicy], top: CompiledPolicy, name: str, spec: Fact,
-              other: dict[str, Any]) -> Callable[[Any], tuple] | None:
-    tests: list[Callable[[Any], bool]] = []
+def _verdicts(tests: list[Callable[[Any], bool]]) -> Callable[[Any], tuple]:
+    return lambda value: tuple(test(_coded(value)) for test in tests)
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """A comparison reading a fact: `fact op operand`, the operand a constant (coded) or another date
+    fact (`there`) shifted, the fact on the left or (not `left`) the operand's."""
+    op: Callable[[Any, Any], bool]
+    constant: Any = None
+    there: str | None = None
+    shift: int = 0
+    left: bool = True
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "in": lambda a, b: a in b, "not_in": lambda a, b: a not in b,
+    "any_in": lambda a, b: bool(set(a) & set(b))}
+# What `_compared` found, by bundle (the versions a fact is read in) and (ruleset, fact).
+_COMPARED: weakref.WeakKeyDictionary[Bundle, dict[tuple[str, str], tuple[_Comparison, ...] | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _compared(bundle: Bundle, compiled: CompiledPolicy, name: str, kind: FactType) -> tuple[_Comparison, ...] | None:
+    """Every comparison reading `name` that `compiled` or a policy it uses (any version or revision)
+    may make, or None if one of them reads it otherwise (or compares it in a way not told here)."""
+    known = _COMPARED.setdefault(bundle, {})
+    key = (compiled.ruleset, name)
+    if key not in known:
+        versions, todo, seen = [compiled], [u.policy for u in compiled.version.uses], set()
+        while todo:
+            policy = todo.pop()
+            if policy in seen:
+                continue
+            seen.add(policy)
+            for c in bundle.versions(policy):
+                versions += [c, *bundle.earlier_revisions(policy, c.version.version)]
+                todo += [u.policy for u in c.version.uses]
+        known[key] = _comparisons(versions, compiled, name, kind)
+    return known[key]
+
+
+def _comparisons(versions: list[CompiledPolicy], top: CompiledPolicy, name: str, kind: FactType
+                 ) -> tuple[_Comparison, ...] | None:
+    found = []
     for c in versions:
         pv = c.version
         if any(u.subject == name for u in pv.uses) or (c is not top and name == pv.as_at_fact):
@@ -90,47 +134,46 @@ def _verdicts(versions: list[CompiledPolicy], top: CompiledPolicy, name: str, sp
             if any(name in arith.fact_names(e) for _, e in expressions(rule.rule)):
                 return None  # arithmetic reads it
             for cmp, _ in walk(rule.rule.when, ()):
-                test = _test(pv, cmp, name, spec, other)
-                if test is False:
+                operand = cmp.operand
+                if cmp.fact != name and not (isinstance(operand, Ref) and operand.fact == name):
+                    continue
+                comparison = _comparison(pv, cmp, name, kind)
+                if comparison is None:
                     return None
-                if test is not None:
-                    tests.append(test)
-    return lambda value: tuple(test(value) for test in tests)
+                found.append(comparison)
+    return tuple(found)
 
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "in": lambda a, b: a in b, "not_in": lambda a, b: a not in b,
-    "any_in": lambda a, b: bool(set(a) & set(b))}
-
-
-def _test(pv: PolicyVersion, cmp: Compare, name: str, spec: Fact, other: dict[str, Any]
-          ) -> Callable[[Any], bool] | bool | None:
-    """How a comparison judges a value of `name`: a test of it; None if it does not read it (or is
-    unknown with the request's other facts, whatever the value); False if it cannot be told here."""
-    operand = cmp.operand
-    if cmp.fact != name and not (isinstance(operand, Ref) and operand.fact == name):
+def _comparison(pv: PolicyVersion, cmp: Compare, name: str, kind: FactType) -> _Comparison | None:
+    """How a comparison reading `name` judges it, or None if that is not told here: the engine's own
+    reading of a list, a fact against itself, a derived value, aggregate or item fact, or a fact a
+    used policy is given otherwise."""
+    op, operand = cmp.op, cmp.operand
+    if (kind is FactType.ENUM_LIST) != (op == "any_in") or (isinstance(operand, Ref) and cmp.fact == operand.fact):
         return None
-    if (spec.type is FactType.ENUM_LIST) != (cmp.op == "any_in") or (isinstance(operand, Ref) and
-                                                                      cmp.fact == operand.fact):
-        return False  # the engine's own reading of a list, or a fact against itself
-    op = _OPS[cmp.op]
     if not isinstance(operand, Ref):
-        return lambda v: op(_coded(v), _coded(operand))
+        return _Comparison(_OPS[op], constant=_coded(operand))
     if operand.param:
-        param = _coded(pv.parameters[operand.param].value)
-        return lambda v: op(_coded(v), param)
-    # a date compared with another date fact, shifted: both in the engine's date code
-    shift = months_code(*(pv.parameters[s.param].value if isinstance(s, Ref) else (s or 0)
-                          for s in (operand.plus_years, operand.plus_months)))
+        return _Comparison(_OPS[op], constant=_coded(pv.parameters[operand.param].value))
     there = cmp.fact if operand.fact == name else operand.fact
     if there not in {f.name for f in pv.facts} or any(there in u.set for u in pv.uses):
-        return False  # a derived value, aggregate or item fact, or one a used policy is given otherwise
-    if there not in other:
-        return None  # unknown whatever the value
-    if operand.fact == name:
-        return lambda v: op(_coded(other[there]), _coded(v) + shift)
-    return lambda v: op(_coded(v), _coded(other[there]) + shift)
+        return None
+    shift = months_code(*(pv.parameters[s.param].value if isinstance(s, Ref) else (s or 0)
+                          for s in (operand.plus_years, operand.plus_months)))
+    return _Comparison(_OPS[op], there=there, shift=shift, left=cmp.fact == name)
+
+
+def _test(c: _Comparison, other: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """The comparison as a test of a (coded) value, with the request's other facts; None if it is
+    unknown whatever the value (the other date fact is not given)."""
+    if c.there is None:
+        return lambda v: c.op(v, c.constant)
+    if c.there not in other:
+        return None
+    there = _coded(other[c.there])
+    if c.left:
+        return lambda v: c.op(v, there + c.shift)
+    return lambda v: c.op(there, v + c.shift)
 
 
 def _coded(value: Any) -> Any:
