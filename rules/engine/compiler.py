@@ -10,21 +10,24 @@ matched at once is, in one round.
 Each policy rule becomes two engine rules, one matching when its condition is
 definitely true and one when it is definitely false (three-valued logic: a
 comparison on a missing fact is neither; a flag's false form is never read, so
-a flag has none). Their actions record the verdict and the fact values the
-engine matched. A rule is true only if the values its arithmetic and
-because-text read exist too: the engine checks those in the working fact, and
-the actions check those resolved in its own round or later ("deferred"). A
-last, lowest-priority rule in each stratum resolves that stratum's derived
-values by the first-hit policy, in dependency order, and asserts the next
-working fact, so the engine chains the strata itself; in the top stratum it
-marks the session complete (and doubles as the catch-all the engine needs).
+a flag has none; a rule with no condition has nothing to match, so none).
+Their actions record the verdict and the fact values the engine matched. A
+rule is true only if the values its arithmetic and because-text read exist
+too: the engine checks those in the working fact, the closes those resolved in
+the rule's own round or later ("deferred"; all of them for a rule with no
+condition). A last, lowest-priority rule in each stratum (its close) resolves
+that stratum's derived values by the first-hit policy, in dependency order,
+with arithmetic compiled once per version, and asserts the next working fact,
+so the engine chains the strata itself; in the top stratum it marks the
+session complete (and doubles as the catch-all the engine needs).
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -33,17 +36,26 @@ from rules.engine.hitpolicy import first_hit
 from rules.language import arith
 from rules.language.checks import needs, tested, value_types
 from rules.language.model import (
+    Add,
     AllOf,
     AnyOf,
     Compare,
     Condition,
+    Div,
+    Expr,
     Fact,
     FactType,
     ItemList,
+    Lookup,
+    MaxOf,
+    MinOf,
+    Mul,
     NotOf,
+    PercentOf,
     PolicyVersion,
     Ref,
     Rule,
+    Sub,
 )
 from rules.language.values import count_key, date_code, encode, months_code
 
@@ -91,7 +103,14 @@ class CompiledRule:
     tests: tuple[str, ...]  # facts and derived values the rule reads (condition, arithmetic, because-text)
     reads: tuple[str, ...]  # those its condition and arithmetic read
     condition_reads: tuple[str, ...]  # those its condition reads
-    deferred: tuple[str, ...] = ()  # derived values in `tests` resolved in the rule's stratum or later
+    # What a close checks before the rule is true: the derived values in `tests` resolved in the
+    # rule's stratum or later; for a rule with no condition (no engine rule), all of `tests`.
+    deferred: tuple[str, ...] = ()
+
+    @property
+    def in_close(self) -> bool:
+        """Whether a close settles the rule's truth (after the engine matched its condition, if any)."""
+        return bool(self.deferred) or self.rule.when is None
 
     @property
     def conclusion(self) -> Any:
@@ -190,7 +209,8 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
 
     definition: dict[str, dict] = {}
     for cr in rules:
-        definition.update(_engine_rules(f"r{cr.index}", cr, [WORKING, {"_k": cr.stratum}], leaf))
+        if cr.rule.when is not None:  # a rule with no condition has nothing for the engine to match
+            definition.update(_engine_rules(f"r{cr.index}", cr, [WORKING, {"_k": cr.stratum}], leaf))
     # Each stratum's derived values in dependency order: one may read another resolved before it.
     ordered = sorted(pv.derived, key=lambda d: depth[f"derived:{d.name}"])
     # The true rules in the order one stratum per depth fired them in: the trail's order.
@@ -212,11 +232,15 @@ def compile_policy(pv: PolicyVersion, content_hash: str) -> CompiledPolicy:
     return compiled
 
 
-def _rule(index: int, rule: Rule, stratum: int, types: dict[str, FactType], level: dict[str, int]) -> CompiledRule:
+def _rule(index: int, rule: Rule, stratum: int, types: dict[str, FactType],
+          level: dict[str, int] | None = None) -> CompiledRule:
+    """`level`: the stratum whose close resolves each derived value (None for an item list's rule:
+    an item's session has no closes, and the engine matches every rule)."""
     tests = tuple(needs(rule, types))
+    deferred = () if level is None else tests if rule.when is None else \
+        tuple(n for n in tests if level.get(n, -1) >= stratum)
     return CompiledRule(index=index, rule=rule, stratum=stratum, tests=tests, reads=tuple(needs(rule)),
-                        condition_reads=tuple(dict.fromkeys(tested(rule.when))),
-                        deferred=tuple(n for n in tests if level.get(n, -1) >= stratum))
+                        condition_reads=tuple(dict.fromkeys(tested(rule.when))), deferred=deferred)
 
 
 def _sources(pv: PolicyVersion) -> dict[str, frozenset[str]]:
@@ -256,7 +280,7 @@ def _engine_rules(name: str, cr: CompiledRule, scope: list[dict], leaf: _LeafCom
 
 def _compile_list(pv: PolicyVersion, lst: ItemList, ruleset: str) -> CompiledList:
     kinds = {f.name: f.type for f in pv.facts} | {f.name: f.type for f in lst.facts}
-    rules = tuple(_rule(i, r, 0, kinds, {}) for i, r in enumerate(lst.rules))
+    rules = tuple(_rule(i, r, 0, kinds) for i, r in enumerate(lst.rules))
     leaf = _LeafCompiler(pv, kinds)
     definition: dict[str, dict] = {}
     for cr in rules:
@@ -345,11 +369,11 @@ def _verdict(cr: CompiledRule, holds: bool) -> durable_host.Action:
 
 
 def _settle(state: dict, rules: list[CompiledRule], known: dict, true: set[int]) -> None:
-    """The verdicts of rules whose condition held and whose deferred values are now resolved:
-    true if those values exist (else unknown, as for a missing fact), with the values read."""
+    """The verdicts of rules whose condition held (or that have none) and whose deferred values are
+    now resolved: true if those values exist (else unknown, as for a missing fact), with the values read."""
     pending = state.get(_PENDING, ())
     for cr in rules:
-        if cr.index in pending and all(n in known for n in cr.deferred):
+        if (cr.index in pending or cr.rule.when is None) and all(n in known for n in cr.deferred):
             true.add(cr.index)
             state.setdefault(_TRUE, []).append(cr.index)
             state.setdefault(_USED, {})[cr.index] = {n: known[n] for n in cr.tests if n in known}
@@ -359,10 +383,12 @@ def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list,
             last: bool) -> durable_host.Action:
     candidates = {d.name: [(r.index, r.conclusion) for r in rules if r.rule.derive and r.rule.derive.name == d.name]
                   for d in resolving}
-    awaiting = {d.name: [r for r in rules if r.deferred and r.rule.derive and r.rule.derive.name == d.name]
+    worked = {r.index: _worker(r.conclusion, pv) for d in resolving for r in rules
+              if r.rule.derive and r.rule.derive.name == d.name and not isinstance(r.conclusion, (bool, str))}
+    awaiting = {d.name: [r for r in rules if r.in_close and r.rule.derive and r.rule.derive.name == d.name]
                 for d in resolving}
     # Outcome and flag rules are read only once the session is complete: settled in the last close.
-    concluding = [r for r in rules if r.deferred and not r.rule.derive] if last else []
+    concluding = [r for r in rules if r.in_close and not r.rule.derive] if last else []
 
     def close(state: dict, assert_fact) -> None:
         known = dict(state["fact"])
@@ -373,9 +399,8 @@ def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list,
             if hit.unknown:
                 state.setdefault(_BLOCKED, {})[d.name] = list(hit.blockers)
             elif hit.index is not None:
-                value = rules[hit.index].conclusion
-                if not isinstance(value, (bool, str)):
-                    value = arith.store(d.type, arith.evaluate(value, pv, known.__getitem__))
+                work = worked.get(hit.index)
+                value = rules[hit.index].conclusion if work is None else arith.store(d.type, work(known))
                 known[d.name] = state.setdefault(_DERIVED, {})[d.name] = value
                 state.setdefault(_VIA, {})[d.name] = hit.index
             elif d.default is not None:
@@ -389,6 +414,69 @@ def _closer(pv: PolicyVersion, rules: tuple[CompiledRule, ...], resolving: list,
         known["_k"] += 1
         assert_fact(known)
     return close
+
+
+def _worker(expr: Expr, pv: PolicyVersion) -> Callable[[Mapping[str, Any]], Fraction | int]:
+    """`expr` as a function of the known values, worth what arith.evaluate gives (exact: an int
+    while every step is whole, else a Fraction), its parameters and tables read once: the closes
+    work derived values out in every session, and arith.evaluate's walk and Fractions cost most."""
+    if isinstance(expr, bool):
+        raise AssertionError("booleans are not numbers")
+    if isinstance(expr, int):
+        return lambda known: expr
+    if isinstance(expr, Ref) and expr.param:
+        constant = _whole(arith.number(pv.parameters[expr.param].value))
+        return lambda known: constant
+    if isinstance(expr, Ref):
+        name = expr.fact
+        return lambda known: _whole(arith.number(value)) if isinstance(value := known[name], str) else int(value)
+    if isinstance(expr, PercentOf):
+        percent, of = _worker(expr.percent, pv), _worker(expr.of, pv)
+        return lambda known: Fraction(percent(known) * of(known), 100)
+    if isinstance(expr, Lookup):
+        table = tuple(tuple(_whole(arith.number(cell)) for cell in row) for row in pv.parameters[expr.lookup].value)
+        row, column = (_index(e, pv) for e in (expr.row, expr.column))
+        return lambda known: (cells := table[min(row(known), len(table) - 1)])[min(column(known), len(cells) - 1)]
+    parts = [_worker(p, pv) for p in getattr(expr, _OPERANDS[type(expr)])]
+    if isinstance(expr, Add):
+        return lambda known: sum(p(known) for p in parts)
+    if isinstance(expr, Sub):
+        first, second = parts
+        return lambda known: first(known) - second(known)
+    if isinstance(expr, Mul):
+        def product(known: Mapping[str, Any]) -> Fraction | int:
+            out = 1
+            for p in parts:
+                out *= p(known)
+            return out
+        return product
+    if isinstance(expr, Div):
+        def quotient(known: Mapping[str, Any]) -> Fraction:
+            divisor = parts[1](known)
+            if divisor == 0:
+                raise arith.ExpressionError("division by zero")
+            return Fraction(parts[0](known), divisor)
+        return quotient
+    if isinstance(expr, MinOf):
+        return lambda known: min(p(known) for p in parts)
+    if isinstance(expr, MaxOf):
+        return lambda known: max(p(known) for p in parts)
+    raise AssertionError(expr)
+
+
+_OPERANDS = {Add: "add", Sub: "sub", Mul: "mul", Div: "div", MinOf: "min", MaxOf: "max"}
+
+
+def _whole(x: Fraction) -> Fraction | int:
+    return x.numerator if x.denominator == 1 else x
+
+
+def _index(expr: Expr | None, pv: PolicyVersion) -> Callable[[Mapping[str, Any]], int]:
+    """A table's row or column (arith._index): rounded half up, from 0; the last one for those past it."""
+    if expr is None:
+        return lambda known: 0
+    work = _worker(expr, pv)
+    return lambda known: max(0, arith.round_half_up(work(known)))
 
 
 # --- conditions to engine expressions ---------------------------------------
