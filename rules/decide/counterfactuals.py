@@ -180,15 +180,24 @@ def _coded(value: Any) -> Any:
     return date_code(value) if isinstance(value, dt.date) else value
 
 
+# Each version's thresholds (`marks`), by bundle (its used policies' versions) and ruleset.
+_THRESHOLDS: weakref.WeakKeyDictionary[Bundle, dict[str, list[tuple[PolicyVersion, whatif.Thresholds]]]] = (
+    weakref.WeakKeyDictionary())
+
+
 def marks(bundle: Bundle, compiled: CompiledPolicy, facts: dict[str, Any]) -> dict[str, set[int]]:
     """The values where each fact's rules (this version's and its used policies') change their verdict.
     A used policy's derived thresholds are left out: its result is read through its outcome, which
     they seldom change for the policy using it (a prisoner is liable in every rate band)."""
-    found = whatif.marks(compiled.version, facts, compiled.kinds)
-    for use in compiled.version.uses:
-        for used in bundle.versions(use.policy):
-            for name, points in whatif.marks(used.version, facts, used.kinds, derived=False).items():
-                found.setdefault(name, set()).update(points)
+    known = _THRESHOLDS.setdefault(bundle, {})
+    if compiled.ruleset not in known:
+        known[compiled.ruleset] = [(compiled.version, whatif.thresholds(compiled.version, compiled.kinds))] + [
+            (used.version, whatif.thresholds(used.version, used.kinds, derived=False))
+            for use in compiled.version.uses for used in bundle.versions(use.policy)]
+    found: dict[str, set[int]] = {}
+    for pv, thresholds in known[compiled.ruleset]:
+        for name, points in whatif.marks(pv, thresholds, facts).items():
+            found.setdefault(name, set()).update(points)
     return found
 
 

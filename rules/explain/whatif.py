@@ -82,12 +82,20 @@ def ask_order(facts: dict, missing: list[str], specs: dict[str, Fact], marks: di
     return sorted(missing, key=lambda n: (n not in score, score.get(n, 0), position[n]))
 
 
-def marks(pv: PolicyVersion, facts: dict, kinds: dict[str, FactType], derived: bool = True) -> dict[str, set[int]]:
-    """Where a number or date fact's comparisons change: the thresholds its rules compare it with,
-    each with its neighbours (dates as day ordinals). Relative dates ("born + 19 years") are placed
-    with the request's other facts. `derived`: also those of derived values that are the fact plus
-    or minus a constant."""
+@dataclass(frozen=True)
+class Thresholds:
+    """Where a version's comparisons of number and date facts change (`marks`): the fixed points of
+    each fact, and the comparisons with another date fact, placed with each request's facts."""
+    fixed: dict[str, frozenset[int]]
+    relative: tuple[tuple[str, Ref], ...]
+
+
+def thresholds(pv: PolicyVersion, kinds: dict[str, FactType], derived: bool = True) -> Thresholds:
+    """The thresholds its rules compare each number or date fact with, each with its neighbours
+    (dates as day ordinals). `derived`: also those of derived values that are the fact plus or
+    minus a constant."""
     out: dict[str, set[int]] = {}
+    relative = []
     for rule in pv.rules:
         for cmp, _ in walk(rule.when, ()):
             kind = kinds.get(cmp.fact)
@@ -97,11 +105,20 @@ def marks(pv: PolicyVersion, facts: dict, kinds: dict[str, FactType], derived: b
             if isinstance(operand, Ref) and operand.param:
                 _add(out, cmp.fact, _param_point(pv, operand.param))
             elif isinstance(operand, Ref):
-                _relative(pv, cmp.fact, operand, facts, out)
+                relative.append((cmp.fact, operand))
             elif isinstance(operand, (int, dt.date)) and not isinstance(operand, bool):
                 _add(out, cmp.fact, operand.toordinal() if isinstance(operand, dt.date) else operand)
     if derived:
         _through_derived(pv, kinds, out)
+    return Thresholds({name: frozenset(points) for name, points in out.items()}, tuple(relative))
+
+
+def marks(pv: PolicyVersion, found: Thresholds, facts: dict) -> dict[str, set[int]]:
+    """Where a number or date fact's comparisons change for a request: the version's thresholds,
+    with relative dates ("born + 19 years") placed with the request's other facts."""
+    out = {name: set(points) for name, points in found.fixed.items()}
+    for name, ref in found.relative:
+        _relative(pv, name, ref, facts, out)
     return out
 
 
