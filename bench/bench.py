@@ -1,10 +1,10 @@
 """The benchmark: our decisions against the transport and compute floors, measured in one run.
 
-    .venv/bin/python bench/bench.py            # about 25 minutes on 2 cores
-    .venv/bin/python bench/bench.py --quick    # a few minutes, smaller samples (not for the record)
+    .venv/bin/python bench/bench.py            # 25 minutes on 2 cores, plus the impact run (1,000,000 cases)
+    .venv/bin/python bench/bench.py --quick    # about 10 minutes, smaller samples (not for the record)
 
 Prints a table per section with ratios against floors measured in the same run, checks the
-targets of issue 7, and writes `bench/results/<time>.json` and `.png` (see bench/README.md).
+targets of issues 7 and 29, and writes `bench/results/<time>.json` and `.png` (see bench/README.md).
 Machines are shared and noisy: read the ratios, not the absolute times.
 """
 from __future__ import annotations
