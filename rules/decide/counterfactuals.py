@@ -17,7 +17,7 @@ from rules.engine.loader import Bundle
 from rules.explain import explainer, whatif
 from rules.language import arith, values
 from rules.language.checks import expressions, walk
-from rules.language.model import Compare, Fact, FactType, PolicyVersion, Ref
+from rules.language.model import AllOf, AnyOf, Compare, Condition, Fact, FactType, NotOf, PolicyVersion, Ref, Rule, Uses
 from rules.language.values import date_code, months_code
 
 Redecide = Callable[[DecisionRequest], Worked]
@@ -63,7 +63,7 @@ def implied(decide: Callable[[dict[str, Any]], whatif.Result], facts: dict[str, 
 
 
 def comparisons_only(bundle: Bundle, compiled: CompiledPolicy, facts: dict[str, Any], specs: dict[str, Fact],
-                     names: list[str]) -> dict[str, Callable[[Any], tuple] | None]:
+                     names: list[str], worked: Worked) -> dict[str, Callable[[Any], tuple] | None]:
     """For each fact read by nothing but comparisons (in this version's rules and lists and in every
     version and revision of the policies it uses), the verdicts of those comparisons for a value of
     it, the request's other facts as they are; None for a fact read otherwise (arithmetic, a used
@@ -73,11 +73,130 @@ def comparisons_only(bundle: Bundle, compiled: CompiledPolicy, facts: dict[str, 
     for name in names:
         compared = _compared(bundle, compiled, name, specs[name].type)
         if compared is None:
-            out[name] = None
+            found = _outcome_tests(bundle, compiled, worked, name, specs[name].type, other)
+            out[name] = None if found is None else _verdicts(found)
             continue
         tests = [_test(c, other) for c in compared]
         out[name] = _verdicts([t for t in tests if t is not None])
     return out
+
+
+def _outcome_tests(bundle: Bundle, compiled: CompiledPolicy, worked: Worked, name: str, kind: FactType,
+                   other: dict[str, Any]) -> list[Callable[[Any], bool]] | None:
+    """For a fact read otherwise than by comparisons (the income, which the amounts are worked out
+    from), the comparisons the outcome rests on, or None if those are not told here. The outcome
+    reads what the outcome rules' conditions read and, for a derived value among those, what the
+    rules that may derive it read (a rule whose condition fails on the other facts never does). A
+    derived value that is the fact itself or a constant (the capped income) is compared as the fact;
+    one worked out from it otherwise, or a used policy's amount that it feeds, is not told here; a
+    used policy's outcome is its own decision's outcome comparisons, as decided for this case."""
+    pv, rest = compiled.version, {k: v for k, v in other.items() if k != name}
+    if any(u.subject == name for u in pv.uses) or worked.inputs is None:
+        return None
+    fed = {name} | {f"{u.as_}_{part}" for u in pv.uses if name in bundle.request_names(u.policy)
+                    and name not in u.set for part in ("outcome", "amount")}
+    fed |= {cl.spec.name for cl in compiled.lists.values() if any(name in r.tests for r in cl.rules)}
+    live = [r for r in compiled.rules if _holds(r.rule.when, compiled, rest) is not False]
+    deriving: dict[str, list] = {}
+    for r in live:
+        if r.rule.derive is not None:
+            deriving.setdefault(r.rule.derive.name, []).append(r)
+    read, todo, rules = set(), [n for r in live if r.rule.outcome for n in r.condition_reads], \
+        [r for r in live if r.rule.outcome]
+    while todo:
+        n = todo.pop()
+        if n not in read:
+            read.add(n)
+            rules += deriving.get(n, [])
+            todo += [m for r in deriving.get(n, []) for m in (*r.condition_reads, *_value_reads(r.rule))]
+    depends = {n for n in read if compiled.sources.get(n, frozenset({n})) & fed}
+    same = {name}  # the fact, and derived values that are it (or a constant)
+    while True:
+        more = {n for n in depends - same if n in deriving and all(
+            _is_ref_to(r.rule, same) or not set(_value_reads(r.rule)) & (depends | {name}) for r in deriving[n])}
+        if not more:
+            break
+        same |= more
+    lists = {aggregate: cl for cl in compiled.lists.values() for aggregate in cl.spec.aggregates()}
+    judged = []  # the lists whose aggregates it feeds
+    tests: list[Callable[[Any], bool]] = []
+    for n in depends - same:
+        use = next((u for u in pv.uses if n == f"{u.as_}_outcome"), None)
+        if use is not None:
+            found = _used_outcome_tests(bundle, use, worked.inputs.uses.get(use.as_), name, kind, other)
+            if found is None:
+                return None
+            tests += found
+        elif n in lists:
+            judged += [lists[n]] if lists[n] not in judged else []
+        else:
+            return None  # worked out from the fact, or a used policy's amount
+    for cl in judged:
+        for r in cl.rules:
+            for cmp, _ in walk(r.rule.when, ()):
+                if cmp.fact == name or (isinstance(cmp.operand, Ref) and cmp.operand.fact == name):
+                    comparison = _comparison(pv, cmp, name, kind)
+                    if comparison is None:
+                        return None
+                    tests += [t for t in (_test(comparison, other),) if t is not None]
+    for r in rules:
+        for cmp, _ in walk(r.rule.when, ()):
+            operand_fact = cmp.operand.fact if isinstance(cmp.operand, Ref) else None
+            if cmp.fact not in same and operand_fact not in same:
+                continue
+            comparison = _comparison(pv, cmp.model_copy(update={"fact": name}) if cmp.fact in same else
+                                     cmp.model_copy(update={"operand": cmp.operand.model_copy(update={"fact": name})}),
+                                     name, kind) if (cmp.fact in same) != (operand_fact in same) else None
+            if comparison is None:
+                return None
+            tests += [t for t in (_test(comparison, other),) if t is not None]
+    return tests
+
+
+def _used_outcome_tests(bundle: Bundle, use: Uses, sub: Worked | MissingFact | None, name: str, kind: FactType,
+                        other: dict[str, Any]) -> list[Callable[[Any], bool]] | None:
+    """The comparisons a used policy's outcome rests on, in the version it decided this case with."""
+    if not isinstance(sub, Worked):
+        return None
+    ref = sub.decision.policy
+    compiled = bundle.revision(ref.policy, ref.version, ref.content_hash)
+    if compiled is None or name == compiled.version.as_at_fact:
+        return None
+    theirs = {**other, **{k: values.parse(compiled.facts[k], v) for k, v in use.set.items() if k in compiled.facts}}
+    compared = _compared(bundle, compiled, name, kind)
+    if compared is not None:
+        return [t for t in (_test(c, theirs) for c in compared) if t is not None]
+    return _outcome_tests(bundle, compiled, sub, name, kind, theirs)
+
+
+def _value_reads(rule: Rule) -> list[str]:
+    return [n for _, e in expressions(rule) for n in arith.fact_names(e)]
+
+
+def _is_ref_to(rule: Rule, names: set[str]) -> bool:
+    value = rule.derive.value if rule.derive is not None else None
+    return (isinstance(value, Ref) and value.fact in names and value.plus_years is None
+            and value.plus_months is None)
+
+
+def _holds(cond: Condition | None, compiled: CompiledPolicy, facts: dict[str, Any]) -> bool | None:
+    """A condition on the given facts alone, three-valued: None when it reads anything else."""
+    if cond is None:
+        return True
+    if isinstance(cond, (AllOf, AnyOf)):
+        parts = [_holds(c, compiled, facts) for c in (cond.all if isinstance(cond, AllOf) else cond.any)]
+        decisive = isinstance(cond, AnyOf)  # a true part decides an `any`, a false one an `all`
+        return decisive if decisive in parts else (None if None in parts else not decisive)
+    if isinstance(cond, NotOf):
+        inner = _holds(cond.not_, compiled, facts)
+        return None if inner is None else not inner
+    fact = compiled.facts.get(cond.fact)
+    if fact is None or cond.fact not in facts or (isinstance(cond.operand, Ref) and
+                                                  cond.operand.fact not in (None, *facts)):
+        return None
+    comparison = _comparison(compiled.version, cond, cond.fact, fact.type)
+    test = None if comparison is None else _test(comparison, facts)
+    return None if test is None else test(_coded(facts[cond.fact]))
 
 
 def _verdicts(tests: list[Callable[[Any], bool]]) -> Callable[[Any], tuple]:
@@ -216,7 +335,7 @@ def counterfactuals(bundle: Bundle, compiled: CompiledPolicy, request: DecisionR
     names = [n for n in specs if n in facts and n != pv.as_at_fact and (n in relevant or n in passed_on)
              and (only is None or n in only)]
     decide = implied(retry(request, redecide), facts, specs, worked,
-                     comparisons_only(bundle, compiled, facts, specs, names))
+                     comparisons_only(bundle, compiled, facts, specs, names, worked))
     found = whatif.changes(facts, [specs[n] for n in names], marks(bundle, compiled, facts),
                            worked.decision.outcome, decide)
     groups: dict[tuple, list[whatif.Change]] = {}
