@@ -96,7 +96,8 @@ def _outcome_tests(bundle: Bundle, compiled: CompiledPolicy, worked: Worked, nam
     fed = {name} | {f"{u.as_}_{part}" for u in pv.uses if name in bundle.request_names(u.policy)
                     and name not in u.set for part in ("outcome", "amount")}
     fed |= {cl.spec.name for cl in compiled.lists.values() if any(name in r.tests for r in cl.rules)}
-    live = [r for r in compiled.rules if _holds(r.rule.when, compiled, rest) is not False]
+    conditions, value_reads, leaves = _shape(bundle, compiled)
+    live = [r for r in compiled.rules if conditions[r.index](rest) is not False]
     deriving: dict[str, list] = {}
     for r in live:
         if r.rule.derive is not None:
@@ -108,12 +109,12 @@ def _outcome_tests(bundle: Bundle, compiled: CompiledPolicy, worked: Worked, nam
         if n not in read:
             read.add(n)
             rules += deriving.get(n, [])
-            todo += [m for r in deriving.get(n, []) for m in (*r.condition_reads, *_value_reads(r.rule))]
+            todo += [m for r in deriving.get(n, []) for m in (*r.condition_reads, *value_reads[r.index])]
     depends = {n for n in read if compiled.sources.get(n, frozenset({n})) & fed}
     same = {name}  # the fact, and derived values that are it (or a constant)
     while True:
         more = {n for n in depends - same if n in deriving and all(
-            _is_ref_to(r.rule, same) or not set(_value_reads(r.rule)) & (depends | {name}) for r in deriving[n])}
+            _is_ref_to(r.rule, same) or not value_reads[r.index] & (depends | {name}) for r in deriving[n])}
         if not more:
             break
         same |= more
@@ -140,8 +141,7 @@ def _outcome_tests(bundle: Bundle, compiled: CompiledPolicy, worked: Worked, nam
                         return None
                     tests += [t for t in (_test(comparison, other),) if t is not None]
     for r in rules:
-        for cmp, _ in walk(r.rule.when, ()):
-            operand_fact = cmp.operand.fact if isinstance(cmp.operand, Ref) else None
+        for cmp, operand_fact in leaves[r.index]:
             if cmp.fact not in same and operand_fact not in same:
                 continue
             comparison = _comparison(pv, cmp.model_copy(update={"fact": name}) if cmp.fact in same else
@@ -169,8 +169,21 @@ def _used_outcome_tests(bundle: Bundle, use: Uses, sub: Worked | MissingFact | N
     return _outcome_tests(bundle, compiled, sub, name, kind, theirs)
 
 
-def _value_reads(rule: Rule) -> list[str]:
-    return [n for _, e in expressions(rule) for n in arith.fact_names(e)]
+# Each version's conditions as tests of the given facts alone, what each rule's arithmetic reads, and
+# each rule's comparisons with the fact their operand names (`_shape`), by bundle and ruleset.
+_SHAPES: weakref.WeakKeyDictionary[Bundle, dict[str, tuple]] = weakref.WeakKeyDictionary()
+
+
+def _shape(bundle: Bundle, compiled: CompiledPolicy) -> tuple[list[Callable[[dict[str, Any]], bool | None]],
+                                                               list[frozenset[str]], list[list[tuple[Compare, Any]]]]:
+    known = _SHAPES.setdefault(bundle, {})
+    if compiled.ruleset not in known:
+        known[compiled.ruleset] = (
+            [_holds(r.rule.when, compiled) for r in compiled.rules],
+            [frozenset(n for _, e in expressions(r.rule) for n in arith.fact_names(e)) for r in compiled.rules],
+            [[(cmp, cmp.operand.fact if isinstance(cmp.operand, Ref) else None) for cmp, _ in walk(r.rule.when, ())]
+             for r in compiled.rules])
+    return known[compiled.ruleset]
 
 
 def _is_ref_to(rule: Rule, names: set[str]) -> bool:
@@ -179,24 +192,30 @@ def _is_ref_to(rule: Rule, names: set[str]) -> bool:
             and value.plus_months is None)
 
 
-def _holds(cond: Condition | None, compiled: CompiledPolicy, facts: dict[str, Any]) -> bool | None:
-    """A condition on the given facts alone, three-valued: None when it reads anything else."""
+def _holds(cond: Condition | None, compiled: CompiledPolicy) -> Callable[[dict[str, Any]], bool | None]:
+    """A condition as a test of the given facts alone, three-valued: None when it reads anything else."""
     if cond is None:
-        return True
+        return lambda facts: True
     if isinstance(cond, (AllOf, AnyOf)):
-        parts = [_holds(c, compiled, facts) for c in (cond.all if isinstance(cond, AllOf) else cond.any)]
+        parts = [_holds(c, compiled) for c in (cond.all if isinstance(cond, AllOf) else cond.any)]
         decisive = isinstance(cond, AnyOf)  # a true part decides an `any`, a false one an `all`
-        return decisive if decisive in parts else (None if None in parts else not decisive)
+
+        def combined(facts: dict[str, Any]) -> bool | None:
+            found = [part(facts) for part in parts]
+            return decisive if decisive in found else (None if None in found else not decisive)
+        return combined
     if isinstance(cond, NotOf):
-        inner = _holds(cond.not_, compiled, facts)
-        return None if inner is None else not inner
+        inner = _holds(cond.not_, compiled)
+        return lambda facts: None if (held := inner(facts)) is None else not held
     fact = compiled.facts.get(cond.fact)
-    if fact is None or cond.fact not in facts or (isinstance(cond.operand, Ref) and
-                                                  cond.operand.fact not in (None, *facts)):
-        return None
-    comparison = _comparison(compiled.version, cond, cond.fact, fact.type)
-    test = None if comparison is None else _test(comparison, facts)
-    return None if test is None else test(_coded(facts[cond.fact]))
+    comparison = None if fact is None else _comparison(compiled.version, cond, cond.fact, fact.type)
+    if comparison is None:
+        return lambda facts: None
+
+    def compared(facts: dict[str, Any]) -> bool | None:
+        test = _test(comparison, facts) if cond.fact in facts else None
+        return None if test is None else test(_coded(facts[cond.fact]))
+    return compared
 
 
 def _verdicts(tests: list[Callable[[Any], bool]]) -> Callable[[Any], tuple]:
