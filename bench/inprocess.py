@@ -119,7 +119,7 @@ class _Context:
 
 
 class _NoLog:
-    def record(self, request, decision) -> None:
+    def record(self, request, decision, timeout=None) -> None:
         pass
 
 
@@ -131,7 +131,7 @@ def requests(policy: str, version: str, count: int) -> list[dict]:
 def _message(case: dict) -> pb.DecideRequest:
     facts = struct_pb2.Struct()
     facts.update(case["facts"])
-    return pb.DecideRequest(policy=case["policy"], version=case["version"], facts=facts, omit_counterfactuals=True)
+    return pb.DecideRequest(policy=case["policy"], version=case["version"], facts=facts)  # the default: no counterfactuals
 
 
 def _stats(samples: list[float]) -> dict:
