@@ -56,7 +56,7 @@ def fact_names(expr: Expr | None) -> list[str]:
 
 # An operation's operands by its type: hasattr on a pydantic model that lacks the field raises
 # and catches inside __getattr__, slow on the path every amount is worked out on.
-_OPERANDS = {Add: "add", Sub: "sub", Mul: "mul", Div: "div", MinOf: "min", MaxOf: "max"}
+_OPERANDS: dict[type, str] = {Add: "add", Sub: "sub", Mul: "mul", Div: "div", MinOf: "min", MaxOf: "max"}
 
 
 def _parts(expr) -> tuple:
