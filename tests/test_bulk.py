@@ -83,13 +83,13 @@ def test_a_chunk_of_the_corpus_is_made_from_the_generator_state():
 
 
 @pytest.mark.parametrize("policy,old,new", PAIRS)
-def test_a_plain_decision_is_the_evaluators_without_the_explanations(policy, old, new, loaded):
+def test_an_unexplained_decision_is_the_evaluators_without_the_explanations(policy, old, new, loaded):
     _, evaluator = loaded
     fields = ("policy", "outcome", "amount_pence", "outputs", "flags", "trail", "missing_facts", "items")
     for request in corpus.generate(policy, 120, 11):
         for version in (old, new):
             asked = DecisionRequest(policy=policy, version=version, facts=request["facts"], counterfactuals=False)
-            plain, full = bulk.plain_decision(evaluator, asked), evaluator.decide(asked)
+            plain, full = evaluator.decide_unexplained(asked), evaluator.decide(asked)
             assert [getattr(plain, f) for f in fields] == [getattr(full, f) for f in fields]
             assert [s.policy for s in plain.sub_decisions] == [s.policy for s in full.sub_decisions]
 

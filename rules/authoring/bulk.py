@@ -59,21 +59,6 @@ def loaded(policy_dir: str | Path) -> tuple[Any, Any]:
     return _LOADED[key]
 
 
-def plain_decision(evaluator: Any, request: Any) -> Any:
-    """The decision Evaluator.decide makes (version, outcome, amount, outputs, flags, trail, missing
-    facts in asking order, sub-decisions), without an id, a time or the explanations for each
-    audience: those re-decide the case for each parent and are three quarters of the time, and no
-    bulk report reads them."""
-    from rules.decide import counterfactuals
-    from rules.engine.decision import UNDETERMINED
-    compiled, as_at = evaluator.select(request)
-    decision = evaluator._decide(compiled, as_at, request).decision
-    if decision.outcome == UNDETERMINED:
-        decision.missing_facts = counterfactuals.ask_order(evaluator.bundle, compiled, request, decision.missing_facts,
-                                                           evaluator._redecide(compiled, as_at))
-    return decision
-
-
 def same_bundle(expected: str, got: str) -> None:
     """Refuse results a worker decided on other policy files (another checkout on a remote worker)."""
     if got != expected:

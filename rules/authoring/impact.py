@@ -194,7 +194,7 @@ class Result:
 def decide(evaluator, bundle, policy: str, version: str, facts: dict) -> Result:
     try:
         request = DecisionRequest(policy=policy, version=version, facts=facts, counterfactuals=False)
-        decision = bulk.plain_decision(evaluator, request)
+        decision = evaluator.decide_unexplained(request)
     except RequestError as exc:
         first = exc.violations[0]
         return Result(error=f"{first.field}: {first.description}")

@@ -69,6 +69,19 @@ class Evaluator:
         decision.decided_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         return decision
 
+    def decide_unexplained(self, request: DecisionRequest) -> Decision:
+        """The decision without an id, a time, explanations for each audience, disclosure risks or
+        counterfactuals: the outcome, amount, outputs, flags, trail, sub-decisions and missing facts
+        in asking order, which is what bulk runs (impact, annual review) read. The parents' readings
+        re-decide the case, so this is a quarter to a half of `decide`'s work."""
+        compiled, as_at = self.select(request)
+        worked = self._decide(compiled, as_at, request)
+        decision = worked.decision
+        if decision.outcome == UNDETERMINED:
+            decision.missing_facts = counterfactuals.ask_order(self.bundle, compiled, request, decision.missing_facts,
+                                                               self._redecide(compiled, as_at, base=worked))
+        return decision
+
     def select(self, request: DecisionRequest) -> tuple[CompiledPolicy, dt.date | None]:
         """The version to decide the request under, and the as-at date that chose it (versions.select)."""
         return versions.select(self.bundle, request, self._today)
