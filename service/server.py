@@ -448,7 +448,7 @@ def _known_names(snapshot: Snapshot) -> frozenset[str]:
     names = _KNOWN.get(bundle.bundle_hash)
     if names is None:
         found = {"facts", "policy", "version", "as_at", "subject", "requested_by", "reason", "shadow_version",
-                 "decision_id", "view"}
+                 "decision_id", "view", "omit_counterfactuals"}
         for compiled in (c for name in bundle.policies for c in bundle.versions(name)):
             pv = compiled.version
             found.update(f.name for f in pv.facts)
