@@ -36,4 +36,4 @@ generate_stubs()
 # rules package's data (pyproject.toml); listed as namespace packages, or setuptools warns for each
 # ("Package would be ignored").
 policy_dirs = find_namespace_packages(include=["rules.policies", "rules.policies.*"], exclude=["*__pycache__*"])
-setup(packages=find_packages(include=["rules*", "service*", "cms_policy*"]) + policy_dirs)
+setup(packages=find_packages(include=["rules*", "service*", "console*", "cms_policy*"]) + policy_dirs)

@@ -112,3 +112,25 @@ def channel(server_process):
 @pytest.fixture(scope="session")
 def stub(channel):
     return policy_pb2_grpc.PolicyDecisionServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def console_service(tmp_path_factory):
+    """A service of its own for the console's tests (its decision log apart from the shared one's)."""
+    workdir = tmp_path_factory.mktemp("console-service")
+    proc, channel, log_path = start_service(workdir)
+    yield proc, channel, log_path
+    stop_service(proc, channel)
+
+
+@pytest.fixture(scope="session")
+def console_reports(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("impact-reports")
+
+
+@pytest.fixture
+def console(console_service, console_reports):
+    """The console (in process) in front of `console_service`, as a loopback browser in development sees it."""
+    from tests.consoletools import console_client, grpc_target
+    with console_client(grpc_target(console_service[0]), console_reports) as client:
+        yield client
