@@ -344,13 +344,25 @@ class PolicyDecisionService(pb_grpc.PolicyDecisionServiceServicer):
             bundle_hash=bundle.bundle_hash)
 
     def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.ServicerContext) -> pb.GetPolicyResponse:
+        snapshot = self.live.current
+        if request.revision < 0:
+            _abort_invalid(context, [Violation(field="revision", description="0 for the current revision, or a revision number")])
         try:
-            compiled, _ = self.live.current.evaluator.select(
-                self._request(request.policy, request.version, request.as_at, None))
+            compiled, _ = snapshot.evaluator.select(self._request(request.policy, request.version, request.as_at, None))
         except RequestError as exc:
             _abort_invalid(context, exc.violations)
         pv = compiled.version
-        detail = convert.policy_detail(compiled, self.live.current.bundle.earlier_revisions(pv.policy, pv.version))
+        earlier = snapshot.bundle.earlier_revisions(pv.policy, pv.version)
+        if request.revision and request.revision != pv.revision:
+            # An earlier revision as it was: only the revisions before it are earlier than it.
+            older = next((c for c in earlier if c.version.revision == request.revision), None)
+            if older is None:
+                loaded = ", ".join(str(c.version.revision) for c in [*earlier, compiled])
+                context.abort(grpc.StatusCode.NOT_FOUND,
+                              f"{pv.policy}/{pv.version} has no revision {request.revision}; loaded: {loaded}")
+            compiled = older  # type: ignore[assignment]  # context.abort raises: grpc is untyped, so mypy cannot know
+            earlier = [c for c in earlier if c.version.revision < request.revision]
+        detail = convert.policy_detail(compiled, earlier)
         if request.markdown:
             detail.markdown = markdown.document(compiled)
         return detail
