@@ -20,9 +20,11 @@ else the file's path. Without `--cases` the synthetic corpus of `python -m rules
 the `<policy>.jsonl` that command writes.
 
 Output: the Markdown report on standard output. With `--out DIR` it is also written to
-`DIR/impact.md`, with a bar chart of the outcome counts under each version, `DIR/impact.png`
-(needs matplotlib; `--no-chart` leaves it out). Without `--out` nothing is written to disk. Both
-files are deterministic for the same cases, policies and command.
+`DIR/impact.md`, with the same report as data in `DIR/impact.json` (format "cms-policy-impact/1":
+the versions' refs, the corpus, the counts, transitions, rules, examples and errors, in the
+Markdown's order; read by the web console) and a bar chart of the outcome counts under each
+version, `DIR/impact.png` (needs matplotlib; `--no-chart` leaves it out). Without `--out` nothing
+is written to disk. Every file is deterministic for the same cases, policies and command.
 
 Runs of 20,000 cases or more go through a local Dask cluster of one worker process a core
 (`--workers N` sets how many; `--workers 1` stays in this process), or through a running one
@@ -537,20 +539,26 @@ class _Facts:
         self.order = {name: n for n, name in enumerate([*self.specs, *self.lists])}
 
     def shown(self, case: Case, a: Result, b: Result) -> str:
+        facts, used = self.pairs(case, a, b)
+        parts = [f"`{name}={value}`" for name, value in facts] + [f"`{label}: {value}`" for label, value in used]
+        return ", ".join(parts) if parts else "(no facts read)"
+
+    def pairs(self, case: Case, a: Result, b: Result) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The request facts the decisions turned on, (name, value in words), and the other
+        policies' results behind them, (name, result)."""
         assert case.facts is not None  # only cases that were read are decided
         names = sorted(a.keys | b.keys, key=lambda n: (self.order.get(n, len(self.order)), n))
         missing = {m.split("[")[0] for m in a.missing + b.missing}
-        parts = []
+        facts = []
         for name in names:
             value = case.facts.get(name)
             if (name not in self.specs and name not in self.lists) or (value is None and name not in missing):
                 continue  # not a request fact, or not given and not needed
-            parts.append(f"`{name}={'?' if value is None else self._value(name, value)}`")
+            facts.append((name, "?" if value is None else self._value(name, value)))
         used = dict.fromkeys(a.used)
         for label, value in b.used:
             used.setdefault((label, value))
-        parts += [f"`{label}: {value}`" for label, value in used]
-        return ", ".join(parts) if parts else "(no facts read)"
+        return facts, list(used)
 
     def _value(self, name: str, value: Any) -> str:
         if name in self.lists:
@@ -584,6 +592,10 @@ class _Facts:
 
 
 def _change(a: Result, b: Result) -> str:
+    return "; ".join(_changes(a, b))
+
+
+def _changes(a: Result, b: Result) -> list[str]:
     """What else differs between the two decisions of a case: amount, outputs, flags."""
     parts = []
     if a.amount != b.amount:
@@ -594,7 +606,33 @@ def _change(a: Result, b: Result) -> str:
             parts.append(f"{name} {old_out.get(name, 'none')} → {new_out.get(name, 'none')}")
     added, removed = [f for f in b.flags if f not in a.flags], [f for f in a.flags if f not in b.flags]
     parts += [f"flag +{f}" for f in added] + [f"flag −{f}" for f in removed]
-    return "; ".join(parts)
+    return parts
+
+
+# The report's order, shared by the Markdown and the JSON: transitions that change first, then by
+# cases; outcomes in _order's; rules, flags and errors by cases.
+
+def _moves(impact: Impact, order: list[str]) -> list[tuple[tuple[str, str], int]]:
+    rank = {o: n for n, o in enumerate(order)}
+    return sorted(impact.transitions.items(),
+                  key=lambda kv: (kv[0][0] == kv[0][1], -kv[1], rank.get(kv[0][0], 99), rank.get(kv[0][1], 99)))
+
+
+def _amount_order(impact: Impact, order: list[str]) -> list[str]:
+    rank = {o: n for n, o in enumerate(order)}
+    return sorted(impact.amounts, key=lambda o: (-impact.amounts[o].count, rank.get(o, 99)))
+
+
+def _rule_rows(group: Group) -> list[tuple[tuple[str, str], int]]:
+    return sorted(group.rules.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _flag_rows(impact: Impact) -> list[tuple[tuple[str, tuple, tuple], int]]:
+    return sorted(impact.flags.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _invalid_rows(impact: Impact) -> list[tuple[tuple[str, str], Group]]:
+    return sorted(impact.invalid.items(), key=lambda kv: (-kv[1].count, kv[0]))
 
 
 def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
@@ -622,17 +660,15 @@ def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
     order = _order(bundle, p, old, new, impact)
     lines += ["## Outcomes", "", f"| outcome | {old} | {new} | difference |", "|---|---:|---:|---:|"]
     for outcome in order:
-        a, b = impact.old_counts[outcome], impact.new_counts[outcome]
-        lines.append(f"| {outcome} | {a} | {b} | {b - a:+d} |")
+        was, now = impact.old_counts[outcome], impact.new_counts[outcome]
+        lines.append(f"| {outcome} | {was} | {now} | {now - was:+d} |")
     if impact.any_amount:
         lines += ["", f"Amounts, summed over the cases compared (no amount counts as £0): {old} "
                       f"{_money(impact.old_total)}, {new} {_money(impact.new_total)}, difference "
                       f"{_money(impact.new_total - impact.old_total)}."]
     lines.append("")
 
-    rank = {o: n for n, o in enumerate(order)}
-    moves = sorted(impact.transitions.items(),
-                   key=lambda kv: (kv[0][0] == kv[0][1], -kv[1], rank.get(kv[0][0], 99), rank.get(kv[0][1], 99)))
+    moves = _moves(impact, order)
     lines += ["## Transitions", "", f"| {old} | {new} | cases | share |", "|---|---|---:|---:|"]
     lines += [f"| {a} | {b}{'' if a != b else ' (unchanged)'} | {n} | {_pct(n, total)} |" for (a, b), n in moves]
     lines.append("")
@@ -640,7 +676,7 @@ def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
     def detail(heading: str, group: Group) -> list[str]:
         out = [heading, "", f"| rule in {old} | rule in {new} | cases |", "|---|---|---:|"]
         out += [f"| {_cell(ra)} | {_cell(rb)} | {n} |"
-                for (ra, rb), n in sorted(group.rules.items(), key=lambda kv: (-kv[1], kv[0]))]
+                for (ra, rb), n in _rule_rows(group)]
         if group.examples:
             out += ["", "Examples:", ""]
             for case, a, b in group.examples:
@@ -656,13 +692,13 @@ def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
                 lines += detail(f"### {a} → {b}: {_cases_text(group.count)} ({_pct(group.count, total)})", group)
     if impact.amounts:
         lines += ["## Same outcome, amount or outputs changed", ""]
-        for outcome in sorted(impact.amounts, key=lambda o: (-impact.amounts[o].count, rank.get(o, 99))):
+        for outcome in _amount_order(impact, order):
             group = impact.amounts[outcome]
             lines += detail(f"### {outcome}: {_cases_text(group.count)} ({_pct(group.count, total)})", group)
     if impact.flags:
         lines += ["## Same outcome, only flags changed", "",
                   f"| outcome | flags in {old} | flags in {new} | cases |", "|---|---|---|---:|"]
-        for (outcome, fa, fb), n in sorted(impact.flags.items(), key=lambda kv: (-kv[1], kv[0])):
+        for (outcome, fa, fb), n in _flag_rows(impact):
             lines.append(f"| {outcome} | {', '.join(fa) or 'none'} | {', '.join(fb) or 'none'} | {n} |")
         lines.append("")
 
@@ -671,7 +707,7 @@ def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
     if impact.invalid:
         lines += ["Invalid for either version (the first error):", "",
                   "| invalid for | first error | cases | examples |", "|---|---|---:|---|"]
-        for (which, error), group in sorted(impact.invalid.items(), key=lambda kv: (-kv[1].count, kv[0])):
+        for (which, error), group in _invalid_rows(impact):
             shown = ", ".join(f"`{i}`" for i in group.examples) + (", …" if group.count > INVALID_SHOWN else "")
             lines.append(f"| {which} | {_cell(error)} | {group.count} | {shown} |")
         lines.append("")
@@ -693,6 +729,71 @@ def render(impact: Impact, bundle, corpus_text: str, command: str) -> str:
               f"- cases: {corpus_text}; {impact.distinct} distinct fact sets decided by each version",
               f"- command: `{command}`", ""]
     return "\n".join(lines)
+
+
+# --- the JSON report ----------------------------------------------------------------------------
+
+JSON_FORMAT = "cms-policy-impact/1"
+
+
+def structured(impact: Impact, bundle, corpus_ref: dict, command: str) -> dict:
+    """What the Markdown report says, as data (impact.json, for the console and other tools): the
+    same counts, rows and examples in the same order, with facts in the same words."""
+    p, old, new = impact.policy, impact.old, impact.new
+    facts = _Facts(bundle, p)
+    order = _order(bundle, p, old, new, impact)
+    moves = _moves(impact, order)
+
+    def ref(version: str) -> dict:
+        compiled = bundle.policies[p][version]
+        pv = compiled.version
+        return {"policy": p, "version": version, "revision": pv.revision, "content_hash": compiled.content_hash,
+                "status": pv.status.value, "title": pv.title,
+                "effective_from": pv.effective_from.isoformat() if pv.effective_from else None,
+                "effective_to": pv.effective_to.isoformat() if pv.effective_to else None}
+
+    def decision(r: Result) -> dict:
+        return {"outcome": r.outcome, "amount_pence": r.amount, "rule": _rule(r)}
+
+    def example(case: Case, a: Result, b: Result) -> dict:
+        shown, used = facts.pairs(case, a, b)
+        return {"id": case.id, "facts": [{"name": n, "value": v} for n, v in shown],
+                "used": [{"name": n, "result": v} for n, v in used],
+                "old": decision(a), "new": decision(b), "changes": _changes(a, b)}
+
+    def group(g: Group) -> dict:
+        return {"cases": g.count, "rules": [{"old": ra, "new": rb, "cases": n} for (ra, rb), n in _rule_rows(g)],
+                "examples": [example(*e) for e in g.examples]}
+
+    total = impact.compared
+    unchanged = total - impact.outcome_changed - impact.amount_changed - impact.flags_changed
+    return {
+        "format": JSON_FORMAT,
+        "policy": p, "old": ref(old), "new": ref(new), "bundle_hash": bundle.bundle_hash,
+        "corpus": corpus_ref, "command": command,
+        "summary": {"read": impact.read, "compared": total, "outcome_changed": impact.outcome_changed,
+                    "amount_changed": impact.amount_changed, "flags_changed": impact.flags_changed,
+                    "unchanged": unchanged, "invalid": sum(g.count for g in impact.invalid.values()),
+                    "other_policies": sum(impact.other_policies.values()), "unreadable": len(impact.unreadable),
+                    "distinct_fact_sets": impact.distinct},
+        "outcomes": [{"outcome": o, "old": impact.old_counts[o], "new": impact.new_counts[o]} for o in order],
+        "amounts": {"old_pence": impact.old_total, "new_pence": impact.new_total,
+                    "difference_pence": impact.new_total - impact.old_total} if impact.any_amount else None,
+        "transitions": [{"old": a, "new": b, "cases": n} for (a, b), n in moves],
+        "outcome_changed": [{"old": a, "new": b, **group(impact.changed[(a, b)])} for (a, b), _ in moves if a != b],
+        "amount_changed": [{"outcome": o, **group(impact.amounts[o])} for o in _amount_order(impact, order)],
+        "flags_changed": [{"outcome": o, "old_flags": list(fa), "new_flags": list(fb), "cases": n}
+                          for (o, fa, fb), n in _flag_rows(impact)],
+        "invalid": [{"invalid_for": which, "error": error, "cases": g.count, "examples": list(g.examples)}
+                    for (which, error), g in _invalid_rows(impact)],
+        "other_policies": [{"policy": name, "cases": n} for name, n in sorted(impact.other_policies.items())],
+        "unreadable": [{"id": c.id, "problem": c.error} for c in impact.unreadable[:MAX_LISTED]],
+    }
+
+
+def to_json(data: dict) -> str:
+    """Sorted keys and a fixed layout: the same report, byte for byte."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
 def _status(pv: PolicyVersion) -> str:
@@ -812,7 +913,7 @@ def add_command(commands) -> None:
     cmd.add_argument("--count", type=int, default=corpus.DEFAULT_CASES, metavar="N",
                      help="cases in the synthetic corpus (default: %(default)s)")
     cmd.add_argument("--out", type=Path, default=None, metavar="DIR",
-                     help="also write the report to DIR/impact.md and its chart to DIR/impact.png")
+                     help="also write the report to DIR/impact.md, as data to DIR/impact.json and its chart to DIR/impact.png")
     cmd.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, metavar="N",
                      help="example cases per change (default: %(default)s)")
     cmd.add_argument("--no-chart", action="store_true", help="with --out, do not draw the chart")
@@ -874,12 +975,14 @@ def run(args) -> int:
             cases = read_cases(args.cases)
             files = len({c.id.split(":")[0].split("#")[0] for c in cases})
             corpus_text = f"`{args.cases}` ({files} files, {len(cases)} cases)"
+            corpus_ref = {"kind": "cases", "directory": str(args.cases), "files": files, "cases": len(cases)}
         else:
             if policy not in corpus.GENERATORS:
                 raise ImpactError(f"no synthetic corpus for {policy}: give --cases DIR")
             corpus_text = (f"synthetic corpus, seed {args.seed}, {args.count} cases (the file "
                            f"`python -m rules corpus --seed {args.seed} --cases {args.count} --policy {policy}` "
                            f"writes; ids are its lines)")
+            corpus_ref = {"kind": "synthetic", "seed": args.seed, "count": args.count}
     except ImpactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -909,11 +1012,14 @@ def run(args) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "impact.md").write_text(report, encoding="utf-8")
             print(f"wrote {args.out / 'impact.md'}", file=sys.stderr)
+            data = structured(impact, bundle, corpus_ref, _command(args))
+            (args.out / "impact.json").write_text(to_json(data), encoding="utf-8")
+            print(f"wrote {args.out / 'impact.json'}", file=sys.stderr)
             if not args.no_chart:
                 chart(impact, bundle, args.out / "impact.png")
                 print(f"wrote {args.out / 'impact.png'}", file=sys.stderr)
         else:
-            print("(give --out DIR to write the report and its chart to DIR/impact.md and DIR/impact.png)",
+            print("(give --out DIR to write the report, its data and its chart to DIR/impact.md, .json and .png)",
                   file=sys.stderr)
     except (ImpactError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
