@@ -17,11 +17,11 @@ HEADER = """\
 # A golden case saved from the policy console's "Try a case" ({policy} {version}).
 #
 # CHECK BEFORE COMMITTING: expect_outcome{amount_items} below are what the decision
-# service decided for these facts, not what the law says. A golden expectation is written from
-# the law (the policy's POLICY-SPEC section and its legal sources), never copied from the engine:
-# work the case out by hand, correct the expectations if they differ, and rewrite the description
-# to say why the law gives that answer. Then save this file as
-# tests/golden/{policy}/{version}/NN-short-name.yaml.
+# service decided for these facts, not what the law says.
+# A golden expectation is written from the law, never copied from the engine: work the case out
+# by hand from the policy's POLICY-SPEC section and its legal sources, correct the expectations if
+# they differ, and rewrite the description to say why the law gives that answer. Then save this
+# file as tests/golden/{policy}/{version}/NN-short-name.yaml.
 #
 # The `expected:` block (the engine's whole decision) is then filled in by the project's tools:
 #   python -m rules test {policy} {version} --update
