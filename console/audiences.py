@@ -113,8 +113,10 @@ def _facts(request: pb.DecideRequest, decision: pb.DecideResponse, known: dict[s
         owned = owners(spec, request)
         if owned == {me}:
             continue
-        why = (f"It is sensitive information, {_whose(owned, me)}, and the decision read it: a parent is never "
-               "told the other parent's sensitive information, nor what might be theirs.")
+        known_other = len(owned) == 1
+        why = (f"It is sensitive information, {_whose(owned, me)}, and the decision read it: a parent is never told "
+               + ("the other parent's sensitive information." if known_other else
+                  "sensitive information that may be the other parent's."))
         out.append(NotTold(what=spec.description, why=why, fact=name, value=shown(request.facts.fields[name])))
     return out
 

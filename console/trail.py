@@ -18,8 +18,12 @@ from cms_policy.v1 import policy_pb2 as pb
 from .formatting import shown
 
 DECIDED, FIRED, NOT_USED, NOT_REACHED = "decided", "fired", "not-used", "not-reached"
-LABELS = {DECIDED: "Fired: decided the outcome", FIRED: "Fired",
-          NOT_USED: "Did not fire, or the outcome does not rest on it", NOT_REACHED: "Not reached: an earlier rule decided"}
+LABELS = {DECIDED: "Decided the outcome", FIRED: "Fired", NOT_USED: "Did not fire", NOT_REACHED: "Not reached"}
+# What each status means (the page says it once, beside the picture).
+MEANINGS = {DECIDED: "it fired, and the outcome is its conclusion",
+            FIRED: "it held, and the outcome rests on what it concluded",
+            NOT_USED: "it did not hold, or it held but the outcome does not rest on it",
+            NOT_REACHED: "an outcome rule after the one that decided: the first that holds decides, so it was never needed"}
 
 
 @dataclass
@@ -137,7 +141,7 @@ def _legend(y: float) -> tuple[list[str], float]:
     out, x = [], 0.0
     for status in (DECIDED, FIRED, NOT_USED, NOT_REACHED):
         out.append(_marker(status, x + _MARK_X, y + 10))
-        out.append(_text(x + _TEXT_X - 6, y + 15, LABELS[status].split(":")[0].split(",")[0], "legend"))
+        out.append(_text(x + _TEXT_X - 6, y + 15, LABELS[status], "legend"))
         x += WIDTH / 4
     return out, 2 * LINE
 

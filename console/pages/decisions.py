@@ -116,7 +116,7 @@ def _page(request: Request, inspected: Inspected, **panels):
     return render(request, "decision.html", section="decisions", d=decision, asked=asked,
                   bundle_hash=inspected.found.bundle_hash, known=known, notes=inspected.notes,
                   facts=_facts(asked, known), read=audiences.read_facts(decision, asked),
-                  drawn=drawn, picture=trail.picture(drawn), citations=_citations(decision),
+                  drawn=drawn, picture=trail.picture(drawn), meanings=trail.MEANINGS, citations=_citations(decision),
                   caseworker=caseworker, parents=parents, **panels)
 
 
