@@ -1,0 +1,189 @@
+"""Impact runs: `python -m rules impact` started as a process of its own, one at a time, each in a
+folder of `config.reports`, and read back from the files it writes.
+
+The console may not import the policy tools (an import-linter contract keeps any engine out of
+it), so it starts the command with this interpreter and reads its files. A run's folder,
+`<reports>/<run id>/`:
+
+- `run.json`: what was asked, when, and by which caller (a prefix of the token's sha256, as the
+  service's authz file lists tokens; never the token), written before the process starts;
+- `stdout.txt` (the Markdown), `stderr.txt` (a progress line each tenth of the cases, then errors);
+- `impact.md`, `impact.json`, `impact.png`: the report (`--out`);
+- `exit.json`: the process's return code, written when it ends.
+
+A run is running while this console's process watches it; a folder without `exit.json` that no
+one watches was interrupted (the console stopped first). Only synthetic cases are run: they are
+made by the corpus generator, so no real person's facts reach the folder or an error message.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .config import ROOT
+
+RUN_ID = re.compile(r"\A[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}\Z")  # a timestamp and 48 random bits
+DOWNLOADS = {"impact.md": "text/markdown; charset=utf-8", "impact.json": "application/json",
+             "impact.png": "image/png"}
+_PROGRESS = re.compile(r"^impact: ([0-9]+)/([0-9]+) cases \(([0-9]+)%\)", re.MULTILINE)
+TAIL_LINES = 40  # of a failed run's error output
+# The child's environment: enough to run Python and matplotlib, nothing else of the console's.
+_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+class RunBusy(Exception):
+    """Another run is under way (its id in `args[0]`)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    folder: Path
+    asked: dict  # run.json
+    status: str  # running | done | failed
+    returncode: int | None = None
+    interrupted: bool = False
+    cases_done: int = 0
+    percent: int = 0
+    report: dict | None = field(default=None, repr=False)  # impact.json, when done
+
+    def has(self, name: str) -> bool:
+        return name in DOWNLOADS and (self.folder / name).is_file()
+
+    def error_tail(self) -> str:
+        """The end of the run's error output (synthetic cases only, and no token is ever given to it)."""
+        lines = _read(self.folder / "stderr.txt").splitlines()
+        return "\n".join(lines[-TAIL_LINES:])
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Whole or not at all: a reader never sees half a file."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(data, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}-{secrets.token_hex(6)}"
+
+
+def caller(token: str | None) -> str | None:
+    """Who started a run, as the authz file knows them: the start of their token's sha256."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
+
+
+class Runs:
+    """The runs in one reports folder, and the one this process is watching, if any."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._live: dict[str, subprocess.Popen] = {}
+
+    def running(self) -> str | None:
+        with self._lock:
+            return next(iter(self._live), None)
+
+    def start(self, asked: dict, argv: list[str]) -> str:
+        """Make the run's folder, write run.json and start `python -m rules impact` with `argv` and
+        `--out` the folder; RunBusy if a run is under way."""
+        with self._lock:
+            if self._live:
+                raise RunBusy(next(iter(self._live)))
+            run_id = new_run_id()
+            folder = self.folder / run_id
+            folder.mkdir(parents=True)
+            _write_json(folder / "run.json", {**asked, "run_id": run_id,
+                                              "started": datetime.now(UTC).isoformat(timespec="seconds")})
+            env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT} | {"PYTHONUNBUFFERED": "1",
+                                                                               "MPLBACKEND": "Agg"}
+            with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+                process = subprocess.Popen([sys.executable, "-m", "rules", "impact", *argv, "--out", str(folder)],
+                                           cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+            self._live[run_id] = process
+        threading.Thread(target=self._watch, args=(run_id, folder, process), daemon=True,
+                         name=f"impact-{run_id}").start()
+        return run_id
+
+    def _watch(self, run_id: str, folder: Path, process: subprocess.Popen) -> None:
+        returncode = process.wait()
+        try:
+            _write_json(folder / "exit.json", {"returncode": returncode,
+                                               "finished": datetime.now(UTC).isoformat(timespec="seconds")})
+        finally:
+            with self._lock:
+                self._live.pop(run_id, None)
+
+    def get(self, run_id: str) -> Run | None:
+        """The run with this id, or None (a malformed id never reaches the file system)."""
+        if not RUN_ID.match(run_id):
+            return None
+        folder = self.folder / run_id
+        asked = _json(folder / "run.json")
+        if asked is None:
+            return None
+        ended = _json(folder / "exit.json")
+        with self._lock:
+            live = run_id in self._live
+        if ended is None:
+            if live:
+                done, _, percent = _progress(_read(folder / "stderr.txt"))
+                return Run(run_id, folder, asked, "running", cases_done=done, percent=percent)
+            return Run(run_id, folder, asked, "failed", interrupted=True)
+        returncode = ended.get("returncode")
+        report = _json(folder / "impact.json") if returncode == 0 else None
+        if report is None:
+            return Run(run_id, folder, asked, "failed", returncode=returncode if isinstance(returncode, int) else None)
+        return Run(run_id, folder, asked, "done", returncode=0, cases_done=report["summary"]["read"], percent=100,
+                   report=report)
+
+    def all(self) -> list[Run]:
+        """Every run in the folder, newest first (a run id starts with its time)."""
+        if not self.folder.is_dir():
+            return []
+        ids = sorted((p.name for p in self.folder.iterdir() if p.is_dir() and RUN_ID.match(p.name)), reverse=True)
+        return [run for run in map(self.get, ids) if run is not None]
+
+
+def _progress(stderr: str) -> tuple[int, int, int]:
+    """The last progress line's cases done, total and percentage (0s before the first)."""
+    lines = _PROGRESS.findall(stderr)
+    if not lines:
+        return 0, 0, 0
+    done, total, percent = lines[-1]
+    return int(done), int(total), int(percent)
+
+
+_REGISTRY: dict[Path, Runs] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def runs(folder: Path) -> Runs:
+    """The runs of a reports folder: one watcher a folder in this process, whichever app asks."""
+    key = folder.resolve()
+    with _REGISTRY_LOCK:
+        return _REGISTRY.setdefault(key, Runs(key))
