@@ -14,9 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 from google.protobuf import struct_pb2
+from starlette.testclient import TestClient
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
+from console.app import create_app
+from console.client import ServiceClient
+from console.config import Config
 from tests.conftest import start_service, stop_service, wire_enums
 from tests.consoletools import GOLDEN, console_client, csrf, grpc_target
 
@@ -225,3 +229,28 @@ callers:
             assert outsider.post(f"/decisions/{decision_id}/replay", data={"csrf_token": token}).status_code == 403
     finally:
         stop_service(proc, channel)
+
+
+class _Corrected(ServiceClient):
+    """The real service's replay, as if the version had been corrected since (the service decides new
+    cases under the latest revision only, so a decision of an earlier one cannot be made here)."""
+
+    def replay(self, token, decision_id):
+        result = super().replay(token, decision_id)
+        result.current.CopyFrom(result.replayed)
+        result.current.outcome = "WAIVED"
+        result.current.policy.revision += 1
+        result.current_differences.append("outcome: FEE_PAYABLE != WAIVED")
+        return result
+
+
+def test_a_replay_of_a_corrected_version_shows_the_current_decision(console_service, console_reports, fee_id):
+    target = grpc_target(console_service[0])
+    app = create_app(Config(service=target, reports=console_reports, session_secret=b"test-secret"),
+                     client=_Corrected(Config(service=target)))
+    with TestClient(app, base_url="http://127.0.0.1:8080", follow_redirects=False) as client:
+        token = csrf(client.get(f"/decisions/{fee_id}").text)
+        html = client.post(f"/decisions/{fee_id}/replay", data={"csrf_token": token}).text
+    assert _by_id(html, "replay-verdict") == "Identical"
+    assert _by_id(html, "current-outcome") == "WAIVED"
+    assert "outcome: FEE_PAYABLE != WAIVED" in _by_id(html, "current-differences")

@@ -111,7 +111,8 @@ def _page(request: Request, inspected: Inspected, **panels):
         asked, decision, known,
         counterfactuals=what_if.counterfactuals if isinstance(what_if, pb.WhatIfResponse) else None,
         explanations=what_if.explanations if isinstance(what_if, pb.WhatIfResponse) else None)
-    caseworker = next((e for e in decision.explanations if e.audience == pb.AUDIENCE_CASEWORKER), None)
+    texts = what_if.explanations if isinstance(what_if, pb.WhatIfResponse) else decision.explanations
+    caseworker = next((e for e in texts if e.audience == pb.AUDIENCE_CASEWORKER), None)
     drawn = trail.group(decision, inspected.policies)
     return render(request, "decision.html", section="decisions", d=decision, asked=asked,
                   bundle_hash=inspected.found.bundle_hash, known=known, notes=inspected.notes,
