@@ -347,3 +347,15 @@ def test_a_post_without_csrf_is_refused(console):
     console.get("/try/application_fee/2024")  # the session has a token; these posts do not carry it
     assert console.post("/try/application_fee/2024", data={"facts-application_route": "direct_pay"}).status_code == 403
     assert console.post("/try/application_fee/2024/golden", data={"expect_outcome": "NO_FEE"}).status_code == 403
+
+
+def test_change_the_answers_posts_them_back_to_the_form_without_deciding(console, stub, monkeypatch):
+    case = _case("maintenance_calculation/2012/02-one-child-income-7-flat.yaml")
+    result = _post(console, "/try/maintenance_calculation/2012", form_fields(stub, case["request"]))
+    form = _section(result.text, "change-answers")
+    pairs = [(html.unescape(n), html.unescape(v)) for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form)]
+    monkeypatch.setattr(console.app.state.client, "decide", lambda *a: pytest.fail("decided"))
+    again = console.post("/try/maintenance_calculation/2012", data=_as_data([*pairs, ("action", "edit")]))
+    assert again.status_code == 200 and 'id="decide"' in again.text
+    assert 'id="facts-gross_weekly_income" name="facts-gross_weekly_income" type="text" autocomplete="off" spellcheck="false" value="7.00"' in again.text
+    assert_no_fact_in_a_url(again, case["request"]["facts"])
