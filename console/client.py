@@ -82,8 +82,10 @@ class ServiceClient:
     def list_policies(self, token: str | None) -> pb.ListPoliciesResponse:
         return self._call("ListPolicies", pb.ListPoliciesRequest(), token)
 
-    def get_policy(self, token: str | None, policy: str, version: str = "", markdown: bool = False) -> pb.GetPolicyResponse:
-        return self._call("GetPolicy", pb.GetPolicyRequest(policy=policy, version=version, markdown=markdown), token)
+    def get_policy(self, token: str | None, policy: str, version: str = "", markdown: bool = False,
+                   revision: int = 0) -> pb.GetPolicyResponse:
+        return self._call("GetPolicy", pb.GetPolicyRequest(policy=policy, version=version, markdown=markdown,
+                                                           revision=revision), token)
 
     def decide(self, token: str | None, request: pb.DecideRequest) -> pb.DecideResponse:
         return self._call("Decide", request, token)
