@@ -34,6 +34,7 @@ class Spec:
     sensitive: bool
     about: str  # as FactSpec.about: a party, "subject", "fact:<name>", or "" (the case's)
     description: str
+    type: str  # as FactSpec.type; "list" for a list of items
 
 
 def specs(policies: Iterable[pb.GetPolicyResponse]) -> dict[str, Spec]:
@@ -41,9 +42,9 @@ def specs(policies: Iterable[pb.GetPolicyResponse]) -> dict[str, Spec]:
     out: dict[str, Spec] = {}
     for policy in policies:
         for fact in policy.facts:
-            out.setdefault(fact.name, Spec(fact.sensitive, fact.about, fact.description))
+            out.setdefault(fact.name, Spec(fact.sensitive, fact.about, fact.description, fact.type))
         for items in policy.lists:
-            out.setdefault(items.name, Spec(items.sensitive, items.about, items.description))
+            out.setdefault(items.name, Spec(items.sensitive, items.about, items.description, "list"))
     return out
 
 

@@ -74,6 +74,8 @@ def test_the_lookup_form_checks_the_id_and_goes_to_its_page(console):
     went = console.get("/decisions", params={"decision_id": f" {good} "})
     assert went.status_code == 303 and went.headers["location"] == f"/decisions/{good.lower()}"
     assert console.get("/decisions/zz-not-hex").status_code == 400
+    upper = console.get(f"/decisions/{good.upper()}")
+    assert upper.status_code == 303 and upper.headers["location"] == f"/decisions/{good.lower()}"
 
 
 def test_an_unknown_id_is_not_found(console):
@@ -159,6 +161,7 @@ def test_a_decision_that_used_another_policy_shows_it_nested(console, console_se
     assert "<code>reduced</code>" in nested and "Read <code>gross_weekly_income</code> = 14950" in nested
     assert "maintenance_calculation 2012 (revision" in page_svg(html)
     assert "Schedule 1, para 10" in _by_id(html, "citations")
+    assert "£149.50 (14950 pence)" in _by_id(html, "fact-gross_weekly_income")  # a fact of the used policy
 
 
 def test_items_and_disclosure_risks_are_listed(console, console_service):
@@ -169,7 +172,8 @@ def test_items_and_disclosure_risks_are_listed(console, console_service):
     risks = _by_id(html, "disclosure-risks")
     assert "evidence_items" in risks and "Before the receiving parent is told this outcome" in risks
     assert "Withheld" in _by_id(html, "status-paying-parent")
-    assert "Sensitive" in _by_id(html, "fact-evidence_items")
+    evidence = _by_id(html, "fact-evidence_items")
+    assert "Sensitive" in evidence and "3 items" in evidence and "type: financial_abuse" in evidence
 
 
 def test_the_access_log_holds_no_fact_and_no_query(console, fee_id, caplog):

@@ -20,6 +20,7 @@ from cms_policy.v1 import policy_pb2 as pb
 
 from .. import audiences, trail
 from ..client import ServiceClient, ServiceError
+from ..formatting import plain, pounds, shown
 from ..render import render
 from ..security import checked_form, token
 
@@ -121,8 +122,25 @@ def _page(request: Request, inspected: Inspected, **panels):
                   caseworker=caseworker, parents=parents, **panels)
 
 
-def _facts(asked: pb.DecideRequest, known: dict[str, audiences.Spec]) -> list[tuple[str, object, audiences.Spec | None]]:
-    return [(name, asked.facts.fields[name], known.get(name)) for name in sorted(asked.facts.fields)]
+@dataclass
+class FactRow:
+    name: str
+    spec: audiences.Spec | None
+    value: str  # in words
+    items: list[str] | None = None  # a list of items: each in words
+
+
+def _facts(asked: pb.DecideRequest, known: dict[str, audiences.Spec]) -> list[FactRow]:
+    rows = []
+    for name in sorted(asked.facts.fields):
+        spec, value = known.get(name), plain(asked.facts.fields[name])
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows.append(FactRow(name, spec, f"{len(value)} item{'s' if len(value) != 1 else ''}", [shown(v) for v in value]))
+        elif spec is not None and spec.type == "money" and isinstance(value, int | float):
+            rows.append(FactRow(name, spec, f"{pounds(int(value))} ({int(value)} pence)"))
+        else:
+            rows.append(FactRow(name, spec, shown(value)))
+    return rows
 
 
 def _citations(decision: pb.DecideResponse) -> list[tuple[str, pb.Citation]]:
@@ -154,6 +172,8 @@ def _checked_id(request: Request) -> tuple[str, str | None]:
 
 def show(request: Request):
     decision_id, problem = _checked_id(request)
+    if problem and not _problem(decision_id.lower()):
+        return RedirectResponse(f"/decisions/{decision_id.lower()}", status_code=303)
     if problem:
         return _lookup(request, decision_id, problem)
     return _page(request, inspect(request, decision_id))
