@@ -90,7 +90,7 @@ def test_the_page_shows_the_request_with_its_sensitive_facts_tagged(console, fee
     assert _title(html) == f"Decision {fee_id} – CMS policy console"
     assert _by_id(html, "outcome") == _case(FEE)["expect_outcome"] == "FEE_PAYABLE"
     assert _by_id(html, "amount").strip() == "£20"
-    assert 'href="/policies/application_fee/2017"' in html
+    assert 'href="/policies/application_fee/2017"' in html and 'href="/policies/application_fee/2017?revision=2"' in html
     abuse, route = _by_id(html, "fact-abuse_of_applicant"), _by_id(html, "fact-application_route")
     assert "Sensitive" in abuse and "Receiving parent's" in abuse and "yes" in abuse
     assert "Sensitive" not in route and "direct_pay" in route
@@ -258,3 +258,17 @@ def test_a_replay_of_a_corrected_version_shows_the_current_decision(console_serv
     assert _by_id(html, "replay-verdict") == "Identical"
     assert _by_id(html, "current-outcome") == "WAIVED"
     assert "outcome: FEE_PAYABLE != WAIVED" in _by_id(html, "current-differences")
+
+
+def test_without_the_policy_the_picture_has_the_fired_rules_and_escapes_what_it_draws():
+    from console import trail
+    decision = pb.DecideResponse(outcome="X<Y", policy=pb.PolicyRef(policy="p", version="v", revision=1), trail=[
+        pb.TrailStep(rule_id="first", concludes="d = 1"),
+        pb.TrailStep(rule_id="<script>alert(1)</script>", concludes="X<Y",
+                     facts_used=[pb.FactUsed(name="n", value=struct_pb2.Value(string_value="</text><b>"))])])
+    drawn = trail.group(decision, {})
+    assert not drawn.complete and [(r.rule_id, r.status) for r in drawn.rows] == [
+        ("first", trail.FIRED), ("<script>alert(1)</script>", trail.DECIDED)]
+    svg = str(trail.picture(drawn))
+    assert "Only the rules that fired are known" in svg
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "</text><b>" not in svg
