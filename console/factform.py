@@ -70,6 +70,7 @@ class Group:
     source: str  # "" for the version's own facts
     facts: tuple[Question, ...]
     lists: tuple[ItemList, ...]
+    versions: int = 1  # how many versions' questions it holds
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def merged(title: str, source: str, policies, taken: set[str], fixed: set[str]) 
                 more = tuple(Question.of(f) for f in spec.facts if f.name not in {q.name for q in known.facts})
                 lists[spec.name] = ItemList(known.name, known.question, known.description, known.sensitive, known.facts + more)
     taken.update(facts, lists)
-    return Group(title, source, tuple(facts.values()), tuple(lists.values()))
+    return Group(title, source, tuple(facts.values()), tuple(lists.values()), len(policies))
 
 
 def field_name(name: str, item: tuple[str, int] | None = None) -> str:
