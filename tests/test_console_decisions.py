@@ -192,7 +192,7 @@ def test_the_access_log_holds_no_fact_and_no_query(console, fee_id, caplog):
 
 
 def test_a_caller_without_get_decision_is_refused_and_sees_nothing(tmp_path, console_reports):
-    tokens = {name: f"{name}-token-5b2e9c0d7a1f48e3b6c4d2a0f9e8d7c6" for name in ("reviewers", "policy-team")}
+    tokens = {name: f"{name}-token-5b2e9c0d7a1f48e3b6c4d2a0f9e8d7c6" for name in ("reviewers", "policy-team", "readers")}
     sha = {name: hashlib.sha256(token.encode()).hexdigest() for name, token in tokens.items()}
     authz = tmp_path / "authz.yaml"
     authz.write_text(f"""\
@@ -203,6 +203,9 @@ callers:
   policy-team:
     token_sha256: [{sha["policy-team"]}]
     allow: {{decide: ["*"], get_policy: ["*"], list_policies: true}}
+  readers:
+    token_sha256: [{sha["readers"]}]
+    allow: {{get_decision: true, get_policy: ["*"], list_policies: true}}
 """)
     proc, channel, _ = start_service(tmp_path, "--authz", str(authz))
     try:
@@ -231,6 +234,12 @@ callers:
             assert "FEE_PAYABLE" not in refused.text
             token = csrf(outsider.get("/decisions").text)
             assert outsider.post(f"/decisions/{decision_id}/replay", data={"csrf_token": token}).status_code == 403
+        with signed_in("readers") as reader:  # may read the decision, not replay it: said in the panel
+            token = csrf(reader.get(f"/decisions/{decision_id}").text)
+            refused = reader.post(f"/decisions/{decision_id}/replay", data={"csrf_token": token})
+            assert refused.status_code == 403
+            assert "may not call ReplayDecision" in _by_id(refused.text, "replay-problem")
+            assert _by_id(refused.text, "outcome") == "FEE_PAYABLE"
     finally:
         stop_service(proc, channel)
 

@@ -27,6 +27,9 @@ from ..security import checked_form, token
 # Decision ids are the 32 hex digits of a random UUID (the service's Evaluator makes them so).
 DECISION_ID = re.compile(r"[0-9a-f]{32}")
 FIELD = "decision_id"
+# A replay or what-if the service refuses for this decision (it no longer replays to the same outcome,
+# or the account may read the decision but not do this): said in its panel, the decision still shown.
+PANEL_ERRORS = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED)
 
 
 def _problem(value: str) -> str | None:
@@ -104,7 +107,7 @@ def inspect(request: Request, decision_id: str) -> Inspected:
     return Inspected(found, policies, notes)
 
 
-def _page(request: Request, inspected: Inspected, **panels):
+def _page(request: Request, inspected: Inspected, status_code: int = 200, **panels):
     decision, asked = inspected.decision, inspected.request
     known = audiences.specs(p for p in inspected.policies.values() if p is not None)
     what_if = panels.get("what_if")
@@ -115,7 +118,7 @@ def _page(request: Request, inspected: Inspected, **panels):
     texts = what_if.explanations if isinstance(what_if, pb.WhatIfResponse) else decision.explanations
     caseworker = next((e for e in texts if e.audience == pb.AUDIENCE_CASEWORKER), None)
     drawn = trail.group(decision, inspected.policies)
-    return render(request, "decision.html", section="decisions", d=decision, asked=asked,
+    return render(request, "decision.html", status_code=status_code, section="decisions", d=decision, asked=asked,
                   bundle_hash=inspected.found.bundle_hash, known=known, notes=inspected.notes,
                   facts=_facts(asked, known), read=audiences.read_facts(decision, asked),
                   drawn=drawn, picture=trail.picture(drawn), meanings=trail.MEANINGS, citations=_citations(decision),
@@ -188,9 +191,9 @@ async def replay(request: Request):
     try:
         result = await run_in_threadpool(request.app.state.client.replay, token(request), decision_id)
     except ServiceError as error:
-        if error.code != grpc.StatusCode.FAILED_PRECONDITION:
+        if error.code not in PANEL_ERRORS:
             raise
-        return _page(request, inspected, replay_problem=error.message)
+        return _page(request, inspected, status_code=error.http_status, replay_problem=error.message)
     return _page(request, inspected, replay=result)
 
 
@@ -203,9 +206,9 @@ async def what_if(request: Request):
     try:
         result = await run_in_threadpool(request.app.state.client.what_if, token(request), decision_id)
     except ServiceError as error:
-        if error.code != grpc.StatusCode.FAILED_PRECONDITION:
+        if error.code not in PANEL_ERRORS:
             raise
-        return _page(request, inspected, what_if_problem=error.message)
+        return _page(request, inspected, status_code=error.http_status, what_if_problem=error.message)
     return _page(request, inspected, what_if=result)
 
 
