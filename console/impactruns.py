@@ -122,8 +122,13 @@ class Runs:
             env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT} | {"PYTHONUNBUFFERED": "1",
                                                                                "MPLBACKEND": "Agg"}
             with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-                process = subprocess.Popen([sys.executable, "-m", "rules", "impact", *argv, "--out", str(folder)],
-                                           cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+                try:
+                    process = subprocess.Popen([sys.executable, "-m", "rules", "impact", *argv, "--out", str(folder)],
+                                               cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+                except OSError as exc:  # recorded as a failed run, with why
+                    err.write(f"error: the impact command could not be started: {exc}\n".encode())
+                    _write_json(folder / "exit.json", {"returncode": None})
+                    return run_id
             self._live[run_id] = process
         threading.Thread(target=self._watch, args=(run_id, folder, process), daemon=True,
                          name=f"impact-{run_id}").start()

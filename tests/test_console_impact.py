@@ -8,6 +8,7 @@ WAIVED case of 2017 becomes NO_FEE (see tests/test_impact_json.py).
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -29,6 +30,7 @@ from tests.consoletools import GOLDEN, console_client, csrf, grpc_target
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "tests" / "fixtures" / "impact"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TOKEN = "impact-test-token-0123456789"  # every call carries it (a service without --authz ignores it)
 FORM = {"old": "application_fee/2017", "new": "application_fee/2024", "count": "300", "seed": "2023"}
 
 
@@ -39,7 +41,7 @@ def reports(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def impact_console(console_service, reports):
-    with console_client(grpc_target(console_service[0]), reports) as client:
+    with console_client(grpc_target(console_service[0]), reports, dev_token=TOKEN) as client:
         yield client
 
 
@@ -128,7 +130,9 @@ def test_a_report_made_through_the_console(impact_console, reports):
         assert impact_console.get(f"{url}/{other}").status_code == 404, other
 
     # the folder: what was asked, never a token; the list of reports names it as done
+    assert TOKEN not in "".join(p.read_text("utf-8", errors="replace") for p in folder.iterdir())
     asked = json.loads((folder / "run.json").read_text("utf-8"))
+    assert asked["caller_token_sha256"] == hashlib.sha256(TOKEN.encode()).hexdigest()[:16]
     assert asked["corpus"] == {"kind": "synthetic", "count": 300, "seed": 2023}
     assert asked["old"]["version"] == "2017" and asked["new"]["content_hash"] == data["new"]["content_hash"]
     listing = impact_console.get("/impact").text
@@ -167,6 +171,9 @@ def test_a_report_folder_made_elsewhere(impact_console, reports):
     invalid = _table(page.text, "invalid")
     assert ["2024 and review-2023", "facts.favourite_colour: unknown fact for application_fee", "1", "cases.json#4"] \
         in invalid
+    assert _table(page.text, "other-policies") == [["service_type", "1"]]
+    assert _table(page.text, "unreadable")[0][0] == "requests.jsonl:8"
+    assert "lines of the synthetic corpus file" not in page.text  # a folder's ids are file names
     assert 'id="other-files"' in page.text  # the recorded content hashes are not the files'
     assert 'id="download-impact-md"' in page.text and 'id="download-impact-png"' not in page.text
     assert impact_console.get("/impact/20261201T093000Z-0123456789ab/impact.png").status_code == 404
@@ -251,6 +258,6 @@ def test_the_chart_is_a_labelled_picture():
     assert svg.startswith('<svg id="c" class="console-chart" role="img" aria-labelledby="c-title c-desc"')
     assert "<title id=\"c-title\">T &lt;1&gt;</title>" in svg and "<desc id=\"c-desc\">D</desc>" in svg
     assert "old: 3" in svg and "new: 2" in svg and "style=" not in svg
-    widths = [int(w) for w in re.findall(r'<rect class="[xy]" x="190" y="[0-9]+" width="([0-9]+)"', svg)]
-    assert widths == [16, 330, 110, 0, 220]  # the legend's first swatch, then old A, new A, old B, new B
+    widths = [int(w) for w in re.findall(r'<rect class="[xy]" x="[0-9]+" y="[0-9]+" width="([0-9]+)"', svg)]
+    assert widths == [16, 16, 330, 110, 0, 220]  # the legend's two swatches, then old A, new A, old B, new B
 

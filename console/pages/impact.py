@@ -30,8 +30,9 @@ from ..render import render
 from ..security import checked_form, token
 
 DEFAULT_CASES = 10_000
-# The console's machine decides them: 200,000 cases take about a minute and a half on two cores
-# (a million took 8 to 27 minutes); larger runs belong on a bulk machine (`python -m rules impact`).
+# The console's machine decides them: a million cases took 8 to 27 minutes on two cores (so 200,000
+# a few minutes, with the console's other users waiting on the same cores); larger runs belong on a
+# machine for bulk work (`python -m rules impact`, with --scheduler for a cluster).
 MAX_CASES = 200_000
 DEFAULT_SEED = 2023  # the corpus generator's own default
 MAX_SEED = 2**31 - 1
