@@ -281,3 +281,14 @@ def test_without_the_policy_the_picture_has_the_fired_rules_and_escapes_what_it_
     svg = str(trail.picture(drawn))
     assert "Only the rules that fired are known" in svg
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "</text><b>" not in svg
+
+
+def test_a_held_letter_is_shown_as_held_with_why(console, console_service):
+    case = GOLDEN / "prisoner_liability/2012/16-not-in-custody-missing-income.yaml"
+    html = console.get(f"/decisions/{_decide(console_service[1], case)}").text
+    assert _by_id(html, "outcome") == _case(case)["expect_outcome"] == "UNDETERMINED"
+    assert "Held" in _by_id(html, "status-receiving-parent")
+    kept = _by_id(html, "not-told-receiving-parent")
+    assert "Anything at all yet: their letter is held" in kept and "not theirs to give" in kept
+    assert "gross_weekly_income" in _by_id(html, "missing-facts")
+    assert "Held" not in _by_id(html, "status-paying-parent")
