@@ -13,7 +13,7 @@ from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from console.app import create_app
 from console.config import Config
-from tests.consoletools import grpc_target
+from tests.consoletools import GOLDEN, grpc_target
 
 
 def _element(page: str, element_id: str, end: str) -> str:
@@ -88,6 +88,17 @@ def test_a_version_page_shows_parameters_facts_rules_and_worked_examples(console
     corrections = _words(_element(text, "corrections", "</table>"))
     assert "The applicant's review line states no time limit" in corrections
     assert 'href="/policies/application_fee/2017?revision=1"' in text
+
+
+def test_every_version_page_has_its_rules_and_all_its_golden_cases(console, listed):
+    for summary in listed.policies:
+        for ref in summary.versions:
+            page = console.get(f"/policies/{summary.policy}/{ref.version}")
+            assert page.status_code == 200, (summary.policy, ref.version)
+            assert _element(page.text, "policy-title", "</h1>") == ref.title
+            cases = list((GOLDEN / summary.policy / ref.version).glob("*.yaml"))
+            assert cases and page.text.count('class="govuk-details policies-example"') == len(cases)
+            assert page.text.count('class="govuk-summary-card policies-rule"') >= 1
 
 
 def test_citations_link_to_the_legislation(console):
