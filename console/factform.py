@@ -7,8 +7,10 @@ out. What cannot be read is an error at its field, keyed by the id of the input 
 links to, and nothing is sent to the service.
 
 Input names (and ids) come from the fact's place in the request: `facts-application_date-day`,
-`facts-evidence_items-0-type`. A list's item count travels in `count-<list>`, and its "there are
-none" box in `facts-<list>-none`, so that the form can be drawn again with the answers kept.
+`facts-evidence_items-0-type`. A list's item count travels in `count-<list>`, so that the form can
+be drawn again with the answers kept, and its own answer in `facts-<list>`: "items" (the items as
+given, a blank one sent with nothing known of it), "none" (an empty list), or blank (not known,
+unless items are described).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from typing import Any
 from starlette.datastructures import FormData
 
 NONE = ":none"  # an enum_list's "none of these" box: an empty list, unlike no box at all (not known)
+# A list's own answer: its items as given (a blank item too), none at all, or (blank) not known unless
+# items are described (blank items then are no items).
+LIST_AS_GIVEN, LIST_EMPTY = "items", "none"
 MAX_RADIOS = 6  # an enum with more choices is a select
 MAX_ITEMS = 50
 DATE_PARTS = ("day", "month", "year")
@@ -157,20 +162,22 @@ def read(form: FormData, schema: Schema, extra_item: str = "") -> Answers:
             count = min(max(int(str(form.get(f"count-{lst.name}", "1"))), 0), MAX_ITEMS)
         except ValueError:
             count = 1
+        name = field_name(lst.name)
+        known = str(form.get(name, ""))
+        answers.values[name] = known
         items = []
         for index in range(count):
             item: dict[str, Any] = {}
             for question in lst.facts:
                 _read_fact(form, question, field_name(question.name, (lst.name, index)), answers, item)
-            if item:  # an item left blank is no item
+            if item or known == LIST_AS_GIVEN:  # a blank item is sent (nothing known of it) only when asked
                 items.append(item)
-        none_name = f"facts-{lst.name}-none"
-        none = form.get(none_name) == "yes"
-        if none:
-            answers.values[none_name] = "yes"
+        if known == LIST_EMPTY:
             if items:
-                answers.errors[none_name] = f"{lst.question}: either tick that there are none, or describe items, not both"
-        if items or none:
+                answers.errors[name] = f"{lst.question}: either say there are none, or describe items, not both"
+            else:
+                answers.facts[lst.name] = []
+        elif items:
             answers.facts[lst.name] = items
         answers.counts[lst.name] = min(count + (extra_item == lst.name), MAX_ITEMS)
     return answers
