@@ -3,6 +3,7 @@ in full with its golden cases as worked examples, and side-by-side diffs of vers
 The expected texts are from the policy files (rules/policies) and golden cases (tests/golden)."""
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 
@@ -13,7 +14,8 @@ from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
 from console.app import create_app
 from console.config import Config
-from tests.consoletools import GOLDEN, grpc_target
+from tests.conftest import start_service, stop_service
+from tests.consoletools import GOLDEN, console_client, grpc_target
 
 
 def _element(page: str, element_id: str, end: str) -> str:
@@ -204,3 +206,29 @@ def test_without_golden_cases_the_page_says_none_are_available(console_service, 
     with TestClient(app, base_url="http://127.0.0.1:8080") as client:
         page = client.get("/policies/application_fee/2017").text
     assert "No worked examples are available" in page and "policies-example" not in page
+
+
+def test_a_caller_may_list_every_policy_and_read_only_those_it_is_allowed(tmp_path, console_reports):
+    token = "fee-readers-token-3f9a1c7e5b2d4086a1c3e5f7b9d0e2a4"
+    authz = tmp_path / "authz.yaml"
+    authz.write_text(f"""\
+callers:
+  fee-readers:
+    token_sha256: [{hashlib.sha256(token.encode()).hexdigest()}]
+    allow: {{list_policies: true, get_policy: [application_fee]}}
+""")
+    proc, channel, _ = start_service(tmp_path, "--authz", str(authz))
+    try:
+        with console_client(grpc_target(proc), console_reports, require_sign_in=True) as client:
+            client.headers["authorization"] = f"Bearer {token}"  # as an OIDC proxy in front sends it
+            versions = client.get("/policies/service_type")  # its versions are listed; no revisions to compare
+            assert versions.status_code == 200 and 'id="versions-da-act-2023"' in versions.text
+            assert "revision 1 (corrected since)" not in versions.text
+            refused = client.get("/policies/service_type/2012")
+            assert refused.status_code == 403 and "You do not have permission to see this" in refused.text
+            assert "parameter-" not in refused.text
+            assert client.get("/policies/service_type/diff", params={"a": "2012", "b": "review-2023"}).status_code == 403
+            allowed = client.get("/policies/application_fee/2017")
+            assert allowed.status_code == 200 and 'id="parameter-application_fee_pence"' in allowed.text
+    finally:
+        stop_service(proc, channel)

@@ -71,7 +71,12 @@ def _choices(request, summary: pb.PolicySummary) -> list[tuple[str, str]]:
     """Every version and loaded earlier revision of the policy, as (diff query value, words)."""
     found = []
     for ref in summary.versions:
-        earlier = (_get(request, summary.policy, ref.version).earlier_revisions if ref.revision > 1 else [])
+        try:
+            earlier = _get(request, summary.policy, ref.version).earlier_revisions if ref.revision > 1 else []
+        except ServiceError as error:  # a user who may list the policy but not read it still sees its versions
+            if error.code != grpc.StatusCode.PERMISSION_DENIED:
+                raise
+            earlier = []
         found += [(f"{e.version}@{e.revision}", f"{e.version}, revision {e.revision} (corrected since)") for e in earlier]
         found.append((ref.version, f"{ref.version} ({ref.status}, revision {ref.revision})"))
     return found
