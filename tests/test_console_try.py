@@ -8,12 +8,17 @@ import html
 import re
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
+from starlette.datastructures import FormData
 
 from cms_policy.v1 import policy_pb2 as pb
 from cms_policy.v1 import policy_pb2_grpc
+from console import factform
 from console.client import ServiceError
+from console.formatting import pounds
+from console.pages.try_case import load_version
 from rules.authoring import goldens
 from tests.consoletools import GOLDEN, csrf
 
@@ -194,7 +199,6 @@ def test_a_golden_case_posted_through_the_form_gets_its_outcome_and_both_parents
     page = response.text
     assert case["expect_outcome"] in _section(page, "outcome-code")
     if "expect_amount_pence" in case:
-        from console.formatting import pounds
         assert pounds(case["expect_amount_pence"]) in _section(page, "amount")
     explanations = {e["audience"]: e for e in case["expected"]["explanations"]}
     for audience, element in (("RECEIVING_PARENT", "view-receiving-parent"), ("PAYING_PARENT", "view-paying-parent")):
@@ -251,8 +255,6 @@ def test_an_unreadable_answer_is_refused_at_its_field_without_a_call(console, st
 
 
 def test_the_services_invalid_argument_is_shown_at_its_field(console, monkeypatch):
-    import grpc
-
     def refuse(*_):
         raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "bad facts", {
             "facts.decision_date": "expected a date as YYYY-MM-DD",
@@ -360,31 +362,13 @@ def test_change_the_answers_posts_them_back_to_the_form_without_deciding(console
     assert_no_fact_in_a_url(again, case["request"]["facts"])
 
 
-def _schema(stub, policy: str, version: str):
-    """The form's questions as the page builds them (console.pages.try_case._version), from GetPolicy."""
-    from console import factform
-    own = stub.GetPolicy(pb.GetPolicyRequest(policy=policy, version=version))
-    refs = {p.policy: p.versions for p in stub.ListPolicies(pb.ListPoliciesRequest()).policies}
-    taken: set[str] = set()
-    groups = [factform.merged("", "", [own], taken, set())]
-    for use in own.uses:
-        versions = ([r.version for r in refs[use.policy] if r.status == "enacted"]
-                    if use.version in ("in_force", "latest_enacted") else [use.version])
-        used = [stub.GetPolicy(pb.GetPolicyRequest(policy=use.policy, version=v)) for v in versions]
-        groups.append(factform.merged(use.policy, use.policy, used, taken, set(use.set.fields)))
-    return factform.Schema(tuple(groups))
-
-
 @pytest.mark.parametrize("version_dir", sorted(str(d.relative_to(GOLDEN)) for d in GOLDEN.glob("*/*") if d.is_dir()))
-def test_the_form_reads_back_every_golden_cases_facts_exactly(stub, version_dir):
+def test_the_form_reads_back_every_golden_cases_facts_exactly(console, stub, version_dir):
     """Every golden case's facts, as form fields, read back to the same facts (dates, pence, enum
     lists, empty lists, items) without a call; facts the version does not ask are the golden's own
     tests of ignored facts, and are left out."""
-    from starlette.datastructures import FormData
-
-    from console import factform
     policy, version = version_dir.split("/")
-    schema = _schema(stub, policy, version)
+    schema = load_version(console.app.state.client, None, policy, version).schema
     asked = {q.name for q in schema.facts} | {lst.name for lst in schema.lists}
     item_facts = {lst.name: {q.name for q in lst.facts} for lst in schema.lists}
     for path in sorted((GOLDEN / version_dir).glob("*.yaml")):

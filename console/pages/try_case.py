@@ -49,10 +49,13 @@ def choose(request):
 
 
 def _version(request, policy: str, version: str) -> Version:
+    return load_version(request.app.state.client, token(request), policy, version)
+
+
+def load_version(client, who: str | None, policy: str, version: str) -> Version:
     """The version's questions: its own facts, then those of each policy it uses (a pinned version's,
     or, for "in_force"/"latest_enacted", every enacted version's, since which one decides depends on
     the case's date), less the facts the version fixes for it."""
-    client, who = request.app.state.client, token(request)
     own = client.get_policy(who, policy, version)
     listing = client.list_policies(who).policies
     refs = {p.policy: list(p.versions) for p in listing}
