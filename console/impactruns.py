@@ -143,8 +143,9 @@ class Runs:
             with self._lock:
                 self._live.pop(run_id, None)
 
-    def get(self, run_id: str) -> Run | None:
-        """The run with this id, or None (a malformed id never reaches the file system)."""
+    def get(self, run_id: str, report: bool = True) -> Run | None:
+        """The run with this id, or None (a malformed id never reaches the file system). `report`:
+        read its impact.json (else a finished run with one is done, unread: for the list of runs)."""
         if not RUN_ID.match(run_id):
             return None
         folder = self.folder / run_id
@@ -160,18 +161,19 @@ class Runs:
                 return Run(run_id, folder, asked, "running", cases_done=done, percent=percent)
             return Run(run_id, folder, asked, "failed", interrupted=True)
         returncode = ended.get("returncode")
-        report = _json(folder / "impact.json") if returncode == 0 else None
-        if report is None:
+        data = None
+        if returncode == 0:
+            data = _json(folder / "impact.json") if report else {} if (folder / "impact.json").is_file() else None
+        if data is None:
             return Run(run_id, folder, asked, "failed", returncode=returncode if isinstance(returncode, int) else None)
-        return Run(run_id, folder, asked, "done", returncode=0, cases_done=report["summary"]["read"], percent=100,
-                   report=report)
+        return Run(run_id, folder, asked, "done", returncode=0, percent=100, report=data or None)
 
     def all(self) -> list[Run]:
         """Every run in the folder, newest first (a run id starts with its time)."""
         if not self.folder.is_dir():
             return []
         ids = sorted((p.name for p in self.folder.iterdir() if p.is_dir() and RUN_ID.match(p.name)), reverse=True)
-        return [run for run in map(self.get, ids) if run is not None]
+        return [run for run in (self.get(i, report=False) for i in ids) if run is not None]
 
 
 def _progress(stderr: str) -> tuple[int, int, int]:
