@@ -195,8 +195,9 @@ def test_a_bad_diff_query_is_a_400_saying_what_is_wrong(console, query, words):
     assert page.status_code == 400 and words in html.unescape(page.text)
 
 
-def test_a_bad_revision_number_is_a_400(console):
-    page = console.get("/policies/application_fee/2017", params={"revision": "first"})
+@pytest.mark.parametrize("revision", ["first", "-1", "²", "1234567"])
+def test_a_bad_revision_number_is_a_400(console, revision):
+    page = console.get("/policies/application_fee/2017", params={"revision": revision})
     assert page.status_code == 400 and "revision is a revision number" in page.text
 
 

@@ -110,7 +110,7 @@ def _revision(request) -> int:
     text = request.query_params.get("revision", "")
     if not text:
         return 0
-    if not text.isdigit() or len(text) > 6:
+    if not re.fullmatch(r"[0-9]{1,6}", text):
         raise HTTPException(400, "revision is a revision number: 1, 2 and so on (or leave it out for the current one).")
     return int(text)
 
