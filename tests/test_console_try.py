@@ -381,3 +381,18 @@ def test_the_form_reads_back_every_golden_cases_facts_exactly(console, stub, ver
         expected = {k: [{f: x for f, x in item.items() if x is not None} for item in v] if isinstance(v, list) and v and isinstance(v[0], dict) else v
                     for k, v in facts.items()}
         assert answers.facts == expected, path.name
+
+
+def test_a_used_policy_the_account_may_not_read_is_said_not_asked(console, monkeypatch):
+    real = console.app.state.client.get_policy
+
+    def get_policy(who, policy, version="", markdown=False):
+        if policy == "abuse_evidence":
+            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, "not for this account")
+        return real(who, policy, version, markdown)
+    monkeypatch.setattr(console.app.state.client, "get_policy", get_policy)
+    page = console.get("/try/service_type/da-act-2023")
+    assert page.status_code == 200
+    assert "may not read" in _section(page.text, "unreadable-abuse_evidence")
+    assert 'id="facts-evidence_items-0-type"' not in page.text and 'id="facts-decision_date-day"' in page.text
+    assert console.get("/try/abuse_evidence/2018").status_code == 403  # its own form is the service's refusal

@@ -41,6 +41,7 @@ class Version:
     policy: pb.GetPolicyResponse
     schema: Schema
     others: list[pb.PolicyRef]  # shadow candidates
+    unreadable: list[str]  # used policies whose questions this account may not read
 
 
 def choose(request):
@@ -61,16 +62,23 @@ def load_version(client, who: str | None, policy: str, version: str) -> Version:
     refs = {p.policy: list(p.versions) for p in listing}
     taken: set[str] = set()
     groups = [factform.merged("", "", [own], taken, set())]
+    unreadable = []
     for use in own.uses:
         if use.version in ("in_force", "latest_enacted"):
             versions = [r.version for r in refs.get(use.policy, []) if r.status == "enacted"]
             which = "the version in force on the date" if use.version == "in_force" else "its latest enacted version"
         else:
             versions, which = [use.version], f"version {use.version}"
-        used = [client.get_policy(who, use.policy, v) for v in versions]
+        try:
+            used = [client.get_policy(who, use.policy, v) for v in versions]
+        except ServiceError as error:
+            if error.http_status != 403:
+                raise
+            unreadable.append(use.policy)  # the service's authorisation: its facts cannot be asked here
+            continue
         groups.append(factform.merged(f"{use.policy}, {which}", use.policy, used, taken, set(use.set.fields)))
     others = [r for r in refs.get(policy, []) if r.version != own.ref.version]
-    return Version(own, Schema(tuple(g for g in groups if g.facts or g.lists)), others)
+    return Version(own, Schema(tuple(g for g in groups if g.facts or g.lists)), others, unreadable)
 
 
 def _form(request, v: Version, answers: Answers, meta: dict[str, str], shadow: str, status: int = 200, errors=None):
