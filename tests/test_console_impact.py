@@ -214,6 +214,8 @@ def test_a_bad_run_id_never_reaches_the_file_system(reports, run_id):
     ({"count": "300000"}, "count", "The number of cases must be between 1 and 200,000"),
     ({"count": "ten"}, "count", "Enter the number of cases as a whole number"),
     ({"seed": "-1"}, "seed", "Enter the seed as a whole number"),
+    ({"count": "²"}, "count", "Enter the number of cases as a whole number"),
+    ({"count": "0"}, "count", "The number of cases must be between 1 and 200,000"),
 ])
 def test_the_form_says_what_is_wrong(impact_console, reports, changes, field, message):
     before = sorted(p.name for p in reports.iterdir())

@@ -15,6 +15,8 @@ service holds, and the API has no call that samples it.
 """
 from __future__ import annotations
 
+import re
+
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -73,14 +75,14 @@ def index(request: Request):
     return _index(request, listing, values, {})
 
 
-def _number(text: str, name: str, low: int, high: int, errors: dict[str, str]) -> int:
+def _number(text: str, name: str, what: str, low: int, high: int, errors: dict[str, str]) -> int:
     cleaned = text.replace(",", "").replace(" ", "")
-    if not cleaned.isdigit():
-        errors[name] = f"Enter the {'number of cases' if name == 'count' else 'seed'} as a whole number, like {low if name == 'seed' else DEFAULT_CASES}"
+    if not re.fullmatch(r"[0-9]{1,12}", cleaned):  # ASCII digits only: str.isdigit() takes "²", int() does not
+        errors[name] = f"Enter the {what} as a whole number, like {DEFAULT_CASES if name == 'count' else DEFAULT_SEED}"
         return 0
     value = int(cleaned)
     if not low <= value <= high:
-        errors[name] = f"The {'number of cases' if name == 'count' else 'seed'} must be between {low:,} and {high:,}"
+        errors[name] = f"The {what} must be between {low:,} and {high:,}"
     return value
 
 
@@ -97,8 +99,8 @@ def _check(values: dict[str, str], listing: pb.ListPoliciesResponse) -> tuple[di
             errors["new"] = "Choose a version of the same policy as the old version"
         elif values["new"] == values["old"]:
             errors["new"] = "Choose a different version from the old one"
-    count = _number(values["count"], "count", 1, MAX_CASES, errors)
-    seed = _number(values["seed"], "seed", 0, MAX_SEED, errors)
+    count = _number(values["count"], "count", "number of cases", 1, MAX_CASES, errors)
+    seed = _number(values["seed"], "seed", "seed", 0, MAX_SEED, errors)
     return errors, count, seed
 
 
