@@ -29,8 +29,10 @@ LIST_AS_GIVEN, LIST_EMPTY = "items", "none"
 MAX_RADIOS = 6  # an enum with more choices is a select
 MAX_ITEMS = 50
 DATE_PARTS = ("day", "month", "year")
-_MONEY = re.compile(r"-?\d+(\.\d{1,2})?")
-_INTEGER = re.compile(r"-?\d+")
+# ASCII digits only: str.isdigit and \d take others (², ٣) that a person did not mean as a number.
+_MONEY = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
+_INTEGER = re.compile(r"-?[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
 _SERVICE_PATH = re.compile(r"facts\.(\w+)(?:\[(\d+)\]\.(\w+))?")
 
 
@@ -160,7 +162,7 @@ def read(form: FormData, schema: Schema, extra_item: str = "") -> Answers:
     for lst in schema.lists:
         try:
             count = min(max(int(str(form.get(f"count-{lst.name}", "1"))), 0), MAX_ITEMS)
-        except ValueError:
+        except ValueError:  # not a number (the form always sends one): as first drawn
             count = 1
         name = field_name(lst.name)
         known = str(form.get(name, ""))
@@ -245,7 +247,7 @@ def _date(parts: dict[str, str]) -> tuple[str, str]:
     missing = [p for p in DATE_PARTS if not parts[p]]
     if missing:
         return "", "the date must include a " + " and a ".join(missing)
-    if not all(p.isdigit() for p in parts.values()):
+    if not all(_DIGITS.fullmatch(p) for p in parts.values()):
         return "", "the date must be in numbers, like 27 3 2024"
     day, month, year = int(parts["day"]), int(parts["month"]), int(parts["year"])
     if len(parts["year"]) != 4:
@@ -257,7 +259,7 @@ def _date(parts: dict[str, str]) -> tuple[str, str]:
 
 def _first_wrong(parts: dict[str, str]) -> str:
     """The part an error links to: the first missing or not a number, else the day."""
-    return next((p for p in DATE_PARTS if not parts[p].isdigit()), "day")
+    return next((p for p in DATE_PARTS if not _DIGITS.fullmatch(parts[p])), "day")
 
 
 def service_errors(fields: dict[str, str], schema: Schema) -> dict[str, str]:

@@ -396,3 +396,24 @@ def test_a_used_policy_the_account_may_not_read_is_said_not_asked(console, monke
     assert "may not read" in _section(page.text, "unreadable-abuse_evidence")
     assert 'id="facts-evidence_items-0-type"' not in page.text and 'id="facts-decision_date-day"' in page.text
     assert console.get("/try/abuse_evidence/2018").status_code == 403  # its own form is the service's refusal
+
+
+@pytest.mark.parametrize(("fields", "anchor"), [
+    ({"facts-application_date-day": "²", "facts-application_date-month": "3", "facts-application_date-year": "2024"}, "facts-application_date-day"),
+    ({"facts-application_date-day": "1", "facts-application_date-month": "3", "facts-application_date-year": "24"}, "facts-application_date-day"),
+    ({"facts-application_date-day": "1", "facts-application_date-month": "", "facts-application_date-year": "2024"}, "facts-application_date-month"),
+    ({"facts-application_route": "by_pigeon"}, "facts-application_route"),
+    ({"facts-applicant_in_northern_ireland": "maybe"}, "facts-applicant_in_northern_ireland"),
+])
+def test_answers_the_form_cannot_read_are_refused_at_their_field(console, fields, anchor):
+    response = _post(console, "/try/application_fee/2024", fields)
+    assert response.status_code == 400
+    assert f'<a href="#{anchor}">' in response.text
+
+
+@pytest.mark.parametrize(("text", "pence"), [("250", 25000), ("£1,234.50", 123450), ("0.5", 50), ("7", 700)])
+def test_money_in_pounds_is_whole_pence(text, pence):
+    schema = factform.Schema((factform.Group("", "", (factform.Question("income", "money", "Income?", ""),), ()),))
+    assert factform.read(FormData([("facts-income", text)]), schema).facts == {"income": pence}
+    assert factform.read(FormData([("facts-income", "12.345")]), schema).errors
+    assert factform.read(FormData([("facts-income", "١٢")]), schema).errors  # ASCII digits only

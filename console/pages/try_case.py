@@ -9,6 +9,7 @@ decides and records it like any other.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
@@ -154,7 +155,7 @@ async def golden(request):
     text = goldenfile.golden_yaml(
         policy=ref.policy, version=ref.version, facts=answers.facts, meta=_meta(form), expect_outcome=outcome,
         description=str(form.get("description", "")).strip() or "(Say what this case shows, and why the law gives this outcome.)",
-        expect_amount_pence=int(amount) if amount.lstrip("-").isdigit() else None, expect_items=items)
+        expect_amount_pence=int(amount) if re.fullmatch(r"-?[0-9]+", amount) else None, expect_items=items)
     name = goldenfile.filename(ref.policy, ref.version)
     return Response(text, media_type="application/yaml; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
