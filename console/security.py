@@ -8,7 +8,8 @@
 - **CSRF.** Every form carries the session's random token; a POST without it, or from another origin,
   is refused (403) before anything is read or called.
 - **Headers.** A strict Content-Security-Policy (no inline script or style: the pages need no
-  JavaScript), no framing, no referrer, no sniffing; HSTS over TLS; and `Cache-Control: no-store` on
+  JavaScript), no framing, no referrer to other sites (`same-origin`: with `no-referrer` Chromium sends
+  `Origin: null` on the console's own forms, which the origin check must refuse), no sniffing; HSTS over TLS; and `Cache-Control: no-store` on
   every page, since any page may show sensitive facts.
 - **Access log.** One JSON line a request: method, path (never the query), status, time, whether
   signed in. Facts never reach a URL (forms are POSTed), so they never reach this log.
@@ -37,7 +38,7 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",

@@ -38,7 +38,7 @@ def test_every_page_has_the_security_headers_and_is_never_cached(console):
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert "'unsafe-inline'" not in page.headers["content-security-policy"]
         assert page.headers["x-content-type-options"] == "nosniff"
-        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["referrer-policy"] == "same-origin"
     assert "no-store" not in console.get("/govuk/govuk-frontend.min.css").headers.get("cache-control", "")
 
 

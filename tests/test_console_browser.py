@@ -28,3 +28,38 @@ def test_the_start_page(site, browser):
     browser.get(site.url + "/")
     assert browser.find_element(By.TAG_NAME, "h1").text == "CMS policy console"
     check_page(browser, "start")
+
+
+def _recorded_fee_decision(console_service) -> str:
+    from google.protobuf import struct_pb2
+
+    from cms_policy.v1 import policy_pb2 as pb
+    from cms_policy.v1 import policy_pb2_grpc
+
+    facts = struct_pb2.Struct()
+    facts.update({"application_route": "direct_pay", "applicant_in_northern_ireland": False,
+                  "application_date": "2019-03-15", "applicant_date_of_birth": "1985-07-20",
+                  "abuse_of_applicant": True, "abuse_reported_to": ["police"], "declaration": "at_application"})
+    stub = policy_pb2_grpc.PolicyDecisionServiceStub(console_service[1])
+    decision = stub.Decide(pb.DecideRequest(policy="application_fee", facts=facts, as_at="2019-03-15",
+                                            subject=pb.AUDIENCE_RECEIVING_PARENT,
+                                            requested_by=pb.AUDIENCE_RECEIVING_PARENT), timeout=30)
+    assert decision.outcome == "WAIVED"
+    return decision.decision_id
+
+
+def test_a_reviewer_inspects_a_decision_and_replays_it(site, browser, console_service):
+    decision_id = _recorded_fee_decision(console_service)
+    browser.get(site.url + "/decisions")
+    check_page(browser, "decision-lookup")
+    browser.find_element(By.ID, "decision_id").send_keys(decision_id)
+    browser.find_element(By.ID, "decision-lookup-button").click()
+    assert browser.current_url == f"{site.url}/decisions/{decision_id}"
+    assert browser.title.startswith(f"Decision {decision_id}")
+    assert "WAIVED" in browser.find_element(By.ID, "outcome").text
+    assert browser.find_element(By.CSS_SELECTOR, "#trail-picture svg").get_attribute("role") == "img"
+    assert "abuse_of_applicant" in browser.find_element(By.ID, "not-told-paying-parent").text
+    check_page(browser, "decision")
+    browser.find_element(By.ID, "replay-button").click()
+    assert "Identical" in browser.find_element(By.ID, "replay-verdict").text
+    check_page(browser, "decision-replayed")
