@@ -263,3 +263,35 @@ def test_the_chart_is_a_labelled_picture():
     widths = [int(w) for w in re.findall(r'<rect class="[xy]" x="[0-9]+" y="[0-9]+" width="([0-9]+)"', svg)]
     assert widths == [16, 16, 330, 110, 0, 220]  # the legend's two swatches, then old A, new A, old B, new B
 
+
+
+def test_the_services_own_refusal_starts_nothing(tmp_path, reports):
+    """A service with --authz: a caller that may read service_type's versions but not
+    application_fee's may weigh a change to the one and not the other."""
+    from tests.conftest import start_service, stop_service
+    token = "impact-readers-token-5e1c9a7f3b2d4086a1c3e5f7b9d0e2a4"
+    authz = tmp_path / "authz.yaml"
+    authz.write_text(f"""\
+callers:
+  impact-readers:
+    token_sha256: [{hashlib.sha256(token.encode()).hexdigest()}]
+    allow: {{list_policies: true, get_policy: [service_type]}}
+""")
+    proc, channel, _ = start_service(tmp_path, "--authz", str(authz))
+    try:
+        with console_client(grpc_target(proc), reports, require_sign_in=True) as client:
+            client.headers["authorization"] = f"Bearer {token}"  # as an OIDC proxy in front sends it
+            before = sorted(p.name for p in reports.iterdir())
+            refused = _post(client, FORM)
+            assert refused.status_code == 403 and "You do not have permission to see this" in refused.text
+            assert sorted(p.name for p in reports.iterdir()) == before
+            # nor may it read a report of application_fee; one of service_type it may
+            _prepared(reports, "20261202T080000Z-00000000fee0", 2, "error: x\n")
+            assert client.get("/impact/20261202T080000Z-00000000fee0").status_code == 403
+            ref = {"policy": "service_type", "revision": 1, "status": "enacted", "title": "t", "content_hash": "0" * 64}
+            _prepared(reports, "20261202T080000Z-0000000005e0", 2, "error: y\n", policy="service_type",
+                      old={**ref, "version": "2012"}, new={**ref, "version": "review-2023"})
+            readable = client.get("/impact/20261202T080000Z-0000000005e0")
+            assert readable.status_code == 200 and "error: y" in readable.text
+    finally:
+        stop_service(proc, channel)
