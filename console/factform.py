@@ -185,6 +185,20 @@ def read(form: FormData, schema: Schema, extra_item: str = "") -> Answers:
     return answers
 
 
+def without_item(answers: Answers, list_name: str, index: int) -> Answers:
+    """The answers with one item of a list taken out (the later ones move up), to draw the form again."""
+    prefix = f"facts-{list_name}-"
+    values: dict[str, str | list[str]] = {}
+    for name, value in answers.values.items():
+        position, _, rest = name.removeprefix(prefix).partition("-")
+        if not name.startswith(prefix) or not position.isascii() or not position.isdigit() or not rest:
+            values[name] = value
+        elif int(position) != index:
+            values[f"{prefix}{int(position) - (int(position) > index)}-{rest}"] = value
+    counts = {**answers.counts, list_name: max(answers.counts.get(list_name, 1) - 1, 0)}
+    return Answers(values=values, counts=counts)
+
+
 def _read_fact(form: FormData, question: Question, name: str, answers: Answers, into: dict[str, Any]) -> None:
     what = question.question
     if question.type == "date":

@@ -417,3 +417,15 @@ def test_money_in_pounds_is_whole_pence(text, pence):
     assert factform.read(FormData([("facts-income", text)]), schema).facts == {"income": pence}
     assert factform.read(FormData([("facts-income", "12.345")]), schema).errors
     assert factform.read(FormData([("facts-income", "١٢")]), schema).errors  # ASCII digits only
+
+
+def test_remove_takes_out_one_item_and_moves_the_later_ones_up(console):
+    response = _post(console, "/try/maintenance_calculation/2012", {
+        "action": "remove-qualifying_children-1", "count-qualifying_children": "3", "facts-gross_weekly_income": "300",
+        "facts-qualifying_children-0-shared_care_nights": "10", "facts-qualifying_children-1-shared_care_nights": "20",
+        "facts-qualifying_children-2-shared_care_nights": "30"})
+    assert response.status_code == 200 and "govuk-error-summary" not in response.text
+    assert 'name="count-qualifying_children" value="2"' in response.text
+    values = re.findall(r'name="facts-qualifying_children-(\d)-shared_care_nights" type="text" autocomplete="off" spellcheck="false" value="(\d*)"', response.text)
+    assert values == [("0", "10"), ("1", "30")]
+    assert 'value="300"' in response.text

@@ -33,6 +33,7 @@ REQUESTERS = [("CASEWORKER", "A caseworker (the Service itself)"), ("RECEIVING_P
 REASONS = [(name, name.replace("_", " ").capitalize())
            for name in (v.name.removeprefix("REQUEST_REASON_") for v in pb.RequestReason.DESCRIPTOR.values)
            if name != "UNSPECIFIED"]
+REMOVE = re.compile(r"remove-(\w+)-([0-9]{1,3})")  # the "Remove" button of a list's item
 META = {"subject": ("AUDIENCE_", SUBJECTS), "requested_by": ("AUDIENCE_", REQUESTERS), "reason": ("REQUEST_REASON_", REASONS)}
 
 
@@ -125,7 +126,10 @@ async def decide(request):
     shadow = str(form.get("shadow_version", ""))
     if shadow not in {r.version for r in v.others}:
         shadow = ""
-    if adding or action == "edit":  # drawn again (with one more item); nothing is checked or decided yet
+    removing = REMOVE.fullmatch(action)
+    if removing and v.schema.item_list(removing.group(1)):
+        answers = factform.without_item(answers, removing.group(1), int(removing.group(2)))
+    if adding or removing or action == "edit":  # drawn again; nothing is checked or decided yet
         return _form(request, v, answers, meta, shadow, errors={})
     if answers.errors:
         return _form(request, v, answers, meta, shadow, status=400)
