@@ -33,7 +33,10 @@ def _templates() -> Jinja2Templates:
     templates.env.autoescape = True  # every page: facts and texts are the service's and the user's, never markup
     templates.env.filters.update(formatting.FILTERS)
     for page in PAGES:
-        templates.env.filters.update(getattr(page, "filters", {}))
+        filters = getattr(page, "filters", {})
+        if clash := set(filters) & set(templates.env.filters):  # one page's filter would replace another's
+            raise RuntimeError(f"{page.__name__} redefines the Jinja filters {sorted(clash)}")
+        templates.env.filters.update(filters)
     return templates
 
 

@@ -8,6 +8,8 @@ from google.protobuf.struct_pb2 import Value
 
 from cms_policy.v1 import policy_pb2 as pb
 
+from .legislation import citation_link
+
 AUDIENCES: dict[int, str] = {pb.AUDIENCE_CASEWORKER: "Caseworker", pb.AUDIENCE_RECEIVING_PARENT: "Receiving parent",
              pb.AUDIENCE_PAYING_PARENT: "Paying parent", pb.AUDIENCE_UNSPECIFIED: "Not stated"}
 
@@ -57,4 +59,4 @@ def audience(value: int) -> str:
     return AUDIENCES.get(value, "Unknown")
 
 
-FILTERS = {"pounds": pounds, "plain": plain, "shown": shown, "long_date": long_date, "audience": audience}
+FILTERS = {"citation_link": citation_link, "pounds": pounds, "plain": plain, "shown": shown, "long_date": long_date, "audience": audience}

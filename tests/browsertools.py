@@ -58,6 +58,17 @@ def start_chromium(tmp_path: Path):
     return driver
 
 
+def click_and_wait(driver, element) -> None:
+    """Click a button or link that loads a new page, and wait until that page has replaced this one
+    (a click returns before the navigation ends)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+
+
 def axe_violations(driver) -> list[dict]:
     """axe-core's violations in the current page (injected through WebDriver, which the page's CSP
     does not govern; the page itself runs no script)."""

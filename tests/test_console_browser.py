@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.browsertools import check_page, start_chromium
+from tests.browsertools import check_page, click_and_wait, start_chromium
 from tests.consoletools import ServedConsole, grpc_target
 
 
@@ -53,13 +53,38 @@ def test_a_reviewer_inspects_a_decision_and_replays_it(site, browser, console_se
     browser.get(site.url + "/decisions")
     check_page(browser, "decision-lookup")
     browser.find_element(By.ID, "decision_id").send_keys(decision_id)
-    browser.find_element(By.ID, "decision-lookup-button").click()
+    click_and_wait(browser, browser.find_element(By.ID, "decision-lookup-button"))
     assert browser.current_url == f"{site.url}/decisions/{decision_id}"
     assert browser.title.startswith(f"Decision {decision_id}")
     assert "WAIVED" in browser.find_element(By.ID, "outcome").text
     assert browser.find_element(By.CSS_SELECTOR, "#trail-picture svg").get_attribute("role") == "img"
     assert "abuse_of_applicant" in browser.find_element(By.ID, "not-told-paying-parent").text
     check_page(browser, "decision")
-    browser.find_element(By.ID, "replay-button").click()
+    click_and_wait(browser, browser.find_element(By.ID, "replay-button"))
     assert "Identical" in browser.find_element(By.ID, "replay-verdict").text
     check_page(browser, "decision-replayed")
+
+
+def test_a_policy_officer_browses_a_policy_its_timeline_a_version_and_a_diff(site, browser):
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(site.url + "/policies")
+    svg = browser.find_element(By.CSS_SELECTOR, "#picture-application_fee svg")
+    assert svg.get_attribute("role") == "img"
+    check_page(browser, "policies")
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "#policy-application_fee h2 a, #policy-application_fee a"))
+    assert browser.current_url == site.url + "/policies/application_fee"
+    for version in ("2014", "2017", "2024", "review-2023"):
+        assert browser.find_element(By.ID, f"versions-{version}")
+    check_page(browser, "policy-application-fee")
+    Select(browser.find_element(By.ID, "diff-a")).select_by_value("2017")
+    Select(browser.find_element(By.ID, "diff-b")).select_by_value("2024")
+    click_and_wait(browser, browser.find_element(By.ID, "diff-submit"))
+    assert browser.current_url.endswith("/policies/application_fee/diff?a=2017&b=2024")
+    assert "2017" in browser.find_element(By.ID, "diff-ref-a").text
+    assert browser.find_element(By.ID, "diff-rules").text  # the rules did change between them
+    check_page(browser, "policy-diff-2017-2024")
+    browser.get(site.url + "/policies/application_fee/2017")
+    assert browser.find_element(By.ID, "parameters").find_elements(By.CSS_SELECTOR, "a[href*='legislation.gov.uk']")
+    assert browser.find_elements(By.CSS_SELECTOR, "details[id^='example-']")
+    check_page(browser, "policy-version-application-fee-2017")

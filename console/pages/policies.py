@@ -39,11 +39,6 @@ def fact_owner(about: str) -> str:
     return OWNERS.get(about, about)
 
 
-def legislation_url(url: str) -> str:
-    """A citation's link, if it is a web address (never a script or data URL from a policy file)."""
-    return url if url.startswith(("https://", "http://")) else ""
-
-
 def _summary(request, policy: str) -> pb.PolicySummary:
     listed = request.app.state.client.list_policies(token(request))
     found = next((p for p in listed.policies if p.policy == policy), None)
@@ -149,7 +144,7 @@ def diff_page(request):
 
 
 # Named policy_* so that no other page's filter of the same name replaces them (app.py merges them all).
-filters = {"policy_status_tag": status_tag, "policy_fact_owner": fact_owner, "policy_url": legislation_url,
+filters = {"policy_status_tag": status_tag, "policy_fact_owner": fact_owner,
            "policy_parameter_value": diff.parameter_value}
 routes = [Route("/policies", index), Route("/policies/{policy}", policy_page),
           Route("/policies/{policy}/diff", diff_page),  # before a version's page: no version is called "diff"
