@@ -149,3 +149,27 @@ def test_a_policy_officer_tries_a_case_of_each_policy(site, browser, console_ser
     if shadow:
         assert browser.find_elements(By.CSS_SELECTOR, "#shadow .console-differs")
     check_page(browser, f"try-result-{policy}")
+
+
+def test_a_policy_officer_runs_an_impact_report_and_opens_it(site, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(site.url + "/impact")
+    check_page(browser, "impact")
+    _fill(browser, "old", "application_fee/2017")
+    _fill(browser, "new", "application_fee/2024")
+    _fill(browser, "count", "300")
+    click_and_wait(browser, browser.find_element(By.ID, "start-run"))
+    run_url = browser.current_url
+    assert run_url.startswith(site.url + "/impact/")
+    check_page(browser, "impact-run")  # running (with its progress) or, on a fast machine, already done
+    # the page refreshes itself every 2 seconds until the run is done
+    WebDriverWait(browser, 180).until(lambda b: b.find_elements(By.ID, "transitions") or b.find_elements(By.ID, "failure"))
+    assert not browser.find_elements(By.ID, "failure"), browser.find_element(By.ID, "error-output").text
+    rows = browser.find_element(By.ID, "transitions").text
+    assert "NO_FEE" in rows  # the 2024 version abolished the fee: cases move to NO_FEE
+    assert browser.find_element(By.ID, "outcome-chart").get_attribute("role") == "img"
+    check_page(browser, "impact-report")
+    browser.get(site.url + "/impact")
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, f"a[href='{run_url.removeprefix(site.url)}']"))
+    assert browser.find_element(By.ID, "transitions").text == rows
