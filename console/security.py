@@ -7,8 +7,8 @@
   console never decides what a token may do: the service's authorisation does, call by call.
 - **CSRF.** Every form carries the session's random token; a POST without it, or from another origin,
   is refused (403) before anything is read or called.
-- **Headers.** A strict Content-Security-Policy (no inline script or style: the pages need no
-  JavaScript), no framing, no referrer to other sites (`same-origin`: with `no-referrer` Chromium sends
+- **Headers.** A strict Content-Security-Policy (no inline script or style: the
+  pages need no JavaScript; one small file of the console's own follows an impact run's progress), no framing, no referrer to other sites (`same-origin`: with `no-referrer` Chromium sends
   `Origin: null` on the console's own forms, which the origin check must refuse), no sniffing; HSTS over TLS; and `Cache-Control: no-store` on
   every page, since any page may show sensitive facts.
 - **Access log.** One JSON line a request: method, path (never the query), status, time, whether

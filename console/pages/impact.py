@@ -20,7 +20,7 @@ import re
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from cms_policy.v1 import policy_pb2 as pb
@@ -169,6 +169,14 @@ def show(request: Request):
                   downloads=[name for name in DOWNLOADS if run.status == "done" and run.has(name)])
 
 
+def progress(request: Request):
+    """A run's progress for the page's script: status, percentage and the label's words."""
+    run = _run(request)
+    total = run.asked["corpus"]["count"]
+    return JSONResponse({"status": run.status, "percent": run.percent,
+                         "text": f"{run.percent}% done: {run.cases_done:,} of {total:,} cases decided by both versions"})
+
+
 def download(request: Request):
     name = request.path_params["name"]
     if name not in DOWNLOADS:
@@ -195,4 +203,5 @@ def share(n: int, total: int) -> str:
 
 filters = {"signed_pounds": signed_pounds, "signed": signed, "share": share}
 routes = [Route("/impact", index), Route("/impact/run", start, methods=["POST"]),
-          Route("/impact/{run_id}", show), Route("/impact/{run_id}/{name}", download)]
+          Route("/impact/{run_id}", show), Route("/impact/{run_id}/progress.json", progress),
+          Route("/impact/{run_id}/{name}", download)]
