@@ -31,7 +31,7 @@ def test_the_start_page(site, browser):
     check_page(browser, "start")
 
 
-def _recorded_fee_decision(console_service) -> str:
+def _recorded_fee_decision(console_service, metadata=()) -> str:
     from google.protobuf import struct_pb2
 
     from cms_policy.v1 import policy_pb2 as pb
@@ -44,7 +44,8 @@ def _recorded_fee_decision(console_service) -> str:
     stub = policy_pb2_grpc.PolicyDecisionServiceStub(console_service[1])
     decision = stub.Decide(pb.DecideRequest(policy="application_fee", facts=facts, as_at="2019-03-15",
                                             subject=pb.AUDIENCE_RECEIVING_PARENT,
-                                            requested_by=pb.AUDIENCE_RECEIVING_PARENT), timeout=30)
+                                            requested_by=pb.AUDIENCE_RECEIVING_PARENT),
+                           timeout=30, metadata=metadata)
     assert decision.outcome == "WAIVED"
     return decision.decision_id
 
@@ -174,3 +175,50 @@ def test_a_policy_officer_runs_an_impact_report_and_opens_it(site, browser):
     browser.get(site.url + "/impact")
     click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, f"a[href='{run_url.removeprefix(site.url)}']"))
     assert browser.find_element(By.ID, "transitions").text == rows
+
+
+def test_signed_in_users_see_what_the_services_authorisation_allows(browser, tmp_path, console_reports):
+    """A policy officer (no get_decision) opening a decision gets the 403 page; a reviewer sees it."""
+    import hashlib
+
+    from tests.conftest import start_service, stop_service
+
+    tokens = {name: f"{name}-browser-token-8f2d4b6a0c1e3a5d7f9b" for name in ("reviewers", "policy-team")}
+    sha = {name: hashlib.sha256(token.encode()).hexdigest() for name, token in tokens.items()}
+    authz = tmp_path / "authz.yaml"
+    authz.write_text(f"""\
+callers:
+  reviewers:
+    token_sha256: [{sha["reviewers"]}]
+    allow: {{get_decision: true, replay_decision: true, what_if: true, get_policy: ["*"], list_policies: true, decide: ["*"]}}
+  policy-team:
+    token_sha256: [{sha["policy-team"]}]
+    allow: {{decide: ["*"], get_policy: ["*"], list_policies: true}}
+""")
+    proc, channel, _ = start_service(tmp_path, "--authz", str(authz))
+    served = ServedConsole(grpc_target(proc), console_reports, require_sign_in=True)
+    try:
+        decision_id = _recorded_fee_decision((proc, channel), (("authorization", f"Bearer {tokens['reviewers']}"),))
+
+        def sign_in(name: str) -> None:
+            browser.delete_all_cookies()
+            browser.get(f"{served.url}/decisions/{decision_id}")
+            assert browser.current_url == f"{served.url}/sign-in"  # sent to sign in first
+            browser.find_element(By.ID, "token").send_keys(tokens[name])
+            click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "main form button"))
+
+        sign_in("policy-team")
+        check_page(browser, "sign-in-done")
+        browser.get(f"{served.url}/decisions/{decision_id}")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "You do not have permission to see this"
+        assert "WAIVED" not in browser.page_source and "abuse_of_applicant" not in browser.page_source
+        check_page(browser, "decision-refused")
+        sign_in("reviewers")
+        browser.get(f"{served.url}/decisions/{decision_id}")
+        assert "WAIVED" in browser.find_element(By.ID, "outcome").text
+        click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "footer form button"))  # sign out
+        assert browser.current_url == f"{served.url}/sign-in"
+        check_page(browser, "sign-in")
+    finally:
+        served.stop()
+        stop_service(proc, channel)
