@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         "console serving", extra={"fields": {"url": f"{scheme}://{config.host}:{config.port}/",
                                              "service": config.service, "sign_in": config.require_sign_in}})
     # uvicorn's own access log would write query strings: ours (security.Protections) never does.
-    uvicorn.run(app, host=config.host, port=config.port, access_log=False, log_config=None,
+    # A browser's idle keep-alive connection would hold a stop for as long as it stays open.
+    uvicorn.run(app, host=config.host, port=config.port, access_log=False, log_config=None, timeout_graceful_shutdown=5,
                 ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
                 ssl_keyfile=str(config.tls_key) if config.tls_key else None, server_header=False)
     return 0
