@@ -29,8 +29,10 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 
 from .config import Config
+from .render import error_page
 
 access_log = logging.getLogger("cms_policy.console.access")
+failures = logging.getLogger("cms_policy.console")
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
@@ -86,16 +88,19 @@ async def checked_form(request: Request) -> FormData:
 
 
 class Protections(BaseHTTPMiddleware):
-    """Security headers, no caching, and the access log line, for every response."""
+    """Security headers, no caching, and the access log line, for every response; and a page that
+    fails is a plain 500 page, logged by the error's type alone: an error's message or traceback
+    may quote a fact (uvicorn would log both)."""
 
     async def dispatch(self, request: Request, call_next):
         started = time.perf_counter()
-        status = 500
         try:
             response = await call_next(request)
-            status = response.status_code
-        finally:
-            _log_access(request, status, started)
+        except Exception as error:
+            failures.error("page failed", extra={"fields": {"method": request.method, "path": request.url.path,
+                                                             "error": type(error).__name__}})
+            response = error_page(request, 500, "The console could not show this page. Try again, or tell its operators when.")
+        _log_access(request, response.status_code, started)
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         if request.app.state.config.secure:

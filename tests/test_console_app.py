@@ -72,3 +72,16 @@ def test_the_access_log_has_the_path_never_the_query(console, caplog):
     [record] = [r for r in caplog.records if r.name == "cms_policy.console.access"]
     line = json.dumps(record.fields)
     assert record.fields["path"] == "/" and "secret_fact" not in line and "abuse" not in line
+
+
+def test_a_page_that_fails_is_a_500_page_logged_without_its_message(console, monkeypatch, caplog):
+    def broken(*_):
+        raise ValueError("invalid date 2023-02-17 for evidence_items[0]")  # a message quoting a fact
+    monkeypatch.setattr(console.app.state.client, "list_policies", broken)
+    with caplog.at_level(logging.DEBUG):
+        page = console.get("/")
+    assert page.status_code == 500 and "could not show this page" in page.text and "2023-02-17" not in page.text
+    assert page.headers["cache-control"] == "no-store"
+    [failed] = [r for r in caplog.records if r.getMessage() == "page failed"]
+    assert failed.fields == {"method": "GET", "path": "/", "error": "ValueError"}
+    assert not [r for r in caplog.records if "2023-02-17" in r.getMessage() or r.exc_info]
