@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--golden", type=Path, default=ROOT / "tests" / "golden",
                         help="golden cases shown as worked examples (default: the checkout's tests/golden)")
     parser.add_argument("--reports", type=Path, default=ROOT / "var" / "impact", help="folder of impact reports")
+    parser.add_argument("--cases-folder", type=Path, action="append", default=[], metavar="DIR", dest="case_folders",
+                        help="a folder of cases (*.jsonl, *.json, *.yaml) users may make impact reports over; repeatable")
     parser.add_argument("--session-secret-file", type=Path,
                         help="key that signs session cookies (several replicas must share one; default: random)")
     return parser
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                     tls_cert=args.tls_cert, tls_key=args.tls_key, require_sign_in=args.sign_in,
                     dev_token=args.dev_token_file.read_text().strip() if args.dev_token_file else None,
                     golden=args.golden if args.golden.is_dir() else None, reports=args.reports,
+                    case_folders=tuple(folder.resolve() for folder in args.case_folders),
                     session_secret=args.session_secret_file.read_bytes().strip() if args.session_secret_file
                     else os.urandom(32))
     try:

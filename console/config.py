@@ -37,6 +37,8 @@ class Config:
     require_sign_in: bool = False
     golden: Path | None = None  # golden cases shown as worked examples (a dev checkout's tests/golden)
     reports: Path = field(default_factory=lambda: ROOT / "var" / "impact")  # impact reports: one folder each
+    # Folders of cases an impact report may be made over (users pick one by its name, never type a path).
+    case_folders: tuple[Path, ...] = ()
     assets: Path = GOVUK_FRONTEND
     session_secret: bytes = b""  # signs the session cookie (sign-in, CSRF); random per start if empty
 
@@ -58,5 +60,11 @@ class Config:
                 raise ConfigError("--dev-token-file is for development on loopback only")
         if self.require_sign_in and self.dev_token:
             raise ConfigError("--dev-token-file and --sign-in do not go together: signed-in users call with their own token")
+        names = [folder.name for folder in self.case_folders]
+        for folder in self.case_folders:
+            if not folder.is_dir():
+                raise ConfigError(f"--cases-folder {folder}: no such folder")
+            if not folder.name or names.count(folder.name) > 1:  # users pick a folder by its name
+                raise ConfigError(f"--cases-folder {folder}: each case folder needs a name of its own")
         if not (self.assets / "govuk-frontend.min.css").is_file():
             raise ConfigError(f"GOV.UK Frontend is not installed at {self.assets}: run `npm ci` (package.json)")

@@ -12,8 +12,10 @@ it), so it starts the command with this interpreter and reads its files. A run's
 - `exit.json`: the process's return code, written when it ends.
 
 A run is running while this console's process watches it; a folder without `exit.json` that no
-one watches was interrupted (the console stopped first). Only synthetic cases are run: they are
-made by the corpus generator, so no real person's facts reach the folder or an error message.
+one watches was interrupted (the console stopped first). Its cases are synthetic (made by the
+corpus generator: no real person's facts) or those of a case folder the console was started with
+(`--cases-folder`): then the report's examples hold some of those cases' facts, and whoever may
+read both versions may read it, as the service's authorisation decides.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from .config import ROOT
 RUN_ID = re.compile(r"\A[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}\Z")  # a timestamp and 48 random bits
 DOWNLOADS = {"impact.md": "text/markdown; charset=utf-8", "impact.json": "application/json",
              "impact.png": "image/png"}
+CASE_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml")  # the files `rules impact --cases` reads
 _PROGRESS = re.compile(r"^impact: ([0-9]+)/([0-9]+) cases \(([0-9]+)%\)", re.MULTILINE)
 TAIL_LINES = 40  # of a failed run's error output
 # The child's environment: enough to run Python and matplotlib, nothing else of the console's.
@@ -53,6 +56,7 @@ class Run:
     returncode: int | None = None
     interrupted: bool = False
     cases_done: int = 0
+    cases_total: int = 0  # as the progress line says (0 before the first)
     percent: int = 0
     report: dict | None = field(default=None, repr=False)  # impact.json, when done
 
@@ -60,7 +64,8 @@ class Run:
         return name in DOWNLOADS and (self.folder / name).is_file()
 
     def error_tail(self) -> str:
-        """The end of the run's error output (synthetic cases only, and no token is ever given to it)."""
+        """The end of the run's error output (no token is ever given to the command; a case's
+        problems go to the report, not here)."""
         lines = _read(self.folder / "stderr.txt").splitlines()
         return "\n".join(lines[-TAIL_LINES:])
 
@@ -157,8 +162,8 @@ class Runs:
             live = run_id in self._live
         if ended is None:
             if live:
-                done, _, percent = _progress(_read(folder / "stderr.txt"))
-                return Run(run_id, folder, asked, "running", cases_done=done, percent=percent)
+                done, total, percent = _progress(_read(folder / "stderr.txt"))
+                return Run(run_id, folder, asked, "running", cases_done=done, cases_total=total, percent=percent)
             return Run(run_id, folder, asked, "failed", interrupted=True)
         returncode = ended.get("returncode")
         data = None
@@ -174,6 +179,16 @@ class Runs:
             return []
         ids = sorted((p.name for p in self.folder.iterdir() if p.is_dir() and RUN_ID.match(p.name)), reverse=True)
         return [run for run in (self.get(i, report=False) for i in ids) if run is not None]
+
+
+def case_files(folder: Path) -> int:
+    """The files of cases under `folder` that `rules impact --cases` reads: those with a case
+    suffix, recursively, leaving out hidden files and folders (as it does)."""
+    try:
+        return sum(1 for path in folder.rglob("*") if path.suffix.lower() in CASE_SUFFIXES and path.is_file()
+                   and not any(part.startswith(".") for part in path.relative_to(folder).parts))
+    except OSError:
+        return 0
 
 
 def _progress(stderr: str) -> tuple[int, int, int]:

@@ -301,3 +301,110 @@ callers:
             assert readable.status_code == 200 and "error: y" in readable.text
     finally:
         stop_service(proc, channel)
+
+
+# --- a case folder the console was started with ----------------------------------------------------
+# Three application_fee cases, decided as the policies' YAML says (each version pinned, facts of the
+# other version ignored):
+# - JSONL line 1, direct_pay, not NI, applied 2023-06-01, born 1990, no abuse disclosed: 2017 decides
+#   by payable.standard (no earlier rule holds; applicant_is_victim keeps its default, false) →
+#   FEE_PAYABLE £20; 2024: not family-based, not NI → no-fee.abolished → NO_FEE.
+# - JSONL line 2, bare facts, family_based: the first rule of both → NOT_APPLICABLE, unchanged.
+# - more/under-19.yml, collect_and_pay, born 2006-01-01, applied 2023-06-01 (17, under 19):
+#   2017 waived.under-19 → WAIVED; 2024 → NO_FEE.
+FOLDER_CASES = {
+    "requests.jsonl": "\n".join(json.dumps(case) for case in [
+        {"policy": "application_fee", "facts": {
+            "application_route": "direct_pay", "applicant_in_northern_ireland": False,
+            "application_date": "2023-06-01", "applicant_date_of_birth": "1990-01-01", "abuse_of_applicant": False,
+            "child_abuse_disclosed": False, "child_abuse_witnessed": False, "child_abuser": "someone_else",
+            "abuse_reported_to": [], "declaration": "not_made"}},
+        {"application_route": "family_based", "applicant_in_northern_ireland": False,
+         "application_date": "2023-06-01"}]) + "\n",
+    "more/under-19.yml": """\
+policy: application_fee
+facts:
+  application_route: collect_and_pay
+  applicant_in_northern_ireland: false
+  application_date: 2023-06-01
+  applicant_date_of_birth: 2006-01-01
+""",
+    "notes.txt": "not a case file\n",
+    ".hidden/ignored.yaml": "application_route: family_based\n",
+}
+FOLDER_TRANSITIONS = [["FEE_PAYABLE", "NO_FEE", "1", "33.3%"], ["NOT_APPLICABLE", "NOT_APPLICABLE (unchanged)", "1", "33.3%"],
+                      ["WAIVED", "NO_FEE", "1", "33.3%"]]
+
+
+@pytest.fixture(scope="module")
+def case_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("configured") / "fee-cases"
+    for name, text in FOLDER_CASES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def folder_console(console_service, reports, case_folder):
+    with console_client(grpc_target(console_service[0]), reports, dev_token=TOKEN,
+                        case_folders=(case_folder,)) as client:
+        yield client
+
+
+def test_a_report_over_a_case_folder(folder_console, reports, case_folder):
+    form = folder_console.get("/impact").text
+    assert 'value="folder:fee-cases"' in form and "The case folder fee-cases" in form
+    assert "2 case files" in form  # the JSONL and the YAML; not notes.txt, nor the hidden folder's
+    assert 'id="folder-warning"' in form and "shows example cases' facts" in form
+    assert 'id="corpus" name="corpus" type="radio" value="synthetic" checked' in form
+    started = _post(folder_console, {"old": "application_fee/2017", "new": "application_fee/2024",
+                                     "corpus": "folder:fee-cases", "count": "", "seed": ""})
+    assert started.status_code == 303, started.text
+    url = started.headers["location"]
+    run_id = url.rsplit("/", 1)[1]
+    done = _wait(folder_console, url)
+    assert sorted(_table(done, "transitions")) == FOLDER_TRANSITIONS
+    assert 'id="run-cases">Case folder fee-cases: 3 cases in 2 files<' in done
+    assert "no-fee.abolished" in done and "waived.under-19" in done and "payable.standard" in done
+    assert "£20" in done  # the amounts: £20 under 2017, £0 under 2024
+    assert str(case_folder) not in done and "--cases fee-cases" in done  # the machine's path stays off the page
+    asked = json.loads((reports / run_id / "run.json").read_text("utf-8"))
+    assert asked["corpus"] == {"kind": "folder", "name": "fee-cases"}
+    assert str(case_folder) not in json.dumps(asked)
+    listing = folder_console.get("/impact").text
+    row = listing.split(f'id="run-{run_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "Case folder fee-cases" in row and "Done" in row
+
+
+@pytest.mark.parametrize("choice", ["folder:elsewhere", "/etc", "folder:../fee-cases", "folder:", "", "FOLDER:fee-cases"])
+def test_only_a_configured_folder_can_be_chosen(folder_console, reports, case_folder, choice):
+    before = sorted(p.name for p in reports.iterdir())
+    page = _post(folder_console, {**FORM, "corpus": choice})
+    assert page.status_code == 400
+    assert '<a href="#corpus">Choose synthetic cases or one of the case folders' in page.text
+    assert 'id="corpus-error"' in page.text
+    assert sorted(p.name for p in reports.iterdir()) == before
+    # the path itself is no choice either
+    assert _post(folder_console, {**FORM, "corpus": str(case_folder)}).status_code == 400
+
+
+def test_case_folders_need_names_of_their_own(tmp_path):
+    from console.config import ConfigError
+    (tmp_path / "a" / "cases").mkdir(parents=True)
+    (tmp_path / "b" / "cases").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="a name of its own"):
+        Config(case_folders=(tmp_path / "a" / "cases", tmp_path / "b" / "cases")).check()
+    with pytest.raises(ConfigError, match="no such folder"):
+        Config(case_folders=(tmp_path / "c",)).check()
+
+
+def test_a_folder_runs_progress_counts_its_cases_once_read(tmp_path):
+    from console.impactruns import Run
+    from console.pages.impact import _progress_text
+    asked = {"corpus": {"kind": "folder", "name": "fee-cases"}}
+    assert _progress_text(Run("r", tmp_path, asked, "running")) == "0% done: reading the folder's cases"
+    read = Run("r", tmp_path, asked, "running", cases_done=2_000, cases_total=4_500, percent=44)
+    assert _progress_text(read) == "44% done: 2,000 of 4,500 cases decided by both versions"
+    synthetic = Run("r", tmp_path, {"corpus": {"kind": "synthetic", "count": 300, "seed": 1}}, "running")
+    assert _progress_text(synthetic) == "0% done: 0 of 300 cases decided by both versions"

@@ -42,3 +42,9 @@ def test_off_loopback_without_tls_it_does_not_start():
     run = subprocess.run([sys.executable, "-m", "console", "--host", "0.0.0.0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "needs --tls-cert and --tls-key" in run.stderr
+
+
+def test_a_case_folder_that_does_not_exist_is_refused_at_start():
+    run = subprocess.run([sys.executable, "-m", "console", "--cases-folder", "/nonexistent/fee-cases"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--cases-folder /nonexistent/fee-cases: no such folder" in run.stderr

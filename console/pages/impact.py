@@ -1,7 +1,8 @@
-"""Impact: what would change if a new version replaced an old one, over a synthetic corpus of cases.
+"""Impact: what would change if a new version replaced an old one, over a corpus of cases.
 
-A run is `python -m rules impact OLD NEW --count N --seed S --out <reports>/<run id>` started as a
-process of its own (console/impactruns.py: the console holds no engine), one at a time. Before it
+A run is `python -m rules impact OLD NEW --count N --seed S --out <reports>/<run id>` (synthetic
+cases) or `... --cases <folder> --out ...` (a case folder the console was started with: a user
+picks one by its name, never types a path) started as a process of its own (console/impactruns.py: the console holds no engine), one at a time. Before it
 starts, the service is asked for both versions with the user's token, so its authorisation decides
 who may weigh a change to a policy (and who may read a report of one). While it runs its page
 refreshes itself every two seconds (a meta refresh: no script) with the progress the command
@@ -9,13 +10,16 @@ prints; when done it shows the report's data (impact.json): the outcomes under e
 chart and a table, the transitions, the rules and example cases of each change, amounts, flags and
 errors, and the report's files to download.
 
-Only the synthetic corpus is offered. A folder of real cases would need folders the console is
-configured with (none are); a sample of the decision log needs the log's key, which only the
-service holds, and the API has no call that samples it.
+A folder's report holds some of its cases' facts (the examples of each change): the form says so,
+and it is shown, like any report, to whoever the service lets read both versions. The folder's
+path stays on the console's machine: run.json and the pages name it by its folder name. A sample
+of the decision log is not offered: it needs the log's key, which only the service holds, and the
+API has no call that samples it.
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -27,7 +31,7 @@ from cms_policy.v1 import policy_pb2 as pb
 
 from ..charts import Series, bar_chart
 from ..formatting import pounds
-from ..impactruns import DOWNLOADS, Run, RunBusy, caller, runs
+from ..impactruns import DOWNLOADS, Run, RunBusy, caller, case_files, runs
 from ..render import render
 from ..security import checked_form, token
 
@@ -56,14 +60,23 @@ def _version_label(ref: pb.PolicyRef) -> str:
     return f"{ref.version} ({ref.status})"
 
 
+SYNTHETIC = "synthetic"  # the corpus choice's value for synthetic cases; a folder's is "folder:<its name>"
+
+
+def _folders(request: Request) -> dict[str, Path]:
+    """The configured case folders by their choice values (their names are distinct: Config.check)."""
+    return {f"folder:{folder.name}": folder for folder in request.app.state.config.case_folders}
+
+
 def _index(request: Request, listing: pb.ListPoliciesResponse, values: dict[str, str],
            errors: dict[str, str], status_code: int = 200):
     registry = runs(request.app.state.config.reports)
     everything = registry.all()
+    folders = [(value, folder.name, case_files(folder)) for value, folder in _folders(request).items()]
     return render(request, "impact.html", status_code=status_code, section="impact",
                   runs=everything[:LISTED], more=max(0, len(everything) - LISTED), options=_options(listing),
                   values=values, errors=errors, error_summary=list(errors.items()), running=registry.running(),
-                  max_cases=MAX_CASES, tags=STATUS_TAGS)
+                  max_cases=MAX_CASES, tags=STATUS_TAGS, folders=folders)
 
 
 def index(request: Request):
@@ -71,7 +84,7 @@ def index(request: Request):
     first = listing.policies[0].versions if listing.policies else []
     values = {"old": f"{first[0].policy}/{first[0].version}" if first else "",
               "new": f"{first[1].policy}/{first[1].version}" if len(first) > 1 else "",
-              "count": str(DEFAULT_CASES), "seed": str(DEFAULT_SEED)}
+              "count": str(DEFAULT_CASES), "seed": str(DEFAULT_SEED), "corpus": SYNTHETIC}
     return _index(request, listing, values, {})
 
 
@@ -86,8 +99,10 @@ def _number(text: str, name: str, what: str, low: int, high: int, errors: dict[s
     return value
 
 
-def _check(values: dict[str, str], listing: pb.ListPoliciesResponse) -> tuple[dict[str, str], int, int]:
-    """What is wrong with the form, field by field (its anchors are the fields' ids), and its numbers."""
+def _check(values: dict[str, str], listing: pb.ListPoliciesResponse,
+           folders: dict[str, Path]) -> tuple[dict[str, str], int, int]:
+    """What is wrong with the form, field by field (its anchors are the fields' ids), and its
+    numbers (synthetic cases only: a folder's cases are its own)."""
     errors: dict[str, str] = {}
     known = {value for _, versions in _options(listing) for value, _ in versions}
     if values["old"] not in known:
@@ -99,6 +114,13 @@ def _check(values: dict[str, str], listing: pb.ListPoliciesResponse) -> tuple[di
             errors["new"] = "Choose a version of the same policy as the old version"
         elif values["new"] == values["old"]:
             errors["new"] = "Choose a different version from the old one"
+    if values["corpus"] in folders:
+        if not case_files(folders[values["corpus"]]):
+            errors["corpus"] = f"The folder {folders[values['corpus']].name} has no case files: choose another"
+        return errors, 0, 0
+    if values["corpus"] != SYNTHETIC:  # only the configured folders, by name: never a path from the form
+        errors["corpus"] = "Choose synthetic cases or one of the case folders"
+        return errors, 0, 0
     count = _number(values["count"], "count", "number of cases", 1, MAX_CASES, errors)
     seed = _number(values["seed"], "seed", "seed", 0, MAX_SEED, errors)
     return errors, count, seed
@@ -114,7 +136,9 @@ async def start(request: Request):
     client, who = request.app.state.client, token(request)
     listing = await run_in_threadpool(client.list_policies, who)
     values = {name: str(form.get(name, "")).strip() for name in ("old", "new", "count", "seed")}
-    errors, count, seed = _check(values, listing)
+    values["corpus"] = str(form.get("corpus", SYNTHETIC))  # a form without case folders has no choice
+    folders = _folders(request)
+    errors, count, seed = _check(values, listing, folders)
     if errors:
         return _index(request, listing, values, errors, status_code=400)
     registry = runs(request.app.state.config.reports)
@@ -123,11 +147,16 @@ async def start(request: Request):
     # The service's authorisation, with the user's own token: a refusal is a 403 page, nothing started.
     (policy, old), (_, new) = values["old"].split("/", 1), values["new"].split("/", 1)
     refs = [(await run_in_threadpool(client.get_policy, who, policy, version)).ref for version in (old, new)]
+    corpus: dict[str, str | int]
+    if values["corpus"] in folders:
+        folder = folders[values["corpus"]]
+        corpus, cases = {"kind": "folder", "name": folder.name}, ["--cases", str(folder.resolve())]
+    else:
+        corpus, cases = {"kind": "synthetic", "count": count, "seed": seed}, ["--count", str(count), "--seed", str(seed)]
     asked = {"policy": policy, "old": _ref(refs[0]), "new": _ref(refs[1]), "bundle_hash": listing.bundle_hash,
-             "corpus": {"kind": "synthetic", "count": count, "seed": seed}, "caller_token_sha256": caller(who)}
+             "corpus": corpus, "caller_token_sha256": caller(who)}
     try:
-        run_id = await run_in_threadpool(registry.start, asked, [values["old"], values["new"], "--count", str(count),
-                                                                 "--seed", str(seed)])
+        run_id = await run_in_threadpool(registry.start, asked, [values["old"], values["new"], *cases])
     except RunBusy as busy:
         return _busy(request, busy.args[0])
     return RedirectResponse(f"/impact/{run_id}", status_code=303)
@@ -165,16 +194,39 @@ def show(request: Request):
         changed_files = [side for side in ("old", "new")
                          if run.asked[side].get("content_hash") != report[side]["content_hash"]]
     return render(request, "impact_run.html", section="impact", run=run, report=report, chart=chart,
-                  changed_files=changed_files, tags=STATUS_TAGS,
+                  changed_files=changed_files, tags=STATUS_TAGS, progress_text=_progress_text(run),
+                  command=_unplaced(request, run, report["command"]) if report else "",
+                  error_tail=_unplaced(request, run, run.error_tail()) if run.status == "failed" else "",
                   downloads=[name for name in DOWNLOADS if run.status == "done" and run.has(name)])
+
+
+def _unplaced(request: Request, run: Run, text: str) -> str:
+    """`text` (the report's command, the run's error output) with a case folder's path on this
+    machine replaced by the folder's name, as the pages name it."""
+    corpus = run.asked.get("corpus", {})
+    if corpus.get("kind") != "folder":
+        return text
+    paths = {str(folder) for folder in request.app.state.config.case_folders if folder.name == corpus.get("name")}
+    paths |= {str(Path(p).resolve()) for p in set(paths)}
+    if run.report and run.report.get("corpus", {}).get("directory"):
+        paths.add(run.report["corpus"]["directory"])
+    for path in sorted(paths, key=len, reverse=True):
+        text = text.replace(path, corpus["name"])
+    return text
+
+
+def _progress_text(run: Run) -> str:
+    corpus = run.asked["corpus"]
+    total = corpus["count"] if corpus["kind"] == "synthetic" else run.cases_total
+    if not total:  # a folder's cases are counted when read: the first progress line says how many
+        return f"{run.percent}% done: reading the folder's cases"
+    return f"{run.percent}% done: {run.cases_done:,} of {total:,} cases decided by both versions"
 
 
 def progress(request: Request):
     """A run's progress for the page's script: status, percentage and the label's words."""
     run = _run(request)
-    total = run.asked["corpus"]["count"]
-    return JSONResponse({"status": run.status, "percent": run.percent,
-                         "text": f"{run.percent}% done: {run.cases_done:,} of {total:,} cases decided by both versions"})
+    return JSONResponse({"status": run.status, "percent": run.percent, "text": _progress_text(run)})
 
 
 def download(request: Request):
