@@ -2,13 +2,14 @@
 
 A run is `python -m rules impact OLD NEW --count N --seed S --out <reports>/<run id>` (synthetic
 cases) or `... --cases <folder> --out ...` (a case folder the console was started with: a user
-picks one by its name, never types a path) started as a process of its own (console/impactruns.py: the console holds no engine), one at a time. Before it
-starts, the service is asked for both versions with the user's token, so its authorisation decides
-who may weigh a change to a policy (and who may read a report of one). While it runs its page
-refreshes itself every two seconds (a meta refresh: no script) with the progress the command
-prints; when done it shows the report's data (impact.json): the outcomes under each version as a
-chart and a table, the transitions, the rules and example cases of each change, amounts, flags and
-errors, and the report's files to download.
+picks one by its name, never types a path), started as a process of its own
+(console/impactruns.py: the console holds no engine), one at a time. Before it starts, the
+service is asked for both versions with the user's token, so its authorisation decides who may
+weigh a change to a policy (and who may read a report of one). While it runs its page follows
+the progress the command prints (a small script, or a Check progress link); when done it shows
+the report's data (impact.json): the outcomes under each version as a chart and a table, the
+transitions, the rules and example cases of each change, amounts, flags and errors, and the
+report's files to download.
 
 A folder's report holds some of its cases' facts (the examples of each change): the form says so,
 and it is shown, like any report, to whoever the service lets read both versions. The folder's
@@ -138,7 +139,7 @@ async def start(request: Request):
     values = {name: str(form.get(name, "")).strip() for name in ("old", "new", "count", "seed")}
     values["corpus"] = str(form.get("corpus", SYNTHETIC))  # a form without case folders has no choice
     folders = _folders(request)
-    errors, count, seed = _check(values, listing, folders)
+    errors, count, seed = await run_in_threadpool(_check, values, listing, folders)  # counts a folder's files
     if errors:
         return _index(request, listing, values, errors, status_code=400)
     registry = runs(request.app.state.config.reports)
