@@ -36,4 +36,6 @@ generate_stubs()
 # rules package's data (pyproject.toml); listed as namespace packages, or setuptools warns for each
 # ("Package would be ignored").
 policy_dirs = find_namespace_packages(include=["rules.policies", "rules.policies.*"], exclude=["*__pycache__*"])
-setup(packages=find_packages(include=["rules*", "service*", "console*", "cms_policy*"]) + policy_dirs)
+# The same for the console's templates and static files (pyproject.toml's package-data).
+console_dirs = ["console.templates", "console.static"]
+setup(packages=find_packages(include=["rules*", "service*", "console*", "cms_policy*"]) + policy_dirs + console_dirs)

@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from .app import create_app
-from .config import ROOT, Config, ConfigError
+from .config import GOVUK_FRONTEND, ROOT, Config, ConfigError
 from .security import JsonLines
 
 
@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reports", type=Path, default=ROOT / "var" / "impact", help="folder of impact reports")
     parser.add_argument("--cases-folder", type=Path, action="append", default=[], metavar="DIR", dest="case_folders",
                         help="a folder of cases (*.jsonl, *.json, *.yaml) users may make impact reports over; repeatable")
+    parser.add_argument("--govuk-frontend", type=Path, default=GOVUK_FRONTEND,
+                        help="GOV.UK Frontend's dist/govuk folder (default: the checkout's node_modules, from npm ci)")
     parser.add_argument("--session-secret-file", type=Path,
                         help="key that signs session cookies (several replicas must share one; default: random)")
     return parser
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                     tls_cert=args.tls_cert, tls_key=args.tls_key, require_sign_in=args.sign_in,
                     dev_token=args.dev_token_file.read_text().strip() if args.dev_token_file else None,
                     golden=args.golden if args.golden.is_dir() else None, reports=args.reports,
+                    assets=args.govuk_frontend,
                     case_folders=tuple(folder.resolve() for folder in args.case_folders),
                     session_secret=args.session_secret_file.read_bytes().strip() if args.session_secret_file
                     else os.urandom(32))
