@@ -8,6 +8,7 @@ as the files have them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -74,6 +75,13 @@ def answers(detail: pb.GetPolicyResponse, facts: dict) -> list[Answer]:
     return found
 
 
+@lru_cache(maxsize=2048)
+def _case(path: Path, mtime_ns: int, size: int) -> dict:
+    """A golden file, parsed once while it is unchanged (the key holds its mtime and size): parsing a
+    version's cases was most of its page's 43 ms (bench/console.py)."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE) or {}
+
+
 def examples(root: Path | None, detail: pb.GetPolicyResponse, earlier: bool = False) -> list[Example] | None:
     """The worked examples of the version `detail` is, or None if there are none to read. An
     `earlier` revision's are those it was tested with, in <version>/r<revision>/."""
@@ -85,7 +93,8 @@ def examples(root: Path | None, detail: pb.GetPolicyResponse, earlier: bool = Fa
         return None
     found = []
     for path in sorted(folder.glob("*.yaml")):
-        case = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE) or {}
+        stat = path.stat()
+        case = _case(path, stat.st_mtime_ns, stat.st_size)
         expected = case.get("expected") or {}
         amount = expected.get("amount_pence", case.get("expect_amount_pence"))
         found.append(Example(
