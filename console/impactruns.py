@@ -113,9 +113,9 @@ class Runs:
         with self._lock:
             return next(iter(self._live), None)
 
-    def start(self, asked: dict, argv: list[str]) -> str:
+    def start(self, asked: dict, argv: list[str], cwd: Path | None = None) -> str:
         """Make the run's folder, write run.json and start `python -m rules impact` with `argv` and
-        `--out` the folder; RunBusy if a run is under way."""
+        `--out` the folder, in `cwd` (default: the checkout); RunBusy if a run is under way."""
         with self._lock:
             if self._live:
                 raise RunBusy(next(iter(self._live)))
@@ -128,8 +128,8 @@ class Runs:
                                                                                "MPLBACKEND": "Agg"}
             with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
                 try:
-                    process = subprocess.Popen([sys.executable, "-m", "rules", "impact", *argv, "--out", str(folder)],
-                                               cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+                    process = subprocess.Popen([sys.executable, "-m", "rules", "impact", *argv,
+                                                "--out", str(folder.resolve())], cwd=cwd or ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
                 except OSError as exc:  # recorded as a failed run, with why
                     err.write(f"error: the impact command could not be started: {exc}\n".encode())
                     _write_json(folder / "exit.json", {"returncode": None})

@@ -372,6 +372,9 @@ def test_a_report_over_a_case_folder(folder_console, reports, case_folder):
     asked = json.loads((reports / run_id / "run.json").read_text("utf-8"))
     assert asked["corpus"] == {"kind": "folder", "name": "fee-cases"}
     assert str(case_folder) not in json.dumps(asked)
+    for name in ("impact.md", "impact.json"):  # nor in the report files a reader downloads
+        report = folder_console.get(f"{url}/{name}").text
+        assert str(case_folder) not in report and "fee-cases" in report
     listing = folder_console.get("/impact").text
     row = listing.split(f'id="run-{run_id}"', 1)[1].split("</tr>", 1)[0]
     assert "Case folder fee-cases" in row and "Done" in row

@@ -149,15 +149,18 @@ async def start(request: Request):
     (policy, old), (_, new) = values["old"].split("/", 1), values["new"].split("/", 1)
     refs = [(await run_in_threadpool(client.get_policy, who, policy, version)).ref for version in (old, new)]
     corpus: dict[str, str | int]
+    where = None
     if values["corpus"] in folders:
-        folder = folders[values["corpus"]]
-        corpus, cases = {"kind": "folder", "name": folder.name}, ["--cases", str(folder.resolve())]
+        # run beside the folder and name it alone: the report records `--cases` as given, and this
+        # machine's paths are not for the report's readers
+        folder = folders[values["corpus"]].resolve()
+        corpus, cases, where = {"kind": "folder", "name": folder.name}, ["--cases", folder.name], folder.parent
     else:
         corpus, cases = {"kind": "synthetic", "count": count, "seed": seed}, ["--count", str(count), "--seed", str(seed)]
     asked = {"policy": policy, "old": _ref(refs[0]), "new": _ref(refs[1]), "bundle_hash": listing.bundle_hash,
              "corpus": corpus, "caller_token_sha256": caller(who)}
     try:
-        run_id = await run_in_threadpool(registry.start, asked, [values["old"], values["new"], *cases])
+        run_id = await run_in_threadpool(registry.start, asked, [values["old"], values["new"], *cases], where)
     except RunBusy as busy:
         return _busy(request, busy.args[0])
     return RedirectResponse(f"/impact/{run_id}", status_code=303)
